@@ -1,0 +1,86 @@
+"""Opening a warehouse: an Iceberg catalog plus the place its data files live.
+
+A local warehouse is a folder holding `catalog.db` (pyiceberg's SQL catalog on SQLite) and one
+sub-folder per namespace and table for data and metadata files. Tables written here are plain
+Iceberg: pyiceberg, DuckDB, Spark or Trino can read them through the same catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError
+from pyiceberg.table import Table
+
+from omnilake.errors import OperationalError
+from omnilake.catalog.types import SqlType, column_sql_types
+
+log = logging.getLogger(__name__)
+CATALOG_NAME = "omnilake"
+DEFAULT_SCHEMA = "public"
+
+
+@dataclass
+class Warehouse:
+    catalog: Catalog
+    location: str            # root URI of data files, e.g. file:///data/wh
+    local_root: Path | None  # the folder, for a local warehouse
+    temporary: bool = False
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def open(cls, location: str | None, catalog_uri: str | None = None) -> "Warehouse":
+        temporary = location is None
+        if temporary:
+            location = tempfile.mkdtemp(prefix="omnilake-")
+        if "://" in location and not location.startswith("file://"):
+            raise OperationalError(
+                f"warehouse {location!r}: only local folders are supported in this version",
+                hint="pass a folder path, e.g. omnilake.connect('./warehouse')")
+        root = Path(location.removeprefix("file://")).expanduser().resolve()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OperationalError(f"cannot create warehouse folder {root}: {exc.strerror}") from exc
+        uri = catalog_uri or f"sqlite:///{root / 'catalog.db'}"
+        try:
+            catalog = SqlCatalog(CATALOG_NAME, uri=uri, warehouse=root.as_uri())
+            try:
+                catalog.create_namespace(DEFAULT_SCHEMA)
+            except NamespaceAlreadyExistsError:
+                pass
+        except Exception as exc:  # pyiceberg/SQLAlchemy errors while opening the catalog
+            raise OperationalError(f"cannot open the catalog at {uri}: {exc}") from exc
+        log.debug("opened warehouse %s (catalog %s)", root, uri)
+        return cls(catalog=catalog, location=root.as_uri(), local_root=root, temporary=temporary)
+
+    def table_location(self, namespace: str, name: str) -> str:
+        return f"{self.location}/{namespace}/{name}"
+
+    def remove_location(self, location: str) -> None:
+        """Delete a dropped table's files (local warehouses: only inside the warehouse)."""
+        if self.local_root is None or not location.startswith("file://"):
+            return
+        path = Path(location.removeprefix("file://")).resolve()
+        if self.local_root in path.parents:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        engine = getattr(self.catalog, "engine", None)
+        if engine is not None:
+            engine.dispose()
+        if self.temporary and self.local_root is not None:
+            shutil.rmtree(self.local_root, ignore_errors=True)
+
+
+def sql_types_of(table: Table) -> dict[int, SqlType]:
+    return column_sql_types(table.schema(), table.properties)

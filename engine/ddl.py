@@ -1,0 +1,277 @@
+"""CREATE / DROP / ALTER for schemas and tables, as Iceberg catalog operations."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyiceberg.exceptions import (NamespaceAlreadyExistsError, NamespaceNotEmptyError,
+                                  NoSuchNamespaceError, TableAlreadyExistsError)
+from pyiceberg.schema import Schema
+from pyiceberg.types import ListType, NestedField
+from sqlglot import exp
+
+from omnilake import errors as E
+from omnilake.catalog.types import (SQL_TYPES_PROPERTY, SqlType, encode_sql_types,
+                                    from_sqlglot)
+from omnilake.engine.tables import ident, load, split_name
+
+if TYPE_CHECKING:
+    from omnilake.engine.engine import Result, Session
+
+_PROMOTIONS = {("integer", "bigint"), ("smallint", "integer"), ("smallint", "bigint"),
+               ("real", "double precision")}
+
+
+def create_schema(session: "Session", tree: exp.Create) -> "Result":
+    from omnilake.engine.engine import Result
+    name = ident(tree.this.this) if isinstance(tree.this, exp.Table) else ident(tree.this)
+    try:
+        session.engine.warehouse.catalog.create_namespace(name)
+    except NamespaceAlreadyExistsError:
+        if not tree.args.get("exists"):
+            raise E.DuplicateSchema(f'schema "{name}" already exists') from None
+    return Result(status="CREATE SCHEMA")
+
+
+def drop_schema(session: "Session", tree: exp.Drop) -> "Result":
+    from omnilake.engine.engine import Result
+    catalog = session.engine.warehouse.catalog
+    for node in tree.expressions or [tree.this]:
+        name = ident(node.this) if isinstance(node, exp.Table) else ident(node)
+        try:
+            tables = catalog.list_tables(name)
+        except NoSuchNamespaceError:
+            if tree.args.get("exists"):
+                continue
+            raise E.InvalidSchemaName(f'schema "{name}" does not exist') from None
+        if tables and not tree.args.get("cascade"):
+            raise E.DependentObjectsStillExist(
+                f'cannot drop schema "{name}" because other objects depend on it',
+                detail=f"it holds {len(tables)} table(s)", hint="use DROP SCHEMA ... CASCADE")
+        for table_ident in tables:
+            _drop_table(session, name, table_ident[-1])
+        try:
+            catalog.drop_namespace(name)
+        except NamespaceNotEmptyError as exc:
+            raise E.DependentObjectsStillExist(str(exc)) from exc
+    return Result(status="DROP SCHEMA")
+
+
+def column_definitions(tree: exp.Schema) -> tuple[list[tuple[str, SqlType, bool]], list[str]]:
+    """(name, type, required) per column and the primary key column names."""
+    columns, primary = [], []
+    for item in tree.expressions:
+        if isinstance(item, exp.ColumnDef):
+            name = ident(item.this)
+            if item.args.get("kind") is None:
+                raise E.SyntaxError(f'column "{name}" needs a type')
+            sql_type = from_sqlglot(item.args["kind"])
+            required = False
+            for constraint in item.args.get("constraints") or []:
+                kind = constraint.args.get("kind")
+                if isinstance(kind, exp.NotNullColumnConstraint) and not kind.args.get("allow_null"):
+                    required = True
+                elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
+                    primary.append(name)
+                    required = True
+                elif isinstance(kind, exp.NotNullColumnConstraint):
+                    pass
+                else:
+                    raise E.NotSupportedError(
+                        f'constraint {constraint.sql("postgres")} on column "{name}" is not '
+                        "supported yet", hint="supported: NOT NULL, PRIMARY KEY")
+            columns.append((name, sql_type, required))
+        elif isinstance(item, exp.PrimaryKey):
+            primary.extend(ident(e.this if isinstance(e, exp.Ordered) else e) for e in item.expressions)
+        else:
+            raise E.NotSupportedError(f"table constraint {item.sql('postgres')} is not supported yet",
+                                      hint="supported: NOT NULL, PRIMARY KEY")
+    names = [c[0] for c in columns]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise E.DuplicateColumn(f'column "{dup}" specified more than once')
+    for key in primary:
+        if key not in names:
+            raise E.UndefinedColumn(f'column "{key}" named in key does not exist')
+    columns = [(n, t, r or n in primary) for n, t, r in columns]
+    return columns, primary
+
+
+def iceberg_schema(columns: list[tuple[str, SqlType, bool]], primary: list[str]) -> Schema:
+    """Top-level fields get ids 1..n, nested ones follow, as pyiceberg assigns fresh ids."""
+    next_id = len(columns) + 1
+    fields = []
+    for field_id, (name, sql_type, required) in enumerate(columns, start=1):
+        iceberg_type = sql_type.to_iceberg()
+        if isinstance(iceberg_type, ListType):
+            iceberg_type = ListType(next_id, iceberg_type.element_type, element_required=False)
+            next_id += 1
+        fields.append(NestedField(field_id, name, iceberg_type, required=required))
+    ids = [i for i, c in enumerate(columns, start=1) if c[0] in primary]
+    return Schema(*fields, identifier_field_ids=ids)
+
+
+def create_table(session: "Session", namespace: str, name: str,
+                 columns: list[tuple[str, SqlType, bool]], primary: list[str],
+                 if_not_exists: bool = False):
+    """Create the Iceberg table; returns its TableRef, or None if it existed (IF NOT EXISTS)."""
+    if not columns:
+        raise E.SyntaxError(f'table "{name}" needs at least one column')
+    schema = iceberg_schema(columns, primary)
+    types = {i: c[1] for i, c in enumerate(columns, start=1)}
+    warehouse = session.engine.warehouse
+    try:
+        table = warehouse.catalog.create_table(
+            (namespace, name), schema, location=warehouse.table_location(namespace, name),
+            properties={SQL_TYPES_PROPERTY: encode_sql_types(types),
+                        "write.parquet.compression-codec": "zstd"})
+    except TableAlreadyExistsError:
+        if if_not_exists:
+            return None
+        raise E.DuplicateTable(f'relation "{name}" already exists') from None
+    except NoSuchNamespaceError:
+        raise E.InvalidSchemaName(f'schema "{namespace}" does not exist',
+                                  hint=f"CREATE SCHEMA {namespace}") from None
+    created = {f.name: f.field_id for f in table.schema().fields}
+    if any(created[n] != i for i, (n, _, _) in enumerate(columns, start=1)):
+        # pyiceberg numbered differently than expected: key the types by the real ids.
+        fixed = {created[n]: t for n, t, _ in columns}
+        table.transaction().set_properties({SQL_TYPES_PROPERTY: encode_sql_types(fixed)}).commit_transaction()
+    return load(warehouse, namespace, name)
+
+
+def create_table_statement(session: "Session", tree: exp.Create) -> "Result":
+    from omnilake.engine.engine import Result
+    target = tree.this
+    if tree.args.get("properties"):
+        raise E.NotSupportedError(f"table options {tree.args['properties'].sql('postgres')} are not "
+                                  "supported yet")
+    if tree.expression is not None:
+        from omnilake.engine.dml import create_table_as
+        return create_table_as(session, tree)
+    if not isinstance(target, exp.Schema):
+        raise E.SyntaxError("CREATE TABLE needs a column list or AS SELECT")
+    namespace, name = split_name(target.this, session.schema)
+    columns, primary = column_definitions(target)
+    create_table(session, namespace, name, columns, primary, bool(tree.args.get("exists")))
+    return Result(status="CREATE TABLE")
+
+
+def drop_table_statement(session: "Session", tree: exp.Drop) -> "Result":
+    from omnilake.engine.engine import Result
+    nodes = tree.expressions if tree.expressions else [tree.this]
+    refs = []
+    for node in nodes:
+        namespace, name = split_name(node, session.schema)
+        if not session.engine.warehouse.catalog.table_exists((namespace, name)):
+            if tree.args.get("exists"):
+                continue
+            raise E.UndefinedTable(f'table "{name}" does not exist')
+        refs.append((namespace, name))
+    for namespace, name in refs:
+        _drop_table(session, namespace, name)
+    return Result(status="DROP TABLE")
+
+
+def _drop_table(session: "Session", namespace: str, name: str) -> None:
+    warehouse = session.engine.warehouse
+    location = warehouse.catalog.load_table((namespace, name)).location()
+    warehouse.catalog.drop_table((namespace, name))
+    warehouse.remove_location(location)
+
+
+def alter_table(session: "Session", tree: exp.Alter) -> "Result":
+    from omnilake.engine.engine import Result
+    if (tree.args.get("kind") or "TABLE").upper() != "TABLE":
+        raise E.NotSupportedError(f"ALTER {tree.args.get('kind')} is not supported")
+    namespace, name = split_name(tree.this, session.schema)
+    if tree.args.get("exists") and not session.engine.warehouse.catalog.table_exists((namespace, name)):
+        return Result(status="ALTER TABLE")
+    ref = load(session.engine.warehouse, namespace, name)
+    actions = tree.args.get("actions") or []
+    renames = [a for a in actions if isinstance(a, exp.AlterRename)]
+    if renames:
+        if len(actions) != 1:
+            raise E.NotSupportedError("RENAME TO cannot be combined with other ALTER TABLE actions")
+        new_ns, new_name = split_name(renames[0].this, namespace)
+        try:
+            session.engine.warehouse.catalog.rename_table((namespace, name), (new_ns, new_name))
+        except TableAlreadyExistsError:
+            raise E.DuplicateTable(f'relation "{new_name}" already exists') from None
+        return Result(status="ALTER TABLE")
+    types = dict(ref.sql_types)
+    current = {c.name: c for c in ref.columns()}
+    added: dict[str, SqlType] = {}
+    with ref.table.transaction() as tx:
+        with tx.update_schema() as update:
+            for action in actions:
+                _apply(update, action, current, types, added, name)
+        # The types of added columns go into the same commit, keyed by the ids pyiceberg gives
+        # them: the next free ids in order of addition (checked below).
+        next_id = ref.table.metadata.last_column_id + 1
+        predicted = dict(types)
+        for sql_type in added.values():
+            predicted[next_id] = sql_type
+            next_id += 2 if sql_type.name == "vector" else 1
+        tx.set_properties({SQL_TYPES_PROPERTY: encode_sql_types(predicted)})
+    table = session.engine.warehouse.catalog.load_table((namespace, name))
+    actual = {f.field_id: types.get(f.field_id) or added[f.name] for f in table.schema().fields}
+    if actual != {k: v for k, v in predicted.items() if k in actual}:
+        table.transaction().set_properties(
+            {SQL_TYPES_PROPERTY: encode_sql_types(actual)}).commit_transaction()
+    return Result(status="ALTER TABLE")
+
+
+def _apply(update, action: exp.Expression, current: dict, types: dict, added: dict,
+           table: str) -> None:
+    if isinstance(action, exp.ColumnDef):
+        column = ident(action.this)
+        if column in current or column in added:
+            if action.args.get("exists"):
+                return
+            raise E.DuplicateColumn(f'column "{column}" of relation "{table}" already exists')
+        sql_type = from_sqlglot(action.args["kind"])
+        for constraint in action.args.get("constraints") or []:
+            kind = constraint.args.get("kind")
+            if isinstance(kind, exp.NotNullColumnConstraint) and not kind.args.get("allow_null"):
+                raise E.NotSupportedError(
+                    f'cannot add NOT NULL column "{column}": existing rows would hold NULL',
+                    hint="add the column without NOT NULL")
+            if not isinstance(kind, exp.NotNullColumnConstraint):
+                raise E.NotSupportedError(f"constraint {constraint.sql('postgres')} is not supported here")
+        update.add_column(column, sql_type.to_iceberg())
+        added[column] = sql_type
+    elif isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
+        for node in action.args.get("tables") or [action.this]:
+            column = ident(node.this if isinstance(node, exp.Column) else node)
+            if column not in current:
+                if action.args.get("exists"):
+                    continue
+                raise E.UndefinedColumn(f'column "{column}" of relation "{table}" does not exist')
+            update.delete_column(column)
+            types.pop(current[column].field_id, None)
+    elif isinstance(action, exp.RenameColumn):
+        old, new = ident(action.this.this), ident(action.args["to"].this)
+        if old not in current:
+            raise E.UndefinedColumn(f'column "{old}" of relation "{table}" does not exist')
+        if new in current:
+            raise E.DuplicateColumn(f'column "{new}" of relation "{table}" already exists')
+        update.rename_column(old, new)
+    elif isinstance(action, exp.AlterColumn) and action.args.get("dtype") is not None:
+        column = ident(action.this)
+        if column not in current:
+            raise E.UndefinedColumn(f'column "{column}" of relation "{table}" does not exist')
+        old_type = current[column].sql_type
+        new_type = from_sqlglot(action.args["dtype"])
+        widened_numeric = (old_type.name == new_type.name == "numeric"
+                           and new_type.params[1] == old_type.params[1]
+                           and new_type.params[0] >= old_type.params[0])
+        if (old_type.name, new_type.name) in _PROMOTIONS or widened_numeric:
+            update.update_column(column, field_type=new_type.to_iceberg())
+        elif old_type != new_type:
+            raise E.NotSupportedError(
+                f'cannot change column "{column}" from {old_type} to {new_type} without rewriting',
+                hint="Iceberg allows int -> bigint, real -> double precision and wider NUMERIC")
+        types[current[column].field_id] = new_type
+    else:
+        raise E.NotSupportedError(f"ALTER TABLE action {action.sql('postgres')} is not supported")

@@ -1,0 +1,270 @@
+"""INSERT, UPDATE, DELETE, TRUNCATE and CREATE TABLE AS, committed through pyiceberg.
+
+Every write first builds the complete new rows and checks them (`coerce.to_storage`), then
+commits once: a failing statement writes nothing. UPDATE and DELETE are copy-on-write. When
+the WHERE clause converts exactly into an Iceberg expression, pyiceberg rewrites only the
+files that may hold matching rows; otherwise the table is rewritten as a whole in one commit.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue
+from sqlglot import exp
+
+from omnilake import errors as E
+from omnilake.catalog.types import from_arrow
+from omnilake.engine import pushdown
+from omnilake.engine.coerce import normalise_input, to_storage
+from omnilake.engine.ddl import create_table
+from omnilake.engine.query import bind
+from omnilake.engine.tables import TableRef, ident, load, split_name
+
+if TYPE_CHECKING:
+    from omnilake.engine.engine import Result, Session
+
+APPEND_ATTEMPTS = 4
+
+
+def _result(status: str, rowcount: int) -> "Result":
+    from omnilake.engine.engine import Result
+    return Result(status=status, rowcount=rowcount)
+
+
+def _query_rows(session: "Session", tree: exp.Expression, pinned: TableRef | None = None) -> pa.Table:
+    return bind(session, tree, pinned=pinned).to_arrow()
+
+
+def append(session: "Session", ref: TableRef, rows: pa.Table) -> None:
+    """Append checked rows in one commit; a concurrent commit is retried (appends commute)."""
+    table = ref.table
+    for attempt in range(APPEND_ATTEMPTS):
+        try:
+            table.append(rows)
+            return
+        except CommitFailedException as exc:
+            if attempt == APPEND_ATTEMPTS - 1:
+                raise E.SerializationFailure(
+                    f"could not append to {ref.qualified}: concurrent commits kept winning",
+                    hint="retry the statement") from exc
+            time.sleep(0.01 * 2 ** attempt)
+            table = table.refresh()
+
+
+def insert(session: "Session", tree: exp.Insert) -> "Result":
+    target = tree.this
+    names = None
+    if isinstance(target, exp.Schema):
+        names = [ident(e) for e in target.expressions]
+        target = target.this
+    for unsupported in ("conflict", "returning", "overwrite"):
+        if tree.args.get(unsupported):
+            raise E.NotSupportedError(f"INSERT ... {unsupported.upper()} is not supported yet")
+    ref = load(session.engine.warehouse, *split_name(target, session.schema))
+    source = tree.expression
+    if isinstance(source, exp.Values):
+        if any(isinstance(v, exp.Var) and v.name.upper() == "DEFAULT" for v in source.find_all(exp.Var)):
+            raise E.NotSupportedError("DEFAULT values are not supported yet")
+        source = exp.select("*").from_(exp.Subquery(this=source, alias=exp.TableAlias(
+            this=exp.to_identifier("__ol_values"))))
+    rows = normalise_input(_query_rows(session, source))
+    count = insert_rows(session, ref, rows, names)
+    return _result(f"INSERT 0 {count}", count)
+
+
+def insert_rows(session: "Session", ref: TableRef, rows: pa.Table, names: list[str] | None = None) -> int:
+    columns = ref.columns()
+    if names is None:
+        if rows.num_columns > len(columns):
+            raise E.SyntaxError(f"INSERT has more expressions ({rows.num_columns}) than target "
+                                f"columns ({len(columns)})")
+        names = [c.name for c in columns[:rows.num_columns]]
+    stored = to_storage(rows, columns, names, ref.name)
+    if stored.num_rows:
+        append(session, ref, stored)
+    return stored.num_rows
+
+
+def insert_arrow(session: "Session", table_name: str, data, create: bool = False) -> int:
+    """conn.insert(): Arrow (or anything Arrow can read) into a table, by column name."""
+    rows = normalise_input(_as_arrow(data))
+    namespace, name = _split_dotted(table_name, session.schema)
+    if create and not session.engine.warehouse.catalog.table_exists((namespace, name)):
+        columns = [(f.name, from_arrow(f.type), False) for f in rows.schema]
+        create_table(session, namespace, name, columns, [], if_not_exists=True)
+    ref = load(session.engine.warehouse, namespace, name)
+    return insert_rows(session, ref, rows, list(rows.column_names))
+
+
+def _as_arrow(data) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    try:
+        import pandas as pd
+        if isinstance(data, pd.DataFrame):
+            return pa.Table.from_pandas(data, preserve_index=False)
+    except ImportError:  # pandas is a dependency, but keep Arrow-only use working without it
+        pass
+    if isinstance(data, dict):
+        return pa.table(data)
+    raise E.DataError(f"cannot insert a {type(data).__name__}: pass an Arrow table, a record "
+                      "batch, a pandas DataFrame or a dict of columns")
+
+
+def _split_dotted(name: str, default_schema: str) -> tuple[str, str]:
+    parts = name.split(".")
+    if len(parts) == 1:
+        return default_schema, parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise E.InvalidParameterValue(f"table name {name!r} has too many parts")
+
+
+def _resolver(ref: TableRef, alias: str):
+    types = {c.name: c.sql_type.name for c in ref.columns()}
+
+    def resolve(column: exp.Column):
+        qualifier = ident(column.args.get("table"))
+        name = ident(column.this)
+        if qualifier not in (None, alias) or name not in types:
+            return None
+        return name, types[name]
+    return resolve
+
+
+def _target(session: "Session", node: exp.Table) -> tuple[TableRef, str]:
+    ref = load(session.engine.warehouse, *split_name(node, session.schema))
+    return ref, node.alias or ref.name
+
+
+def _scan_select(ref: TableRef, alias: str, projections: list[exp.Expression],
+                 where: exp.Expression | None) -> exp.Select:
+    table = exp.Table(this=exp.to_identifier(ref.name, quoted=True),
+                      db=exp.to_identifier(ref.namespace, quoted=True),
+                      alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+    select = exp.select(*projections).from_(table)
+    return select.where(where.copy()) if where is not None else select
+
+
+def update(session: "Session", tree: exp.Update) -> "Result":
+    if tree.args.get("from") or tree.args.get("returning"):
+        raise E.NotSupportedError("UPDATE ... FROM / RETURNING is not supported yet")
+    ref, alias = _target(session, tree.this)
+    columns = ref.columns()
+    assignments: dict[str, exp.Expression] = {}
+    for eq in tree.expressions:
+        name = ident(eq.this.this if isinstance(eq.this, exp.Column) else eq.this)
+        ref.column(name)  # raises UndefinedColumn
+        if name in assignments:
+            raise E.SyntaxError(f'multiple assignments to same column "{name}"')
+        assignments[name] = eq.expression
+    where = tree.args["where"].this if tree.args.get("where") else None
+    exact = AlwaysTrue() if where is None else pushdown.to_filter(where, _resolver(ref, alias))
+
+    def column_expr(name: str, value: exp.Expression) -> exp.Expression:
+        return exp.alias_(value.copy(), name, quoted=True)
+
+    if exact is not None:
+        projections = [column_expr(c.name, assignments.get(c.name, exp.column(c.name, quoted=True)))
+                       for c in columns]
+        rows = _query_rows(session, _scan_select(ref, alias, projections, where), ref)
+        stored = to_storage(rows, columns, [c.name for c in columns], ref.name)
+        _commit_overwrite(ref, stored, exact)
+        return _result(f"UPDATE {stored.num_rows}", stored.num_rows)
+    matched = exp.func("coalesce", where.copy(), exp.false())
+    projections = []
+    for c in columns:
+        current = exp.column(c.name, quoted=True)
+        if c.name in assignments:
+            value = exp.Case(ifs=[exp.If(this=matched.copy(), true=assignments[c.name].copy())],
+                             default=current)
+        else:
+            value = current
+        projections.append(column_expr(c.name, value))
+    projections.append(exp.alias_(matched, "__ol_matched", quoted=True))
+    rows = _query_rows(session, _scan_select(ref, alias, projections, None), ref)
+    count = pc.sum(rows.column("__ol_matched")).as_py() or 0
+    rows = rows.drop_columns(["__ol_matched"])
+    stored = to_storage(rows, columns, [c.name for c in columns], ref.name)
+    if count:
+        _commit_overwrite(ref, stored, AlwaysTrue())
+    return _result(f"UPDATE {count}", count)
+
+
+def delete(session: "Session", tree: exp.Delete) -> "Result":
+    if tree.args.get("using") or tree.args.get("returning"):
+        raise E.NotSupportedError("DELETE ... USING / RETURNING is not supported yet")
+    ref, alias = _target(session, tree.this)
+    where = tree.args["where"].this if tree.args.get("where") else None
+    exact = AlwaysTrue() if where is None else pushdown.to_filter(where, _resolver(ref, alias))
+    if exact is not None:
+        counted = _query_rows(session, _scan_select(ref, alias, [exp.alias_(
+            exp.Count(this=exp.Star()), "n")], where), ref)
+        count = counted.column("n")[0].as_py()
+        if count:
+            _commit(ref, lambda tx: tx.delete(exact))
+        return _result(f"DELETE {count}", count)
+    matched = exp.alias_(exp.func("coalesce", where.copy(), exp.false()), "__ol_matched", quoted=True)
+    rows = _query_rows(session, _scan_select(ref, alias, [exp.Star(), matched], None), ref)
+    flags = rows.column("__ol_matched")
+    count = pc.sum(flags).as_py() or 0
+    if count:
+        kept = rows.filter(pc.invert(flags)).drop_columns(["__ol_matched"])
+        columns = ref.columns()
+        stored = to_storage(kept, columns, [c.name for c in columns], ref.name)
+        _commit_overwrite(ref, stored, AlwaysTrue())
+    return _result(f"DELETE {count}", count)
+
+
+def truncate(session: "Session", tree: exp.TruncateTable) -> "Result":
+    refs = [load(session.engine.warehouse, *split_name(node, session.schema))
+            for node in tree.expressions]
+    for ref in refs:
+        _commit(ref, lambda tx: tx.delete(AlwaysTrue()))
+    return _result("TRUNCATE TABLE", 0)
+
+
+def _commit_overwrite(ref: TableRef, rows: pa.Table, row_filter) -> None:
+    _commit(ref, lambda tx: tx.overwrite(rows, overwrite_filter=row_filter))
+
+
+def _commit(ref: TableRef, change) -> None:
+    """One transaction on the snapshot the statement read; a concurrent change fails it."""
+    try:
+        with ref.table.transaction() as tx:
+            change(tx)
+    except CommitFailedException as exc:
+        raise E.SerializationFailure(
+            f"could not serialize access to {ref.qualified} due to a concurrent update",
+            hint="retry the statement") from exc
+
+
+def create_table_as(session: "Session", tree: exp.Create) -> "Result":
+    target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+    namespace, name = split_name(target, session.schema)
+    if session.engine.warehouse.catalog.table_exists((namespace, name)):
+        if tree.args.get("exists"):
+            return _result("SELECT 0", 0)
+        raise E.DuplicateTable(f'relation "{name}" already exists')
+    rows = normalise_input(_query_rows(session, tree.expression))
+    names = rows.column_names
+    if isinstance(tree.this, exp.Schema):
+        names = [ident(e) for e in tree.this.expressions]
+        if len(names) != rows.num_columns:
+            raise E.SyntaxError("CREATE TABLE AS names a different number of columns than the query has")
+        rows = rows.rename_columns(names)
+    if len(set(names)) != len(names):
+        raise E.DuplicateColumn("CREATE TABLE AS needs unique column names; add aliases")
+    columns = [(f.name, from_arrow(f.type), False) for f in rows.schema]
+    ref = create_table(session, namespace, name, columns, [])
+    count = insert_rows(session, ref, rows, names)
+    return _result(f"SELECT {count}", count)

@@ -1,0 +1,253 @@
+"""The engine (one per warehouse, shared) and sessions (one per connection).
+
+`Session.execute` parses a SQL string with sqlglot, binds parameters into the syntax tree,
+and runs each statement through its handler. Results are Arrow tables plus the PostgreSQL
+command tag, so the DB-API and the wire server present the same outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from omnilake import errors as E
+from omnilake.catalog.warehouse import Warehouse
+from omnilake.config import Settings
+from omnilake.engine import ddl, dml
+from omnilake.engine.catalog_views import table_names
+from omnilake.engine.dialect import INPUT_DIALECTS
+from omnilake.engine.errors import from_parse
+from omnilake.engine.params import bind as bind_params
+from omnilake.engine.query import bind, normalise_output
+from omnilake.engine.scan import PlanCache
+from omnilake.engine.tables import ident
+
+log = logging.getLogger(__name__)
+logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" is expected
+
+
+@dataclass
+class Result:
+    """Outcome of one statement: rows (for queries) and the PostgreSQL command tag."""
+
+    status: str
+    table: pa.Table | None = None
+    rowcount: int = -1
+
+
+class Engine:
+    """Shared state over one warehouse: the catalog and the scan-plan cache."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.warehouse = Warehouse.open(settings.warehouse, settings.catalog)
+        self.plan_cache = PlanCache(settings.plan_cache_size)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def session(self) -> "Session":
+        return Session(self)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.warehouse.close()
+
+
+@dataclass
+class Session:
+    engine: Engine
+    schema: str = ""
+    registered: dict[str, pa.Table] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+    dialect: str = ""
+
+    def __post_init__(self):
+        self.schema = self.schema or self.engine.settings.schema
+        self.dialect = self.dialect or self.engine.settings.dialect
+        self.variables.setdefault("search_path", self.schema)
+        self.variables.setdefault("timezone", "UTC")
+
+    # -- entry points ------------------------------------------------------------------
+    def parse(self, sql: str) -> list[exp.Expression]:
+        if not isinstance(sql, str):
+            raise E.ProgrammingError(f"a statement must be a string, not {type(sql).__name__}")
+        try:
+            trees = sqlglot.parse(sql, dialect=INPUT_DIALECTS[self.dialect])
+        except (ParseError, TokenError) as exc:
+            raise from_parse(exc, sql) from None
+        return [t for t in trees if t is not None]
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Result]:
+        trees = self.parse(sql)
+        if params is not None and len(trees) > 1:
+            raise E.ProgrammingError("parameters can only be used with a single statement")
+        results = []
+        for tree in trees:
+            results.append(self.run(bind_params(tree, params) if params is not None or
+                                    _has_placeholders(tree) else tree))
+        return results or [Result(status="EMPTY")]
+
+    def run(self, tree: exp.Expression) -> Result:
+        tree = _normalise_identifiers(tree)
+        handler = _HANDLERS.get(type(tree))
+        if handler is None:
+            for kind, candidate in _HANDLERS.items():
+                if isinstance(tree, kind):
+                    handler = candidate
+                    break
+        if handler is None:
+            raise E.NotSupportedError(f"statement not supported: {tree.sql('postgres')[:200]}")
+        return handler(self, tree)
+
+    def register(self, name: str, data) -> None:
+        self.registered[name.lower() if name == name.lower() or not name.isidentifier() else name] = \
+            dml.normalise_input(dml._as_arrow(data))
+
+    def unregister(self, name: str) -> None:
+        self.registered.pop(name, None)
+
+
+def _has_placeholders(tree: exp.Expression) -> bool:
+    return tree.find(exp.Placeholder, exp.Parameter) is not None
+
+
+def _normalise_identifiers(tree: exp.Expression) -> exp.Expression:
+    """Fold unquoted identifiers to lower case, as PostgreSQL does."""
+    for node in tree.find_all(exp.Identifier):
+        if not node.quoted:
+            node.set("this", node.this.lower())
+            node.set("quoted", True)
+    return tree
+
+
+# -- handlers ----------------------------------------------------------------------------
+def _query(session: Session, tree: exp.Expression) -> Result:
+    table = bind(session, tree).to_arrow()
+    return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
+
+
+def _create(session: Session, tree: exp.Create) -> Result:
+    kind = (tree.args.get("kind") or "").upper()
+    if kind == "TABLE":
+        return ddl.create_table_statement(session, tree)
+    if kind == "SCHEMA":
+        return ddl.create_schema(session, tree)
+    raise E.NotSupportedError(f"CREATE {kind} is not supported yet")
+
+
+def _drop(session: Session, tree: exp.Drop) -> Result:
+    kind = (tree.args.get("kind") or "").upper()
+    if kind == "TABLE":
+        return ddl.drop_table_statement(session, tree)
+    if kind == "SCHEMA":
+        return ddl.drop_schema(session, tree)
+    raise E.NotSupportedError(f"DROP {kind} is not supported yet")
+
+
+def _set(session: Session, tree: exp.Set) -> Result:
+    for item in tree.expressions:
+        assignment = item.this
+        if not isinstance(assignment, exp.EQ):
+            raise E.NotSupportedError(f"SET form not supported: {item.sql('postgres')}")
+        name = assignment.left.name.lower()
+        value_node = assignment.right
+        value = value_node.name if not isinstance(value_node, exp.Tuple) else \
+            ", ".join(v.name for v in value_node.expressions)
+        if name == "search_path":
+            first = value.split(",")[0].strip().strip('"')
+            if first not in [".".join(ns) for ns in session.engine.warehouse.catalog.list_namespaces()]:
+                raise E.InvalidSchemaName(f'schema "{first}" does not exist')
+            session.schema = first
+        elif name in ("timezone", "time zone") and value.upper() not in ("UTC", "GMT", "ETC/UTC", "Z"):
+            raise E.NotSupportedError(f"time zone {value} is not supported yet; sessions run in UTC")
+        session.variables[name] = value
+    return Result(status="SET")
+
+
+def _transaction(session: Session, tree: exp.Expression) -> Result:
+    raise E.NotSupportedError(
+        "multi-statement transactions are not supported yet: every statement commits on its own",
+        hint="run the statements without BEGIN/COMMIT")
+
+
+def _command(session: Session, tree: exp.Command) -> Result:
+    keyword = tree.name.upper()
+    rest = tree.expression.name if isinstance(tree.expression, exp.Literal) else \
+        (tree.expression.sql() if tree.expression is not None else "")
+    if keyword == "EXPLAIN":
+        return _explain(session, rest)
+    if keyword == "SHOW":
+        return _show(session, rest.strip().rstrip(";"))
+    raise E.NotSupportedError(f"{keyword} is not supported yet")
+
+
+def _explain(session: Session, text: str) -> Result:
+    words = text.split()
+    analyze = False
+    while words and words[0].upper() in ("ANALYZE", "VERBOSE"):
+        analyze = analyze or words[0].upper() == "ANALYZE"
+        words.pop(0)
+    trees = session.parse(" ".join(words))
+    if len(trees) != 1 or not isinstance(_normalise_identifiers(trees[0]), exp.Query):
+        raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
+    bound = bind(session, trees[0])
+    prefix = "EXPLAIN ANALYZE " if analyze else "EXPLAIN "
+    try:
+        plan = bound.ctx.sql(prefix + bound.sql()).to_arrow_table()
+    except Exception as exc:
+        from omnilake.engine.errors import from_datafusion
+        raise from_datafusion(exc) from exc
+    kinds = ["omnilake_scan"] * len(bound.scans) + plan.column(0).to_pylist()
+    lines = [s.describe() for s in bound.scans] + plan.column(1).to_pylist()
+    table = pa.table({"plan_type": pa.array(kinds, pa.large_string()),
+                      "plan": pa.array(lines, pa.large_string())})
+    return Result(status=f"EXPLAIN", table=table, rowcount=table.num_rows)
+
+
+def _show(session: Session, what: str) -> Result:
+    words = what.split()
+    if words and words[0].upper() == "TABLES":
+        namespace = ident(words[2]) if len(words) >= 3 and words[1].upper() in ("FROM", "IN") \
+            else session.schema
+        names = table_names(session, namespace)
+        table = pa.table({"schema": pa.array([namespace] * len(names), pa.large_string()),
+                          "name": pa.array(names, pa.large_string())})
+        return Result(status=f"SHOW", table=table, rowcount=table.num_rows)
+    name = what.lower().strip('"')
+    if name == "all":
+        items = sorted(session.variables.items())
+        table = pa.table({"name": [k for k, _ in items], "setting": [v for _, v in items]})
+    elif name in session.variables:
+        table = pa.table({name: [session.variables[name]]})
+    else:
+        raise E.UndefinedObject(f'unrecognized configuration parameter "{name}"')
+    table = normalise_output(table)
+    return Result(status="SHOW", table=table, rowcount=table.num_rows)
+
+
+_HANDLERS = {
+    exp.Query: _query,
+    exp.Values: _query,
+    exp.Insert: dml.insert,
+    exp.Update: dml.update,
+    exp.Delete: dml.delete,
+    exp.TruncateTable: dml.truncate,
+    exp.Create: _create,
+    exp.Drop: _drop,
+    exp.Alter: ddl.alter_table,
+    exp.Set: _set,
+    exp.Transaction: _transaction,
+    exp.Commit: _transaction,
+    exp.Rollback: _transaction,
+    exp.Command: _command,
+}

@@ -1,0 +1,148 @@
+"""Turning SQL predicates into pyiceberg row filters.
+
+Used two ways: to prune data files before a scan (any convertible conjunct helps, DataFusion
+still applies the whole WHERE), and for DELETE/UPDATE, where the whole condition must convert
+exactly or the statement falls back to rewriting the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyiceberg import expressions as ie
+from sqlglot import exp
+
+# column node -> (current name, SQL type name) in the scanned table, or None if not its column.
+Resolver = Callable[[exp.Column], tuple[str, str] | None]
+
+_INTEGERS = {"smallint", "integer", "bigint"}
+_FLOATS = {"real", "double precision"}
+_TEXTS = {"text", "varchar", "uuid"}
+_TEMPORAL = {"date", "timestamp", "timestamptz"}
+
+
+class _NotConvertible(Exception):
+    pass
+
+
+def conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
+    if condition is None:
+        return []
+    condition = condition.unnest()
+    if isinstance(condition, exp.And):
+        return conjuncts(condition.left) + conjuncts(condition.right)
+    return [condition]
+
+
+def to_filter(condition: exp.Expression, resolve: Resolver) -> ie.BooleanExpression | None:
+    """The exact pyiceberg equivalent of `condition`, or None when there is none."""
+    try:
+        return _convert(condition.unnest(), resolve)
+    except _NotConvertible:
+        return None
+
+
+def pruning_filter(condition: exp.Expression | None, resolve: Resolver,
+                   allow_is_null: bool = True) -> ie.BooleanExpression:
+    """AND of the conjuncts that convert: safe for file pruning, not exact."""
+    parts = []
+    for part in conjuncts(condition):
+        if not allow_is_null and part.find(exp.Is):
+            continue
+        converted = to_filter(part, resolve)
+        if converted is not None:
+            parts.append(converted)
+    if not parts:
+        return ie.AlwaysTrue()
+    return parts[0] if len(parts) == 1 else ie.And(*parts)
+
+
+_COMPARISONS = {
+    exp.EQ: (ie.EqualTo, ie.EqualTo),
+    exp.NEQ: (ie.NotEqualTo, ie.NotEqualTo),
+    exp.GT: (ie.GreaterThan, ie.LessThan),
+    exp.GTE: (ie.GreaterThanOrEqual, ie.LessThanOrEqual),
+    exp.LT: (ie.LessThan, ie.GreaterThan),
+    exp.LTE: (ie.LessThanOrEqual, ie.GreaterThanOrEqual),
+}
+
+
+def _convert(node: exp.Expression, resolve: Resolver) -> ie.BooleanExpression:
+    node = node.unnest()
+    if isinstance(node, exp.And):
+        return ie.And(_convert(node.left, resolve), _convert(node.right, resolve))
+    if isinstance(node, exp.Or):
+        return ie.Or(_convert(node.left, resolve), _convert(node.right, resolve))
+    if isinstance(node, exp.Not):
+        inner = node.this.unnest()
+        if isinstance(inner, exp.Is):
+            return ie.NotNull(_column(inner.this, resolve)[0]) if _is_null(inner) else _fail()
+        return ie.Not(_convert(inner, resolve))
+    if isinstance(node, exp.Is) and _is_null(node):
+        return ie.IsNull(_column(node.this, resolve)[0])
+    for kind, (forward, flipped) in _COMPARISONS.items():
+        if type(node) is kind:
+            left, right = node.left.unnest(), node.right.unnest()
+            if isinstance(left, exp.Column):
+                name, kind = _column(left, resolve)
+                return forward(name, _value(right, kind))
+            if isinstance(right, exp.Column):
+                name, kind = _column(right, resolve)
+                return flipped(name, _value(left, kind))
+            _fail()
+    if isinstance(node, exp.In) and not node.args.get("query") and node.expressions:
+        name, kind = _column(node.this, resolve)
+        return ie.In(name, [_value(v, kind) for v in node.expressions])
+    if isinstance(node, exp.Between):
+        name, kind = _column(node.this, resolve)
+        return ie.And(ie.GreaterThanOrEqual(name, _value(node.args["low"], kind)),
+                      ie.LessThanOrEqual(name, _value(node.args["high"], kind)))
+    return _fail()
+
+
+def _fail():
+    raise _NotConvertible
+
+
+def _is_null(node: exp.Is) -> bool:
+    return isinstance(node.expression, exp.Null)
+
+
+def _column(node: exp.Expression, resolve: Resolver) -> tuple[str, str]:
+    node = node.unnest()
+    if not isinstance(node, exp.Column):
+        _fail()
+    found = resolve(node)
+    if found is None:
+        _fail()
+    return found
+
+
+def _value(node: exp.Expression, kind: str):
+    """The literal as a Python value, only where pyiceberg compares it exactly as SQL would."""
+    node = node.unnest()
+    if isinstance(node, exp.Cast) and kind in _TEMPORAL and node.to.this in (
+            exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ):
+        node = node.this
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        return -_value(node.this, kind)
+    if isinstance(node, exp.Boolean) and kind == "boolean":
+        return node.this
+    if not isinstance(node, exp.Literal):
+        return _fail()
+    if node.is_string:
+        if kind in _TEXTS or kind == "date" or kind == "timestamp":
+            return node.this
+        # A timestamptz literal without an offset means session time; leave it to DataFusion.
+        if kind == "timestamptz" and ("+" in node.this[10:] or node.this.endswith("Z")):
+            return node.this
+        return _fail()
+    try:
+        number: int | float = int(node.this)
+    except ValueError:
+        number = float(node.this)
+        if kind not in _FLOATS:
+            return _fail()
+    if kind in _INTEGERS or kind in _FLOATS:
+        return number
+    return _fail()

@@ -1,0 +1,103 @@
+"""Settings, declared once as (name, type, default, help).
+
+The same declarations feed `connect()`, the CLI's `--help`, `docs/configuration.md` and a
+test that fails when a setting is undocumented. Values merge, lowest first: the defaults, an
+`omnilake.toml` (its path from `OMNILAKE_CONFIG`, else `./omnilake.toml`, else the one inside
+the warehouse folder), `OMNILAKE_*` environment variables, then keyword arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from omnilake.errors import InvalidParameterValue
+
+ENV_PREFIX = "OMNILAKE_"
+CONFIG_FILE = "omnilake.toml"
+
+
+def _setting(default: Any, kind: type, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    return field(default=default, metadata={"kind": kind, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: str | None = _setting(
+        None, str, "Warehouse location: a local folder (created if missing). Empty means a "
+        "temporary warehouse removed when the connection closes.")
+    catalog: str | None = _setting(
+        None, str, "Iceberg catalog URI (SQLAlchemy form). Default: SQLite file "
+        "`catalog.db` inside the warehouse folder.")
+    schema: str = _setting("public", str, "Schema (Iceberg namespace) that unqualified table names use.")
+    dialect: str = _setting("postgres", str, "SQL dialect of incoming statements: `postgres` or `mysql`.")
+    target_partitions: int = _setting(
+        0, int, "DataFusion parallelism; 0 means one partition per CPU core.")
+    batch_size: int = _setting(8192, int, "Rows per Arrow batch inside DataFusion.")
+    plan_cache_size: int = _setting(256, int, "Scan plans (table snapshot + filter) kept in memory.")
+
+    @classmethod
+    def declarations(cls) -> list[tuple[str, type, Any, str]]:
+        """(name, type, default, help) for every setting, in declaration order."""
+        return [(f.name, f.metadata["kind"], f.default, f.metadata["help"]) for f in fields(cls)]
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        environ = dict(os.environ if environ is None else environ)
+        known = {name: kind for name, kind, _, _ in cls.declarations()}
+        unknown = set(overrides) - set(known)
+        if unknown:
+            raise InvalidParameterValue(
+                f"unknown setting(s): {', '.join(sorted(unknown))}",
+                hint=f"known settings: {', '.join(known)}")
+        values: dict[str, Any] = {}
+        warehouse = overrides.get("warehouse") or environ.get(ENV_PREFIX + "WAREHOUSE")
+        values.update(_read_toml(environ, warehouse))
+        for name in known:
+            env_value = environ.get(ENV_PREFIX + name.upper())
+            if env_value is not None and env_value != "":
+                values[name] = env_value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name, value in list(values.items()):
+            if name not in known:
+                raise InvalidParameterValue(f"unknown setting {name!r} in {CONFIG_FILE}")
+            values[name] = _convert(name, known[name], value)
+        settings = cls(**values)
+        if settings.dialect not in ("postgres", "mysql"):
+            raise InvalidParameterValue(
+                f"dialect must be 'postgres' or 'mysql', not {settings.dialect!r}")
+        return settings
+
+    def effective_partitions(self) -> int:
+        return self.target_partitions or os.cpu_count() or 1
+
+
+def _read_toml(environ: dict[str, str], warehouse: str | None) -> dict[str, Any]:
+    candidates = []
+    if environ.get(ENV_PREFIX + "CONFIG"):
+        candidates.append(Path(environ[ENV_PREFIX + "CONFIG"]))
+    candidates.append(Path.cwd() / CONFIG_FILE)
+    if warehouse and "://" not in warehouse:
+        candidates.append(Path(warehouse) / CONFIG_FILE)
+    for path in candidates:
+        if path.is_file():
+            try:
+                data = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise InvalidParameterValue(f"cannot parse {path}: {exc}") from exc
+            # Settings may sit at top level or under [omnilake].
+            return dict(data.get("omnilake", data))
+    return {}
+
+
+def _convert(name: str, kind: type, value: Any) -> Any:
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterValue(
+            f"setting {name} expects {kind.__name__}, got {value!r}") from exc

@@ -1,0 +1,318 @@
+"""DB-API 2.0 (PEP 249) over an embedded engine, plus Arrow-native extras for ETL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from omnilake import errors as E
+from omnilake.config import Settings
+from omnilake.engine import Engine, Result, Session
+from omnilake.engine.dml import insert_arrow, insert_rows
+from omnilake.types import type_code
+
+apilevel = "2.0"
+threadsafety = 1  # threads may share the module, not connections
+paramstyle = "pyformat"  # %(name)s; %s and $1 work too
+
+
+def connect(warehouse: str | None = None, **settings: Any) -> "Connection":
+    """Open a warehouse folder (created if missing); no folder means a temporary warehouse
+    that is removed on close. Other settings: see `omnilake.config.Settings`."""
+    loaded = Settings.load(warehouse=warehouse, **settings)
+    engine = Engine(loaded)
+    return Connection(engine, owns_engine=True)
+
+
+class Connection:
+    def __init__(self, engine: Engine, owns_engine: bool = False):
+        self._engine = engine
+        self._owns_engine = owns_engine
+        self._session: Session | None = engine.session()
+        self.autocommit = True
+
+    # PEP 249 exceptions as connection attributes (optional extension).
+    Error = E.Error
+    Warning = E.Warning
+    InterfaceError = E.InterfaceError
+    DatabaseError = E.DatabaseError
+    DataError = E.DataError
+    OperationalError = E.OperationalError
+    IntegrityError = E.IntegrityError
+    InternalError = E.InternalError
+    ProgrammingError = E.ProgrammingError
+    NotSupportedError = E.NotSupportedError
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise E.InterfaceError("connection already closed")
+        return self._session
+
+    @property
+    def warehouse(self) -> str:
+        return self._engine.warehouse.location
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None
+
+    def cursor(self) -> "Cursor":
+        return Cursor(self)
+
+    def commit(self) -> None:
+        """Every statement commits when it finishes, so there is nothing left to commit."""
+        self.session  # noqa: B018 - raises on a closed connection
+
+    def rollback(self) -> None:
+        """Nothing is pending between statements (each commits on its own), so nothing to undo."""
+        self.session  # noqa: B018
+
+    def close(self) -> None:
+        if self._session is None:
+            return
+        self._session = None
+        if self._owns_engine:
+            self._engine.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- Arrow-native extras ------------------------------------------------------------
+    def execute(self, sql: str, params=None) -> "Cursor":
+        cursor = self.cursor()
+        cursor.execute(sql, params)
+        return cursor
+
+    def sql(self, sql: str, params=None) -> "Relation":
+        """Run a statement and keep its result as Arrow: `.to_arrow()`, `.to_pandas()`."""
+        results = self.session.execute(sql, params)
+        return Relation(results[-1])
+
+    def register(self, name: str, data) -> None:
+        """Make an Arrow table, record batch or pandas DataFrame queryable as `name`."""
+        self.session.register(name, data)
+
+    def unregister(self, name: str) -> None:
+        self.session.unregister(name)
+
+    def insert(self, table: str, data, create: bool = False) -> int:
+        """Append Arrow/pandas data to `table` by column name, checked like INSERT.
+        With `create=True` a missing table is created from the data's schema."""
+        return insert_arrow(self.session, table, data, create=create)
+
+
+class Relation:
+    def __init__(self, result: Result):
+        self._result = result
+
+    @property
+    def status(self) -> str:
+        return self._result.status
+
+    def to_arrow(self) -> pa.Table:
+        return self._result.table if self._result.table is not None else pa.table({})
+
+    arrow = to_arrow
+
+    def to_pandas(self):
+        return self.to_arrow().to_pandas()
+
+    df = to_pandas
+
+    def fetchall(self) -> list[tuple]:
+        return list(_rows(self.to_arrow()))
+
+    def __repr__(self) -> str:
+        table = self._result.table
+        return f"<Relation {self.status}>" if table is None else repr(table)
+
+
+def _rows(table: pa.Table) -> Iterator[tuple]:
+    for batch in table.to_batches():
+        columns = [column.to_pylist() for column in batch.columns]
+        yield from zip(*columns)
+
+
+class Cursor:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.arraysize = 1
+        self._result: Result | None = None
+        self._table: pa.Table | None = None
+        self._offset = 0
+        self._rows: list[tuple] | None = None
+        self._closed = False
+
+    # -- PEP 249 attributes -------------------------------------------------------------
+    @property
+    def description(self):
+        if self._table is None:
+            return None
+        return [(f.name, type_code(f.type), None, None, *_precision_scale(f.type), f.nullable)
+                for f in self._table.schema]
+
+    @property
+    def rowcount(self) -> int:
+        return -1 if self._result is None else self._result.rowcount
+
+    @property
+    def statusmessage(self) -> str | None:
+        return None if self._result is None else self._result.status
+
+    rownumber = property(lambda self: self._offset if self._table is not None else None)
+    lastrowid = None
+
+    def _session(self) -> Session:
+        if self._closed:
+            raise E.InterfaceError("cursor already closed")
+        return self.connection.session
+
+    def execute(self, operation: str, parameters: Sequence[Any] | Mapping[str, Any] | None = None):
+        results = self._session().execute(operation, parameters)
+        self._set(results[-1])
+        return self
+
+    def executemany(self, operation: str, seq_of_parameters):
+        """Runs the statement for each parameter set. An INSERT ... VALUES of placeholders
+        only is written as one batch: one commit, all rows or none."""
+        session = self._session()
+        seq = list(seq_of_parameters)
+        batch = _batch_insert(session, operation, seq)
+        if batch is not None:
+            self._set(batch)
+            return self
+        total = 0
+        for params in seq:
+            result = session.execute(operation, params)[-1]
+            total += max(result.rowcount, 0)
+        self._set(Result(status=f"EXECUTEMANY", rowcount=total))
+        return self
+
+    def _set(self, result: Result) -> None:
+        self._result = result
+        self._table = result.table
+        self._offset = 0
+        self._rows = None
+
+    def _fetch(self, n: int | None) -> list[tuple]:
+        self._session()
+        if self._table is None:
+            raise E.ProgrammingError("no results to fetch: the last statement returned no rows")
+        if self._rows is None:
+            self._rows = list(_rows(self._table))
+        end = len(self._rows) if n is None else min(self._offset + n, len(self._rows))
+        rows = self._rows[self._offset:end]
+        self._offset = end
+        return rows
+
+    def fetchone(self):
+        rows = self._fetch(1)
+        return rows[0] if rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[tuple]:
+        return self._fetch(self.arraysize if size is None else size)
+
+    def fetchall(self) -> list[tuple]:
+        return self._fetch(None)
+
+    def fetch_arrow_table(self) -> pa.Table:
+        """The remaining rows as an Arrow table."""
+        self._session()
+        if self._table is None:
+            raise E.ProgrammingError("no results to fetch: the last statement returned no rows")
+        rest = self._table.slice(self._offset)
+        self._offset = self._table.num_rows
+        return rest
+
+    def fetch_df(self):
+        return self.fetch_arrow_table().to_pandas()
+
+    def __iter__(self):
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def setinputsizes(self, sizes) -> None:
+        pass
+
+    def setoutputsize(self, size, column=None) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._table = None
+        self._rows = None
+
+    def __enter__(self) -> "Cursor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _precision_scale(t: pa.DataType) -> tuple[int | None, int | None]:
+    if pa.types.is_decimal(t):
+        return t.precision, t.scale
+    return None, None
+
+
+def _batch_insert(session: Session, operation: str, seq: list) -> Result | None:
+    """INSERT INTO t [(cols)] VALUES (%s, ...) with one parameter set per row, as one write."""
+    from sqlglot import exp
+    from omnilake.engine.coerce import normalise_input
+    from omnilake.engine.tables import ident, load, split_name
+    trees = session.parse(operation)
+    if len(trees) != 1 or not isinstance(trees[0], exp.Insert) or not seq:
+        return None
+    tree = trees[0]
+    values = tree.expression
+    if not isinstance(values, exp.Values) or len(values.expressions) != 1 or any(
+            tree.args.get(k) for k in ("conflict", "returning")):
+        return None
+    row = values.expressions[0].expressions
+    if not all(isinstance(v, (exp.Placeholder, exp.Parameter)) for v in row):
+        return None
+    target = tree.this
+    names = None
+    if isinstance(target, exp.Schema):
+        names = [ident(e) for e in target.expressions]
+        target = target.this
+    for node in target.find_all(exp.Identifier):
+        if not node.quoted:
+            node.set("this", node.this.lower())
+    ref = load(session.engine.warehouse, *split_name(target, session.schema))
+    keys = [n.name for n in row]
+    named = any(keys) and not all(k.isdigit() for k in keys)
+    columns = []
+    for i, node in enumerate(row):
+        key = node.name if named else (int(node.name) - 1 if node.name.isdigit() else i)
+        try:
+            values_i = [params[key] for params in seq]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise E.ProgrammingError(f"parameter set is missing placeholder {node.sql()}") from exc
+        columns.append(_column(values_i))
+    for params in seq:
+        if not named and len(params) != len(row):
+            raise E.ProgrammingError(
+                f"the statement has {len(row)} placeholders but a parameter set has {len(params)}")
+    rows = normalise_input(pa.table({f"c{i}": c for i, c in enumerate(columns)}))
+    count = insert_rows(session, ref, rows, names)
+    return Result(status=f"INSERT 0 {count}", rowcount=count)
+
+
+def _column(values: list) -> pa.Array:
+    """Arrow array for one column of parameters; mixed Python types fall back to text."""
+    import uuid
+    if any(isinstance(v, uuid.UUID) for v in values):
+        values = [None if v is None else str(v) for v in values]
+    if any(hasattr(v, "tolist") and hasattr(v, "dtype") for v in values):
+        values = [v.tolist() if hasattr(v, "tolist") else v for v in values]
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.large_string())

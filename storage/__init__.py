@@ -1,0 +1,1 @@
+"""Storage: files and objects, with no knowledge of SQL."""
