@@ -82,6 +82,8 @@ def cast_column(data: pa.ChunkedArray | pa.Array, sql_type: SqlType, what: str) 
             return _map_text(data, _checked_json, what, "json")
         return pa.chunked_array([pa.array([None if v is None else json.dumps(v) for v in data.to_pylist()],
                                           pa.large_string())])
+    if kind == "bytea" and _is_text(data.type):
+        return _map_binary(data, what)
     if kind in ("text", "varchar") and not _is_text(data.type):
         data = _text_of(data)
     if pa.types.is_timestamp(target) and pa.types.is_timestamp(data.type) \
@@ -92,6 +94,10 @@ def cast_column(data: pa.ChunkedArray | pa.Array, sql_type: SqlType, what: str) 
         data = _parse_timestamps(data, target, what)
     if kind in _INTEGER_KINDS and pa.types.is_floating(data.type):
         data = pc.round(data)
+    if kind == "numeric" and pa.types.is_floating(data.type):
+        data = pc.round(data, ndigits=sql_type.params[1])
+    elif kind == "numeric" and pa.types.is_integer(data.type):
+        data = pc.cast(data, pa.decimal128(38, sql_type.params[1]))
     try:
         options = pc.CastOptions(target, allow_time_truncate=True, allow_float_truncate=False)
         result = pc.cast(data, options=options)
@@ -145,6 +151,19 @@ def _map_text(data: pa.ChunkedArray, fn, what: str, type_name: str) -> pa.Chunke
             raise E.InvalidTextRepresentation(
                 f'invalid input syntax for type {type_name}: "{v}" ({what})') from exc
     return pa.chunked_array([pa.array(values, pa.large_string())])
+
+
+def _map_binary(data: pa.ChunkedArray, what: str) -> pa.ChunkedArray:
+    """Text into BYTEA: PostgreSQL's hex format (`\\x0102`), else the text's UTF-8 bytes."""
+    values = []
+    for v in data.to_pylist():
+        if v is not None and v.startswith("\\x"):
+            try:
+                v = bytes.fromhex(v[2:])
+            except ValueError as exc:
+                raise E.InvalidTextRepresentation(f'invalid hexadecimal data for {what}: "{v}"') from exc
+        values.append(v.encode() if isinstance(v, str) else v)
+    return pa.chunked_array([pa.array(values, pa.large_binary())])
 
 
 def _canonical_uuid(value) -> str:

@@ -24,7 +24,7 @@ _PROMOTIONS = {("integer", "bigint"), ("smallint", "integer"), ("smallint", "big
 
 def create_schema(session: "Session", tree: exp.Create) -> "Result":
     from omnilake.engine.engine import Result
-    name = ident(tree.this.this) if isinstance(tree.this, exp.Table) else ident(tree.this)
+    name = _schema_name(tree.this)
     try:
         session.engine.warehouse.catalog.create_namespace(name)
     except NamespaceAlreadyExistsError:
@@ -36,8 +36,8 @@ def create_schema(session: "Session", tree: exp.Create) -> "Result":
 def drop_schema(session: "Session", tree: exp.Drop) -> "Result":
     from omnilake.engine.engine import Result
     catalog = session.engine.warehouse.catalog
-    for node in tree.expressions or [tree.this]:
-        name = ident(node.this) if isinstance(node, exp.Table) else ident(node)
+    for node in tree.args.get("tables") or tree.expressions or [tree.this]:
+        name = _schema_name(node)
         try:
             tables = catalog.list_tables(name)
         except NoSuchNamespaceError:
@@ -55,6 +55,13 @@ def drop_schema(session: "Session", tree: exp.Drop) -> "Result":
         except NamespaceNotEmptyError as exc:
             raise E.DependentObjectsStillExist(str(exc)) from exc
     return Result(status="DROP SCHEMA")
+
+
+def _schema_name(node: exp.Expression) -> str:
+    """sqlglot puts a schema name in a Table's `db` slot."""
+    if isinstance(node, exp.Table):
+        return ident(node.args.get("db") or node.this)
+    return ident(node)
 
 
 def column_definitions(tree: exp.Schema) -> tuple[list[tuple[str, SqlType, bool]], list[str]]:
@@ -159,7 +166,7 @@ def create_table_statement(session: "Session", tree: exp.Create) -> "Result":
 
 def drop_table_statement(session: "Session", tree: exp.Drop) -> "Result":
     from omnilake.engine.engine import Result
-    nodes = tree.expressions if tree.expressions else [tree.this]
+    nodes = tree.args.get("tables") or tree.expressions or [tree.this]
     refs = []
     for node in nodes:
         namespace, name = split_name(node, session.schema)

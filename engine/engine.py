@@ -21,7 +21,7 @@ from sqlglot.errors import ParseError, TokenError
 from omnilake import errors as E
 from omnilake.catalog.warehouse import Warehouse
 from omnilake.config import Settings
-from omnilake.engine import ddl, dml
+from omnilake.engine import ddl, dml, rewrites
 from omnilake.engine.catalog_views import table_names
 from omnilake.engine.dialect import INPUT_DIALECTS
 from omnilake.engine.errors import from_parse
@@ -98,7 +98,7 @@ class Session:
         return results or [Result(status="EMPTY")]
 
     def run(self, tree: exp.Expression) -> Result:
-        tree = _normalise_identifiers(tree)
+        tree = rewrites.apply(tree)
         handler = _HANDLERS.get(type(tree))
         if handler is None:
             for kind, candidate in _HANDLERS.items():
@@ -119,15 +119,6 @@ class Session:
 
 def _has_placeholders(tree: exp.Expression) -> bool:
     return tree.find(exp.Placeholder, exp.Parameter) is not None
-
-
-def _normalise_identifiers(tree: exp.Expression) -> exp.Expression:
-    """Fold unquoted identifiers to lower case, as PostgreSQL does."""
-    for node in tree.find_all(exp.Identifier):
-        if not node.quoted:
-            node.set("this", node.this.lower())
-            node.set("quoted", True)
-    return tree
 
 
 # -- handlers ----------------------------------------------------------------------------
@@ -198,7 +189,7 @@ def _explain(session: Session, text: str) -> Result:
         analyze = analyze or words[0].upper() == "ANALYZE"
         words.pop(0)
     trees = session.parse(" ".join(words))
-    if len(trees) != 1 or not isinstance(_normalise_identifiers(trees[0]), exp.Query):
+    if len(trees) != 1 or not isinstance(rewrites.apply(trees[0]), exp.Query):
         raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
     bound = bind(session, trees[0])
     prefix = "EXPLAIN ANALYZE " if analyze else "EXPLAIN "

@@ -67,7 +67,7 @@ def _key(node: exp.Expression) -> int | str | None:
         name = node.name
         return int(name) if name.isdigit() else name
     name = node.name
-    if not name:
+    if not name or name == "?":
         return None
     return int(name) if name.isdigit() else name
 

@@ -74,12 +74,11 @@ def _convert(node: exp.Expression, resolve: Resolver) -> ie.BooleanExpression:
     if isinstance(node, exp.Or):
         return ie.Or(_convert(node.left, resolve), _convert(node.right, resolve))
     if isinstance(node, exp.Not):
-        inner = node.this.unnest()
-        if isinstance(inner, exp.Is):
-            return ie.NotNull(_column(inner.this, resolve)[0]) if _is_null(inner) else _fail()
-        return ie.Not(_convert(inner, resolve))
+        return ie.Not(_convert(node.this, resolve))
     if isinstance(node, exp.Is) and _is_null(node):
-        return ie.IsNull(_column(node.this, resolve)[0])
+        # sqlglot parses `x IS NOT NULL` as Is(x, NULL, negate=True)
+        name = _column(node.this, resolve)[0]
+        return ie.NotNull(name) if node.args.get("negate") else ie.IsNull(name)
     for kind, (forward, flipped) in _COMPARISONS.items():
         if type(node) is kind:
             left, right = node.left.unnest(), node.right.unnest()

@@ -191,13 +191,20 @@ def _name_outputs(tree: exp.Expression) -> dict[str, str]:
         select = select.unnest()
     if not isinstance(select, exp.Select):
         return {}
-    renames = {}
+    renames, aliases = {}, set()
     for i, projection in enumerate(select.expressions):
-        if isinstance(projection, (exp.Alias, exp.Column, exp.Star)) or projection.find(exp.Star) is projection:
+        if isinstance(projection, (exp.Column, exp.Star)):
             continue
+        if isinstance(projection, exp.Alias):
+            if projection.alias not in aliases:
+                aliases.add(projection.alias)
+                continue
+            name, value = projection.alias, projection.this
+        else:
+            name, value = _postgres_name(projection), projection
         private = f"__ol_c{i}"
-        renames[private] = _postgres_name(projection)
-        projection.replace(exp.alias_(projection.copy(), private, quoted=True))
+        renames[private] = name
+        projection.replace(exp.alias_(value.copy(), private, quoted=True))
     return renames
 
 

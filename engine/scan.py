@@ -53,7 +53,8 @@ class ScanPlan:
         pruned = self.total_files - len(self.tasks)
         return (f"IcebergScan: table={self.table} snapshot={self.snapshot_id} "
                 f"files={len(self.tasks)}/{self.total_files} pruned={pruned} "
-                f"with_deletes={self.files_with_deletes} filter=[{self.row_filter}]")
+                f"with_deletes={self.files_with_deletes} filter=[{self.row_filter}] "
+                f"columns=[{', '.join(c.name for c in self.columns)}]")
 
 
 class PlanCache:
@@ -89,6 +90,30 @@ class PlanCache:
         return result
 
 
+_OPERATORS = {"EqualTo": "=", "NotEqualTo": "<>", "LessThan": "<", "LessThanOrEqual": "<=",
+              "GreaterThan": ">", "GreaterThanOrEqual": ">="}
+
+
+def describe_filter(expr: BooleanExpression) -> str:
+    """pyiceberg expressions in SQL-like words, for EXPLAIN."""
+    kind = type(expr).__name__
+    if isinstance(expr, AlwaysTrue):
+        return "true"
+    if kind in ("And", "Or"):
+        return f"({describe_filter(expr.left)} {kind.upper()} {describe_filter(expr.right)})"
+    if kind == "Not":
+        return f"NOT {describe_filter(expr.child)}"
+    term = getattr(getattr(expr, "term", None), "name", "?")
+    if kind in _OPERATORS:
+        return f"{term} {_OPERATORS[kind]} {expr.literal.value!r}"
+    if kind in ("In", "NotIn"):
+        values = ", ".join(repr(v.value) for v in expr.literals)
+        return f"{term} {'IN' if kind == 'In' else 'NOT IN'} ({values})"
+    if kind in ("IsNull", "NotNull"):
+        return f"{term} IS {'NOT ' if kind == 'NotNull' else ''}NULL"
+    return repr(expr)
+
+
 def _count_data_files(table: Table, snapshot_id: int) -> int:
     snapshot = table.snapshot_by_id(snapshot_id)
     summary = snapshot.summary if snapshot else None
@@ -111,7 +136,7 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
          snapshot_id: int | None, row_filter: BooleanExpression, cache: PlanCache) -> tuple[DataFrame, ScanPlan]:
     """A DataFrame over the table's rows at `snapshot_id` (may hold more rows than the filter)."""
     tasks, total = cache.plan(table, snapshot_id, row_filter)
-    plan = ScanPlan(name, snapshot_id, tasks, total, str(row_filter), columns=columns)
+    plan = ScanPlan(name, snapshot_id, tasks, total, describe_filter(row_filter), columns=columns)
     frames: list[DataFrame] = []
     with_deletes = [t for t in tasks if t.delete_files]
     plan.files_with_deletes = len(with_deletes)

@@ -264,6 +264,7 @@ def _precision_scale(t: pa.DataType) -> tuple[int | None, int | None]:
 def _batch_insert(session: Session, operation: str, seq: list) -> Result | None:
     """INSERT INTO t [(cols)] VALUES (%s, ...) with one parameter set per row, as one write."""
     from sqlglot import exp
+    from omnilake.engine import rewrites
     from omnilake.engine.coerce import normalise_input
     from omnilake.engine.tables import ident, load, split_name
     trees = session.parse(operation)
@@ -282,15 +283,13 @@ def _batch_insert(session: Session, operation: str, seq: list) -> Result | None:
     if isinstance(target, exp.Schema):
         names = [ident(e) for e in target.expressions]
         target = target.this
-    for node in target.find_all(exp.Identifier):
-        if not node.quoted:
-            node.set("this", node.this.lower())
+    rewrites.fold_identifiers(target)
     ref = load(session.engine.warehouse, *split_name(target, session.schema))
-    keys = [n.name for n in row]
+    keys = [n.name if n.name != "?" else "" for n in row]
     named = any(keys) and not all(k.isdigit() for k in keys)
     columns = []
-    for i, node in enumerate(row):
-        key = node.name if named else (int(node.name) - 1 if node.name.isdigit() else i)
+    for i, (node, name) in enumerate(zip(row, keys)):
+        key = name if named else (int(name) - 1 if name.isdigit() else i)
         try:
             values_i = [params[key] for params in seq]
         except (KeyError, IndexError, TypeError) as exc:

@@ -1,0 +1,5 @@
+import sys
+
+from omnilake.cli import main
+
+sys.exit(main())

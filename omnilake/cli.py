@@ -1,0 +1,168 @@
+"""The `omnilake` command: `sql` and `demo` (more commands arrive with their features)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from omnilake import errors as E
+from omnilake.config import Settings
+
+DEFAULT_CLI_WAREHOUSE = "./warehouse"
+HISTORY_FILE = Path.home() / ".omnilake_history"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omnilake",
+        description="OmniLake: rows, IoT time series, vectors and files as SQL on Iceberg tables.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sql = sub.add_parser("sql", help="run one statement, or an interactive SQL prompt with history",
+                         description="Run SQL against a warehouse. With no statement, opens an "
+                         "interactive prompt (statements end with ';', \\q quits).")
+    sql.add_argument("statement", nargs="?", help="SQL to run; omit for the interactive prompt")
+    _add_settings(sql)
+    sql.set_defaults(func=cmd_sql)
+
+    demo = sub.add_parser("demo", help="build a sample warehouse and run showcase queries",
+                          description="Creates customers, orders, IoT readings and document "
+                          "vectors in the warehouse, then runs showcase queries with timings.")
+    demo.add_argument("--rows", type=int, default=200_000, help="IoT readings to generate (default 200000)")
+    _add_settings(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """Every declared setting as an option, with its help text (see omnilake.config)."""
+    for name, kind, default, help_text in Settings.declarations():
+        flag = "--" + name.replace("_", "-")
+        if name == "warehouse":
+            parser.add_argument("-w", flag, default=None,
+                                help=f"{help_text} CLI default: {DEFAULT_CLI_WAREHOUSE} "
+                                     "(or $OMNILAKE_WAREHOUSE).")
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=f"{help_text} (default: {default})")
+
+
+def _connect(args: argparse.Namespace):
+    import omnilake
+    settings = {name: getattr(args, name) for name, *_ in Settings.declarations()
+                if getattr(args, name, None) is not None}
+    settings.setdefault("warehouse", os.environ.get("OMNILAKE_WAREHOUSE") or DEFAULT_CLI_WAREHOUSE)
+    return omnilake.connect(**settings)
+
+
+def format_table(table, max_rows: int = 200, max_width: int = 40) -> str:
+    """Render an Arrow table as an aligned text grid, psql style."""
+    names = table.column_names
+    rows = [tuple(_cell(v, max_width) for v in row)
+            for row in zip(*(c.to_pylist() for c in table.slice(0, max_rows).columns))]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    lines = [" | ".join(n.ljust(w) for n, w in zip(names, widths)),
+             "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    more = table.num_rows - len(rows)
+    footer = f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})"
+    if more > 0:
+        footer = f"... {more} more\n{footer}"
+    return "\n".join(lines + [footer])
+
+
+def _cell(value, width: int) -> str:
+    if value is None:
+        text = ""
+    elif isinstance(value, list) and len(value) > 6:
+        text = "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value[:4]) + ", ...]"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    else:
+        text = str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def run_and_print(conn, sql: str, out=sys.stdout) -> bool:
+    """Run `sql`, print its result and time; return False on an error (printed, not raised)."""
+    started = time.perf_counter()
+    try:
+        results = conn.session.execute(sql)
+    except E.Error as exc:
+        print(f"ERROR {exc.sqlstate}: {exc}", file=sys.stderr)
+        return False
+    elapsed = (time.perf_counter() - started) * 1000
+    for result in results:
+        if result.table is not None:
+            print(format_table(result.table), file=out)
+        else:
+            print(result.status, file=out)
+    print(f"Time: {elapsed:.1f} ms", file=out)
+    return True
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        if args.statement is not None:
+            return 0 if run_and_print(conn, args.statement) else 1
+        if not sys.stdin.isatty():
+            return 0 if run_and_print(conn, sys.stdin.read()) else 1
+        return _repl(conn)
+
+
+def _repl(conn) -> int:
+    try:
+        import readline
+        if HISTORY_FILE.exists():
+            readline.read_history_file(HISTORY_FILE)
+    except (ImportError, OSError):
+        readline = None  # type: ignore[assignment]
+    print(f"OmniLake SQL on {conn.warehouse}. End statements with ';'. \\q quits.")
+    buffer: list[str] = []
+    try:
+        while True:
+            try:
+                line = input("omnilake=> " if not buffer else "omnilake-> ")
+            except EOFError:
+                print()
+                break
+            if not buffer and line.strip() in ("\\q", "quit", "exit"):
+                break
+            buffer.append(line)
+            if line.rstrip().endswith(";"):
+                run_and_print(conn, "\n".join(buffer))
+                buffer.clear()
+    except KeyboardInterrupt:
+        print()
+    finally:
+        if readline is not None:
+            try:
+                readline.write_history_file(HISTORY_FILE)
+            except OSError:
+                pass
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from omnilake.demo import run_demo
+    with _connect(args) as conn:
+        return run_demo(conn, rows=args.rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except E.Error as exc:
+        print(f"ERROR {exc.sqlstate}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

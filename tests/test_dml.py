@@ -1,0 +1,160 @@
+"""INSERT, UPDATE, DELETE, TRUNCATE, CREATE TABLE AS, executemany and conn.insert."""
+
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from omnilake import errors as E
+
+from conftest import rows
+
+
+@pytest.fixture
+def items(cur):
+    cur.execute("CREATE TABLE items (id INT NOT NULL, name TEXT, qty INT, price NUMERIC(8, 2))")
+    cur.execute("INSERT INTO items VALUES (1, 'apple', 10, 0.5), (2, 'pear', NULL, 0.75), "
+                "(3, 'plum', 3, 1.25), (4, NULL, 0, 2)")
+    return cur
+
+
+def test_insert_values_reports_rowcount_and_status(items):
+    items.execute("INSERT INTO items (id, name) VALUES (5, 'fig'), (6, 'kiwi')")
+    assert items.rowcount == 2 and items.statusmessage == "INSERT 0 2"
+    assert rows(items, "SELECT id, name, qty FROM items WHERE id >= 5 ORDER BY id") == [
+        (5, "fig", None), (6, "kiwi", None)]
+
+
+def test_insert_select_and_partial_column_list(items):
+    items.execute("CREATE TABLE cheap (id INT, name TEXT)")
+    items.execute("INSERT INTO cheap SELECT id, name FROM items WHERE price < 1")
+    assert items.rowcount == 2
+    items.execute("INSERT INTO cheap (name) SELECT 'x'")
+    assert rows(items, "SELECT id, name FROM cheap ORDER BY name") == [
+        (1, "apple"), (2, "pear"), (None, "x")]
+
+
+def test_insert_casts_and_rounds_like_postgres(cur):
+    cur.execute("CREATE TABLE c (i INT, s SMALLINT, n NUMERIC(6, 2), t TEXT)")
+    cur.execute("INSERT INTO c VALUES ('12', 2.6, 1.5, 42)")
+    assert rows(cur, "SELECT * FROM c") == [(12, 3, Decimal("1.50"), "42")]
+
+
+def test_update_with_convertible_where(items):
+    items.execute("UPDATE items SET qty = qty + 1, name = upper(name) WHERE id IN (1, 3)")
+    assert items.rowcount == 2 and items.statusmessage == "UPDATE 2"
+    assert rows(items, "SELECT id, name, qty FROM items ORDER BY id") == [
+        (1, "APPLE", 11), (2, "pear", None), (3, "PLUM", 4), (4, None, 0)]
+
+
+def test_update_with_general_where(items):
+    items.execute("UPDATE items SET price = price * 2 WHERE name LIKE 'p%' OR qty * 2 > 15")
+    assert items.rowcount == 3
+    assert rows(items, "SELECT id, price FROM items ORDER BY id") == [
+        (1, Decimal("1.00")), (2, Decimal("1.50")), (3, Decimal("2.50")), (4, Decimal("2.00"))]
+
+
+def test_update_without_where_and_with_no_match(items):
+    items.execute("UPDATE items SET qty = 0 WHERE id = 99")
+    assert items.rowcount == 0
+    items.execute("UPDATE items SET qty = 7")
+    assert items.rowcount == 4
+    assert rows(items, "SELECT DISTINCT qty FROM items") == [(7,)]
+
+
+def test_update_checks_constraints_and_writes_nothing(items):
+    with pytest.raises(E.NotNullViolation):
+        items.execute("UPDATE items SET id = NULL WHERE id = 1")
+    with pytest.raises(E.UndefinedColumn):
+        items.execute("UPDATE items SET nope = 1")
+    assert rows(items, "SELECT count(*) FROM items WHERE id IS NOT NULL") == [(4,)]
+
+
+def test_delete_keeps_rows_whose_condition_is_null(items):
+    # qty is NULL for id 2: `qty < 5` is NULL there, so SQL keeps the row.
+    items.execute("DELETE FROM items WHERE qty < 5")
+    assert items.rowcount == 2 and items.statusmessage == "DELETE 2"
+    assert rows(items, "SELECT id FROM items ORDER BY id") == [(1,), (2,)]
+
+
+def test_delete_with_general_where_and_null_semantics(items):
+    items.execute("DELETE FROM items WHERE length(name) = 4 OR qty * 0 <> 0")
+    assert items.rowcount == 2  # pear, plum
+    assert rows(items, "SELECT id FROM items ORDER BY id") == [(1,), (4,)]
+    items.execute("DELETE FROM items")
+    assert items.rowcount == 2
+    assert rows(items, "SELECT count(*) FROM items") == [(0,)]
+
+
+def test_truncate(items):
+    items.execute("TRUNCATE items")
+    assert rows(items, "SELECT count(*) FROM items") == [(0,)]
+    items.execute("INSERT INTO items VALUES (9, 'new', 1, 1)")
+    assert rows(items, "SELECT id FROM items") == [(9,)]
+
+
+def test_create_table_as(items):
+    items.execute("CREATE TABLE summary AS SELECT name, qty * 2 AS double_qty, price FROM items "
+                  "WHERE id <= 2")
+    assert items.rowcount == 2
+    items.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'summary' "
+                  "ORDER BY ordinal_position")
+    assert items.fetchall() == [("text",), ("bigint",), ("numeric",)]
+    assert rows(items, "SELECT * FROM summary ORDER BY name") == [
+        ("apple", 20, Decimal("0.50")), ("pear", None, Decimal("0.75"))]
+    with pytest.raises(E.DuplicateTable):
+        items.execute("CREATE TABLE summary AS SELECT 1 AS a")
+    items.execute("CREATE TABLE IF NOT EXISTS summary AS SELECT 1 AS a")
+    with pytest.raises(E.DuplicateColumn):
+        items.execute("CREATE TABLE dup AS SELECT 1 AS a, 2 AS a")
+
+
+def test_executemany_is_one_batch(conn, cur):
+    cur.execute("CREATE TABLE m (id INT, label TEXT, v VECTOR(2))")
+    cur.executemany("INSERT INTO m VALUES (%s, %s, %s)",
+                    [(i, f"row{i}", [i, i + 0.5]) for i in range(1000)])
+    assert cur.rowcount == 1000
+    table = conn.session.engine.warehouse.catalog.load_table("public.m")
+    assert len(table.snapshots()) == 1  # one commit for the whole batch
+    assert rows(cur, "SELECT count(*), sum(id) FROM m") == [(1000, 499500)]
+    assert rows(cur, "SELECT v FROM m WHERE id = 3") == [([3.0, 3.5],)]
+
+
+def test_executemany_named_and_all_or_nothing(cur):
+    cur.execute("CREATE TABLE m2 (id INT NOT NULL, label TEXT)")
+    cur.executemany("INSERT INTO m2 (label, id) VALUES (%(l)s, %(i)s)",
+                    [{"i": 1, "l": "a"}, {"i": 2, "l": "b"}])
+    with pytest.raises(E.NotNullViolation):
+        cur.executemany("INSERT INTO m2 VALUES (%s, %s)", [(3, "c"), (None, "d")])
+    assert rows(cur, "SELECT id, label FROM m2 ORDER BY id") == [(1, "a"), (2, "b")]
+
+
+def test_executemany_other_statements_loop(items):
+    items.executemany("UPDATE items SET qty = %s WHERE id = %s", [(100, 1), (200, 2)])
+    assert items.rowcount == 2
+    assert rows(items, "SELECT qty FROM items WHERE id <= 2 ORDER BY id") == [(100,), (200,)]
+
+
+def test_conn_insert_arrow_and_pandas(conn, cur):
+    import pandas as pd
+    cur.execute("CREATE TABLE a (id BIGINT, name TEXT, score DOUBLE PRECISION)")
+    n = conn.insert("a", pa.table({"name": ["x", "y"], "id": [1, 2]}))
+    assert n == 2
+    conn.insert("a", pd.DataFrame({"id": [3], "score": [0.5]}))
+    assert rows(cur, "SELECT id, name, score FROM a ORDER BY id") == [
+        (1, "x", None), (2, "y", None), (3, None, 0.5)]
+    with pytest.raises(E.UndefinedColumn):
+        conn.insert("a", pa.table({"nope": [1]}))
+    with pytest.raises(E.UndefinedTable):
+        conn.insert("missing", pa.table({"x": [1]}))
+    conn.insert("created", pa.table({"x": pa.array([1, 2], pa.int32()), "s": ["a", None]}), create=True)
+    assert rows(cur, "SELECT x, s FROM created ORDER BY x") == [(1, "a"), (2, None)]
+
+
+def test_conn_insert_accepts_field_ids_and_string_views(conn, cur):
+    """Arrow from Parquet written by other tools carries field ids and view types."""
+    cur.execute("CREATE TABLE fv (id BIGINT, name TEXT)")
+    schema = pa.schema([pa.field("id", pa.int64(), metadata={b"PARQUET:field_id": b"7"}),
+                        pa.field("name", pa.string_view(), metadata={b"PARQUET:field_id": b"8"})])
+    conn.insert("fv", pa.table({"id": [1], "name": pa.array(["v"], pa.string_view())}, schema=schema))
+    assert rows(cur, "SELECT * FROM fv") == [(1, "v")]
