@@ -51,7 +51,8 @@ def bind(tree: exp.Expression, params: Sequence[Any] | Mapping[str, Any] | None)
             positional += key is None
             if not 0 <= index < len(params):
                 raise ProgrammingError(
-                    f"the statement needs parameter {index + 1} but {len(params)} were given")
+                    f"the statement's placeholders need parameter {index + 1} but {len(params)} "
+                    "were given")
             value = params[index]
         node.replace(literal(value))
     if not isinstance(params, Mapping) and all(_key(n) is None for n in found) \

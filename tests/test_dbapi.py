@@ -1,0 +1,152 @@
+"""PEP 249 surface and the Arrow-native extras."""
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import omnilake
+from omnilake import errors as E
+
+from conftest import rows
+
+
+def test_module_globals():
+    assert omnilake.apilevel == "2.0"
+    assert omnilake.threadsafety in (0, 1, 2, 3)
+    assert omnilake.paramstyle == "pyformat"
+    for name in ("Warning", "Error", "InterfaceError", "DatabaseError", "DataError",
+                 "OperationalError", "IntegrityError", "InternalError", "ProgrammingError",
+                 "NotSupportedError"):
+        assert issubclass(getattr(omnilake, name), Exception)
+    assert omnilake.Date(2024, 1, 2) == dt.date(2024, 1, 2)
+    assert omnilake.Binary(b"x") == b"x"
+    assert isinstance(omnilake.TimestampFromTicks(0), dt.datetime)
+
+
+@pytest.fixture
+def people(cur):
+    cur.execute("CREATE TABLE people (id INT, name TEXT, born DATE, balance NUMERIC(10, 2))")
+    cur.executemany("INSERT INTO people VALUES (%s, %s, %s, %s)", [
+        (i, f"p{i}", dt.date(2000, 1, 1) + dt.timedelta(days=i), Decimal(i) / 4) for i in range(10)])
+    return cur
+
+
+def test_description_and_type_objects(people):
+    people.execute("SELECT id, name, born, balance FROM people")
+    names = [d[0] for d in people.description]
+    assert names == ["id", "name", "born", "balance"]
+    codes = [d[1] for d in people.description]
+    assert codes[0] == omnilake.NUMBER and codes[1] == omnilake.STRING
+    assert codes[2] == omnilake.DATETIME and codes[3] == omnilake.NUMBER
+    assert codes[1] != omnilake.NUMBER
+    assert people.description[3][4:6] == (10, 2)
+    assert all(len(d) == 7 for d in people.description)
+
+
+def test_fetch_variants_and_iteration(people):
+    people.execute("SELECT id FROM people ORDER BY id")
+    assert people.rowcount == 10
+    assert people.fetchone() == (0,)
+    assert people.fetchmany() == [(1,)]
+    people.arraysize = 3
+    assert people.fetchmany() == [(2,), (3,), (4,)]
+    assert people.fetchmany(2) == [(5,), (6,)]
+    assert list(people) == [(7,), (8,), (9,)]
+    assert people.fetchone() is None
+    assert people.fetchall() == []
+
+
+def test_ddl_has_no_description(cur):
+    cur.execute("CREATE TABLE d (a INT)")
+    assert cur.description is None and cur.rowcount == -1
+    with pytest.raises(E.ProgrammingError):
+        cur.fetchall()
+
+
+def test_paramstyles(people):
+    assert rows(people, "SELECT name FROM people WHERE id = %s", (3,)) == [("p3",)]
+    assert rows(people, "SELECT name FROM people WHERE id = %(id)s", {"id": 4}) == [("p4",)]
+    assert rows(people, "SELECT name FROM people WHERE id = $2 AND name = $1", ("p5", 5)) == [("p5",)]
+    assert rows(people, "SELECT count(*) FROM people WHERE born < %s", (dt.date(2000, 1, 4),)) == [(3,)]
+
+
+def test_parameter_values_cannot_inject(people):
+    evil = "x'; DROP TABLE people; --"
+    assert rows(people, "SELECT count(*) FROM people WHERE name = %s", (evil,)) == [(0,)]
+    assert rows(people, "SELECT count(*) FROM people") == [(10,)]
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 7, -2**40, 1.25, float("inf"), Decimal("12.50"), "it's", b"\x00\xff",
+    dt.date(2024, 2, 29), dt.datetime(2024, 1, 1, 12, 30, 15, 123456),
+    dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone.utc),
+])
+def test_parameter_round_trip(cur, value):
+    cur.execute("SELECT %s AS v", (value,))
+    (got,) = cur.fetchone()
+    assert got == value
+
+
+def test_list_uuid_and_numpy_parameters(cur):
+    cur.execute("CREATE TABLE pv (u UUID, v VECTOR(3))")
+    u = uuid.uuid4()
+    cur.execute("INSERT INTO pv VALUES (%s, %s)", (u, np.array([1, 2, 3], dtype=np.float32)))
+    cur.execute("INSERT INTO pv VALUES (%s, %s)", (None, [0.5, 0, -1]))
+    assert rows(cur, "SELECT u, v FROM pv ORDER BY u NULLS LAST") == [
+        (str(u), [1.0, 2.0, 3.0]), (None, [0.5, 0.0, -1.0])]
+
+
+def test_arrow_extras(conn, people):
+    people.execute("SELECT id, name FROM people WHERE id < 4 ORDER BY id")
+    people.fetchone()
+    table = people.fetch_arrow_table()
+    assert table.column_names == ["id", "name"] and table.column("id").to_pylist() == [1, 2, 3]
+    people.execute("SELECT id FROM people WHERE id < 2 ORDER BY id")
+    assert people.fetch_df()["id"].tolist() == [0, 1]
+    rel = conn.sql("SELECT count(*) AS n FROM people")
+    assert rel.to_arrow().column("n").to_pylist() == [10]
+    assert rel.to_pandas()["n"].tolist() == [10]
+    assert rel.fetchall() == [(10,)]
+
+
+def test_register_arrow_and_pandas(conn, people):
+    conn.register("bonus", pa.table({"id": [1, 2], "amount": [10.0, 20.0]}))
+    conn.register("labels", pd.DataFrame({"id": [2], "label": ["vip"]}))
+    got = conn.sql("""SELECT p.name, b.amount, l.label FROM people p JOIN bonus b ON p.id = b.id
+                      LEFT JOIN labels l ON l.id = p.id ORDER BY p.id""").fetchall()
+    assert got == [("p1", 10.0, None), ("p2", 20.0, "vip")]
+    conn.unregister("bonus")
+    with pytest.raises(E.UndefinedTable):
+        conn.sql("SELECT * FROM bonus")
+
+
+def test_commit_rollback_and_close(conn, cur):
+    cur.execute("CREATE TABLE c (a INT)")
+    cur.execute("INSERT INTO c VALUES (1)")
+    conn.commit()
+    conn.rollback()  # every statement already committed: nothing to undo
+    assert rows(cur, "SELECT a FROM c") == [(1,)]
+    cur.close()
+    with pytest.raises(E.InterfaceError):
+        cur.execute("SELECT 1")
+    conn.close()
+    conn.close()  # closing twice is harmless
+    with pytest.raises(E.InterfaceError):
+        conn.cursor().execute("SELECT 1")
+    with pytest.raises(E.InterfaceError):
+        conn.commit()
+
+
+def test_multiple_statements_return_the_last_result(cur):
+    cur.execute("CREATE TABLE ms (a INT); INSERT INTO ms VALUES (1), (2); SELECT sum(a) FROM ms")
+    assert cur.fetchall() == [(3,)]
+
+
+def test_postgres_output_names(cur):
+    cur.execute("SELECT 1, count(*), 1 AS x, 2 AS x, CAST('1' AS INT), upper('a')")
+    assert [d[0] for d in cur.description] == ["?column?", "count", "x", "x", "int", "upper"]
