@@ -60,6 +60,21 @@ class Warehouse:
         log.debug("opened warehouse %s (catalog %s)", root, uri)
         return cls(catalog=catalog, location=root.as_uri(), local_root=root, temporary=temporary)
 
+    def metadata_location(self, namespace: str, name: str) -> str | None:
+        """Current metadata file of a table, read straight from the catalog's table (the JDBC
+        catalog layout pyiceberg's SqlCatalog uses), or None when that is not available. A
+        cheap check that lets callers reuse a table they loaded before."""
+        engine = getattr(self.catalog, "engine", None)
+        if engine is None:
+            return None
+        from sqlalchemy import text
+        with engine.connect() as connection:
+            row = connection.execute(text(
+                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = :c "
+                "AND table_namespace = :ns AND table_name = :t"),
+                {"c": CATALOG_NAME, "ns": namespace, "t": name}).first()
+        return row[0] if row else None
+
     def table_location(self, namespace: str, name: str) -> str:
         return f"{self.location}/{namespace}/{name}"
 

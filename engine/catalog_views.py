@@ -59,7 +59,7 @@ def _columns(session: "Session") -> pa.Table:
         "numeric_scale", "udt_name", "omnilake_type")}
     for ns in namespaces(session):
         for name in table_names(session, ns):
-            ref = load(session.engine.warehouse, ns, name)
+            ref = load(session.engine, ns, name)
             for position, c in enumerate(ref.columns(), start=1):
                 t = c.sql_type
                 cols["table_catalog"].append(DATABASE)

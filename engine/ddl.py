@@ -131,7 +131,9 @@ def create_table(session: "Session", namespace: str, name: str,
         table = warehouse.catalog.create_table(
             (namespace, name), schema, location=warehouse.table_location(namespace, name),
             properties={SQL_TYPES_PROPERTY: encode_sql_types(types),
-                        "write.parquet.compression-codec": "zstd"})
+                        "write.parquet.compression-codec": "zstd",
+                        # Row groups of 128k rows let statistics prune within a file.
+                        "write.parquet.row-group-limit": "131072"})
     except TableAlreadyExistsError:
         if if_not_exists:
             return None
@@ -144,7 +146,7 @@ def create_table(session: "Session", namespace: str, name: str,
         # pyiceberg numbered differently than expected: key the types by the real ids.
         fixed = {created[n]: t for n, t, _ in columns}
         table.transaction().set_properties({SQL_TYPES_PROPERTY: encode_sql_types(fixed)}).commit_transaction()
-    return load(warehouse, namespace, name)
+    return load(session.engine, namespace, name)
 
 
 def create_table_statement(session: "Session", tree: exp.Create) -> "Result":
@@ -194,7 +196,7 @@ def alter_table(session: "Session", tree: exp.Alter) -> "Result":
     namespace, name = split_name(tree.this, session.schema)
     if tree.args.get("exists") and not session.engine.warehouse.catalog.table_exists((namespace, name)):
         return Result(status="ALTER TABLE")
-    ref = load(session.engine.warehouse, namespace, name)
+    ref = load(session.engine, namespace, name)
     actions = tree.args.get("actions") or []
     renames = [a for a in actions if isinstance(a, exp.AlterRename)]
     if renames:

@@ -65,7 +65,7 @@ def insert(session: "Session", tree: exp.Insert) -> "Result":
     for unsupported in ("conflict", "returning", "overwrite"):
         if tree.args.get(unsupported):
             raise E.NotSupportedError(f"INSERT ... {unsupported.upper()} is not supported yet")
-    ref = load(session.engine.warehouse, *split_name(target, session.schema))
+    ref = load(session.engine, *split_name(target, session.schema))
     source = tree.expression
     if isinstance(source, exp.Values):
         if any(isinstance(v, exp.Var) and v.name.upper() == "DEFAULT" for v in source.find_all(exp.Var)):
@@ -97,7 +97,7 @@ def insert_arrow(session: "Session", table_name: str, data, create: bool = False
     if create and not session.engine.warehouse.catalog.table_exists((namespace, name)):
         columns = [(f.name, from_arrow(f.type), False) for f in rows.schema]
         create_table(session, namespace, name, columns, [], if_not_exists=True)
-    ref = load(session.engine.warehouse, namespace, name)
+    ref = load(session.engine, namespace, name)
     return insert_rows(session, ref, rows, list(rows.column_names))
 
 
@@ -142,7 +142,7 @@ def _resolver(ref: TableRef, alias: str):
 
 
 def _target(session: "Session", node: exp.Table) -> tuple[TableRef, str]:
-    ref = load(session.engine.warehouse, *split_name(node, session.schema))
+    ref = load(session.engine, *split_name(node, session.schema))
     return ref, node.alias or ref.name
 
 
@@ -226,7 +226,7 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
 
 
 def truncate(session: "Session", tree: exp.TruncateTable) -> "Result":
-    refs = [load(session.engine.warehouse, *split_name(node, session.schema))
+    refs = [load(session.engine, *split_name(node, session.schema))
             for node in tree.expressions]
     for ref in refs:
         _commit(ref, lambda tx: tx.delete(AlwaysTrue()))

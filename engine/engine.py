@@ -26,9 +26,9 @@ from omnilake.engine.catalog_views import table_names
 from omnilake.engine.dialect import INPUT_DIALECTS
 from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
-from omnilake.engine.query import bind, normalise_output
+from omnilake.engine.query import bind, new_context, normalise_output
 from omnilake.engine.scan import PlanCache
-from omnilake.engine.tables import ident
+from omnilake.engine.tables import TableCache, ident
 
 log = logging.getLogger(__name__)
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" is expected
@@ -50,6 +50,8 @@ class Engine:
         self.settings = settings
         self.warehouse = Warehouse.open(settings.warehouse, settings.catalog)
         self.plan_cache = PlanCache(settings.plan_cache_size)
+        self.datafusion = new_context(settings)
+        self.tables = TableCache()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -192,12 +194,7 @@ def _explain(session: Session, text: str) -> Result:
     if len(trees) != 1 or not isinstance(rewrites.apply(trees[0]), exp.Query):
         raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
     bound = bind(session, trees[0])
-    prefix = "EXPLAIN ANALYZE " if analyze else "EXPLAIN "
-    try:
-        plan = bound.ctx.sql(prefix + bound.sql()).to_arrow_table()
-    except Exception as exc:
-        from omnilake.engine.errors import from_datafusion
-        raise from_datafusion(exc) from exc
+    plan = bound.to_arrow(explain="EXPLAIN ANALYZE " if analyze else "EXPLAIN ")
     kinds = ["omnilake_scan"] * len(bound.scans) + plan.column(0).to_pylist()
     lines = [s.describe() for s in bound.scans] + plan.column(1).to_pylist()
     table = pa.table({"plan_type": pa.array(kinds, pa.large_string()),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyiceberg.exceptions import NoSuchTableError, NoSuchNamespaceError
 from pyiceberg.table import Table
@@ -12,6 +14,9 @@ from omnilake import errors as E
 from omnilake.catalog.types import SqlType
 from omnilake.catalog.warehouse import Warehouse, sql_types_of
 from omnilake.engine.scan import Column, table_columns
+
+if TYPE_CHECKING:
+    from omnilake.engine.engine import Engine
 
 
 def ident(node: exp.Expression | str | None) -> str | None:
@@ -54,7 +59,39 @@ def split_name(node: exp.Table, default_schema: str) -> tuple[str, str]:
     return namespace, ident(node.this)
 
 
-def load(warehouse: Warehouse, namespace: str, name: str) -> TableRef:
+class TableCache:
+    """Loaded tables keyed by name and reused while their metadata file is current.
+
+    Loading parses the table's metadata JSON (milliseconds); checking the catalog row is
+    ~0.2 ms. Metadata files are immutable, so equal locations mean equal tables, and a commit
+    by any process changes the location."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._tables: dict[tuple[str, str], tuple[str, TableRef]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, warehouse: Warehouse, namespace: str, name: str) -> TableRef:
+        location = warehouse.metadata_location(namespace, name)
+        key = (namespace, name)
+        with self._lock:
+            cached = self._tables.get(key)
+        if location is not None and cached is not None and cached[0] == location:
+            return cached[1]
+        ref = _load(warehouse, namespace, name)
+        with self._lock:
+            if len(self._tables) >= self.size:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[key] = (ref.table.metadata_location, ref)
+        return ref
+
+
+def load(engine: "Engine", namespace: str, name: str) -> TableRef:
+    """The table as committed now (reused from the engine's cache when unchanged)."""
+    return engine.tables.load(engine.warehouse, namespace, name)
+
+
+def _load(warehouse: Warehouse, namespace: str, name: str) -> TableRef:
     try:
         table = warehouse.catalog.load_table((namespace, name))
     except (NoSuchTableError, NoSuchNamespaceError):

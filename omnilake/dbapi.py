@@ -284,7 +284,7 @@ def _batch_insert(session: Session, operation: str, seq: list) -> Result | None:
         names = [ident(e) for e in target.expressions]
         target = target.this
     rewrites.fold_identifiers(target)
-    ref = load(session.engine.warehouse, *split_name(target, session.schema))
+    ref = load(session.engine, *split_name(target, session.schema))
     keys = [n.name if n.name != "?" else "" for n in row]
     named = any(keys) and not all(k.isdigit() for k in keys)
     columns = []
