@@ -104,9 +104,9 @@ def run(rows: int, repeat: int) -> tuple[list[tuple], list[tuple]]:
         theirs = duck.execute(sql).fetchall()
         df_rows = [tuple(r.values()) for r in ctx.sql(sql).to_pylist()]
         assert len(ours) == len(theirs) == len(df_rows), label
-        t_ol = best_of(lambda: conn.sql(sql), repeat)
-        t_df = best_of(lambda: ctx.sql(sql).to_arrow_table(), repeat)
-        t_dd = best_of(lambda: duck.execute(sql).to_arrow_table(), repeat)
+        t_ol = best_of(lambda q=sql: conn.sql(q), repeat)
+        t_df = best_of(lambda q=sql: ctx.sql(q).to_arrow_table(), repeat)
+        t_dd = best_of(lambda q=sql: duck.execute(q).to_arrow_table(), repeat)
         results.append((label, t_ol, t_df, t_dd))
         print(f"{label:10} omnilake {t_ol:8.1f} ms  datafusion {t_df:8.1f} ms  duckdb {t_dd:8.1f} ms",
               file=sys.stderr)

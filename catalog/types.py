@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 import pyarrow as pa
 from pyiceberg import types as it
@@ -20,6 +21,7 @@ from sqlglot import exp
 from omnilake.errors import NotSupportedError, DataError
 
 SQL_TYPES_PROPERTY = "omnilake.sql-types"
+SQL_TYPE_KEY = "omnilake.sql_type"  # Arrow field metadata: the column's SQL type
 DEFAULT_NUMERIC = (38, 9)
 
 # PostgreSQL type OIDs, so DB-API type codes and the wire server agree.
@@ -50,8 +52,7 @@ class SqlType:
 
     @classmethod
     def parse(cls, text: str) -> "SqlType":
-        from sqlglot import parse_one
-        return from_sqlglot(parse_one(f"CAST(NULL AS {text})", read="postgres").to)
+        return _parse_type(text)
 
     # -- Arrow ---------------------------------------------------------------------------
     def to_arrow(self) -> pa.DataType:
@@ -117,6 +118,12 @@ _FROM_SQLGLOT = {
     exp.DataType.Type.JSONB: "json", exp.DataType.Type.VECTOR: "vector",
     exp.DataType.Type.DECIMAL: "numeric",
 }
+
+
+@lru_cache(maxsize=1024)
+def _parse_type(text: str) -> SqlType:
+    from sqlglot import parse_one
+    return from_sqlglot(parse_one(f"CAST(NULL AS {text})", read="postgres").to)
 
 
 def from_sqlglot(dtype: exp.DataType) -> SqlType:

@@ -178,7 +178,8 @@ def update(session: "Session", tree: exp.Update) -> "Result":
                        for c in columns]
         rows = _query_rows(session, _scan_select(ref, alias, projections, where), ref)
         stored = to_storage(rows, columns, [c.name for c in columns], ref.name)
-        _commit_overwrite(ref, stored, exact)
+        if stored.num_rows:
+            _commit_overwrite(ref, stored, exact)
         return _result(f"UPDATE {stored.num_rows}", stored.num_rows)
     matched = exp.func("coalesce", where.copy(), exp.false())
     projections = []

@@ -199,7 +199,7 @@ def _explain(session: Session, text: str) -> Result:
     lines = [s.describe() for s in bound.scans] + plan.column(1).to_pylist()
     table = pa.table({"plan_type": pa.array(kinds, pa.large_string()),
                       "plan": pa.array(lines, pa.large_string())})
-    return Result(status=f"EXPLAIN", table=table, rowcount=table.num_rows)
+    return Result(status="EXPLAIN", table=table, rowcount=table.num_rows)
 
 
 def _show(session: Session, what: str) -> Result:
@@ -210,7 +210,7 @@ def _show(session: Session, what: str) -> Result:
         names = table_names(session, namespace)
         table = pa.table({"schema": pa.array([namespace] * len(names), pa.large_string()),
                           "name": pa.array(names, pa.large_string())})
-        return Result(status=f"SHOW", table=table, rowcount=table.num_rows)
+        return Result(status="SHOW", table=table, rowcount=table.num_rows)
     name = what.lower().strip('"')
     if name == "all":
         items = sorted(session.variables.items())

@@ -262,7 +262,7 @@ def normalise_output(table: pa.Table, renames: dict[str, str] | None = None) -> 
         if t != f.type:
             column = column.cast(t, safe=False)
         changed = changed or t != f.type or name != f.name
-        fields.append(pa.field(name, t, f.nullable))
+        fields.append(pa.field(name, t, f.nullable, metadata=f.metadata))
         arrays.append(column)
     if not changed:
         return table

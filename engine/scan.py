@@ -25,7 +25,7 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, Table
 
-from omnilake.catalog.types import SqlType
+from omnilake.catalog.types import SQL_TYPE_KEY, SqlType
 from omnilake.storage.files import local_path, parquet_schema, top_level_field_ids
 
 
@@ -139,9 +139,15 @@ def scan_type(sql_type: SqlType) -> pa.DataType:
     return target
 
 
+def column_metadata(column: Column) -> dict[str, str]:
+    """Field metadata naming the SQL type; DataFusion carries it through plain column
+    references, so results know a UUID or JSON column from plain text."""
+    return {SQL_TYPE_KEY: str(column.sql_type)}
+
+
 def engine_schema(columns: list[Column]) -> pa.Schema:
-    return pa.schema([pa.field(c.name, scan_type(c.sql_type), nullable=not c.required)
-                      for c in columns])
+    return pa.schema([pa.field(c.name, scan_type(c.sql_type), nullable=not c.required,
+                               metadata=column_metadata(c)) for c in columns])
 
 
 def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
@@ -175,11 +181,12 @@ def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column]) -> Dat
         target = scan_type(c.sql_type)
         source = by_id.get(c.field_id)
         if source is None:
-            exprs.append(lit(None).cast(target).alias(c.name))
+            expr = lit(None).cast(target)
         elif read_types.get(source.name) == target:
-            exprs.append(col(f'"{_escape(source.name)}"').alias(c.name))
+            expr = col(f'"{_escape(source.name)}"')
         else:
-            exprs.append(col(f'"{_escape(source.name)}"').cast(target).alias(c.name))
+            expr = col(f'"{_escape(source.name)}"').cast(target)
+        exprs.append(expr.alias(c.name, metadata=column_metadata(c)))
     return frame.select(*exprs)
 
 

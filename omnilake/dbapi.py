@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -11,7 +13,7 @@ from omnilake import errors as E
 from omnilake.config import Settings
 from omnilake.engine import Engine, Result, Session
 from omnilake.engine.dml import insert_arrow, insert_rows
-from omnilake.types import type_code
+from omnilake.types import sql_type_of, type_code
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections
@@ -134,9 +136,26 @@ class Relation:
 
 
 def _rows(table: pa.Table) -> Iterator[tuple]:
+    """Python rows; UUID and JSON columns become uuid.UUID and parsed JSON, as psycopg gives."""
+    converters = [_converter(f) for f in table.schema]
     for batch in table.to_batches():
-        columns = [column.to_pylist() for column in batch.columns]
+        columns = []
+        for column, convert in zip(batch.columns, converters):
+            values = column.to_pylist()
+            columns.append(values if convert is None else
+                           [None if v is None else convert(v) for v in values])
         yield from zip(*columns)
+
+
+def _converter(field: pa.Field):
+    sql_type = sql_type_of(field)
+    if sql_type is None:
+        return None
+    if sql_type.name == "uuid":
+        return uuid.UUID
+    if sql_type.name == "json":
+        return json.loads
+    return None
 
 
 class Cursor:
@@ -154,7 +173,7 @@ class Cursor:
     def description(self):
         if self._table is None:
             return None
-        return [(f.name, type_code(f.type), None, None, *_precision_scale(f.type), f.nullable)
+        return [(f.name, type_code(f), None, None, *_precision_scale(f.type), f.nullable)
                 for f in self._table.schema]
 
     @property
@@ -191,7 +210,7 @@ class Cursor:
         for params in seq:
             result = session.execute(operation, params)[-1]
             total += max(result.rowcount, 0)
-        self._set(Result(status=f"EXECUTEMANY", rowcount=total))
+        self._set(Result(status="EXECUTEMANY", rowcount=total))
         return self
 
     def _set(self, result: Result) -> None:
@@ -306,7 +325,6 @@ def _batch_insert(session: Session, operation: str, seq: list) -> Result | None:
 
 def _column(values: list) -> pa.Array:
     """Arrow array for one column of parameters; mixed Python types fall back to text."""
-    import uuid
     if any(isinstance(v, uuid.UUID) for v in values):
         values = [None if v is None else str(v) for v in values]
     if any(hasattr(v, "tolist") and hasattr(v, "dtype") for v in values):

@@ -11,7 +11,7 @@ import time
 
 import pyarrow as pa
 
-from omnilake.catalog.types import OIDS, from_arrow
+from omnilake.catalog.types import OIDS, SQL_TYPE_KEY, SqlType, from_arrow
 
 
 class DBAPITypeObject:
@@ -61,9 +61,19 @@ def Binary(value) -> bytes:  # noqa: N802
     return bytes(value)
 
 
-def type_code(arrow_type: pa.DataType) -> int:
-    """PostgreSQL OID for an Arrow result column (text for types with no SQL form)."""
+def sql_type_of(field: pa.Field) -> SqlType | None:
+    """The SQL type of a result column: from its metadata when it comes straight from a table
+    column, else derived from the Arrow type; None for types with no SQL form."""
+    text = (field.metadata or {}).get(SQL_TYPE_KEY.encode())
+    if text:
+        return SqlType.parse(text.decode())
     try:
-        return from_arrow(arrow_type).oid
-    except Exception:  # lists, structs, maps: shown as text
-        return OIDS["text"]
+        return from_arrow(field.type)
+    except Exception:  # lists, structs, maps
+        return None
+
+
+def type_code(field: pa.Field) -> int:
+    """PostgreSQL OID for a result column (text for types with no SQL form)."""
+    sql_type = sql_type_of(field)
+    return sql_type.oid if sql_type is not None else OIDS["text"]

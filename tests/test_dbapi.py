@@ -98,7 +98,7 @@ def test_list_uuid_and_numpy_parameters(cur):
     cur.execute("INSERT INTO pv VALUES (%s, %s)", (u, np.array([1, 2, 3], dtype=np.float32)))
     cur.execute("INSERT INTO pv VALUES (%s, %s)", (None, [0.5, 0, -1]))
     assert rows(cur, "SELECT u, v FROM pv ORDER BY u NULLS LAST") == [
-        (str(u), [1.0, 2.0, 3.0]), (None, [0.5, 0.0, -1.0])]
+        (u, [1.0, 2.0, 3.0]), (None, [0.5, 0.0, -1.0])]
 
 
 def test_arrow_extras(conn, people):

@@ -1,6 +1,7 @@
 """CREATE / DROP / ALTER of schemas and tables."""
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -28,11 +29,14 @@ def test_every_type_round_trips(cur):
     assert row[10] == dt.date(2024, 2, 29)
     assert row[11] == dt.datetime(2024, 1, 2, 3, 4, 5)
     assert row[12] == dt.datetime(2024, 1, 2, 1, 4, 5, tzinfo=dt.timezone.utc)
-    assert row[13] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
-    assert row[14] == '{"a": [1, 2]}'
+    assert row[13] == uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    assert row[14] == {"a": [1, 2]}
     assert row[15] == [1.0, 2.5, -3.0]
     codes = [d[1] for d in cur.description]
-    assert codes == [16, 21, 23, 20, 700, 701, 1700, 25, 25, 17, 1082, 1114, 1184, 25, 25, 16385]
+    assert codes == [16, 21, 23, 20, 700, 701, 1700, 25, 1043, 17, 1082, 1114, 1184, 2950, 114, 16385]
+    assert cur.description[13][1] == omnilake.STRING
+    cur.execute("SELECT u, j FROM all_types")
+    assert cur.fetch_arrow_table().column("u").to_pylist() == ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]
 
 
 def test_information_schema_reports_sql_types(cur):

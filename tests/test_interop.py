@@ -2,7 +2,6 @@
 pyiceberg wrote (partitioned, evolved, with row-level delete files)."""
 
 import pyarrow as pa
-import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema

@@ -76,6 +76,6 @@ def test_missing_data_file_is_a_clear_error(warehouse):
 
 def test_every_setting_is_documented():
     doc = (pathlib.Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
-    for name, _, _, help_text in Settings.declarations():
+    for name, _, _, _ in Settings.declarations():
         assert f"`{name}`" in doc, f"setting {name} is missing from docs/configuration.md"
         assert f"OMNILAKE_{name.upper()}" in doc
