@@ -168,7 +168,7 @@ def update(session: "Session", tree: exp.Update) -> "Result":
             raise E.SyntaxError(f'multiple assignments to same column "{name}"')
         assignments[name] = eq.expression
     where = tree.args["where"].this if tree.args.get("where") else None
-    exact = AlwaysTrue() if where is None else pushdown.to_filter(where, _resolver(ref, alias))
+    exact = AlwaysTrue() if where is None else pushdown.to_delete_filter(where, _resolver(ref, alias))
 
     def column_expr(name: str, value: exp.Expression) -> exp.Expression:
         return exp.alias_(value.copy(), name, quoted=True)
@@ -206,7 +206,7 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
         raise E.NotSupportedError("DELETE ... USING / RETURNING is not supported yet")
     ref, alias = _target(session, tree.this)
     where = tree.args["where"].this if tree.args.get("where") else None
-    exact = AlwaysTrue() if where is None else pushdown.to_filter(where, _resolver(ref, alias))
+    exact = AlwaysTrue() if where is None else pushdown.to_delete_filter(where, _resolver(ref, alias))
     if exact is not None:
         counted = _query_rows(session, _scan_select(ref, alias, [exp.alias_(
             exp.Count(this=exp.Star()), "n")], where), ref)

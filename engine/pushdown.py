@@ -35,11 +35,32 @@ def conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
 
 
 def to_filter(condition: exp.Expression, resolve: Resolver) -> ie.BooleanExpression | None:
-    """The exact pyiceberg equivalent of `condition`, or None when there is none."""
+    """The pyiceberg equivalent of `condition` for pruning, or None when there is none."""
     try:
         return _convert(condition.unnest(), resolve)
     except _NotConvertible:
         return None
+
+
+def to_delete_filter(condition: exp.Expression, resolve: Resolver) -> ie.BooleanExpression | None:
+    """A pyiceberg filter that deletes exactly the rows where `condition` is TRUE, or None.
+
+    pyiceberg keeps every row in which a referenced column is NULL (unless an IS [NOT] NULL
+    names it) or NaN. For a conjunction of comparisons that is SQL's rule too: the condition is
+    NULL, not TRUE, when any compared value is NULL. Under OR it is not (`a <> 0 OR b = 1` is
+    TRUE where a is NULL and b is 1), and NaN compares as the largest float in SQL, so
+    disjunctions and floating-point columns take the general path."""
+    parts = conjuncts(condition)
+    for part in parts:
+        if part.find(exp.Or) or any(isinstance(n, exp.Not) and not isinstance(
+                n.this.unnest(), (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In))
+                for n in part.find_all(exp.Not)):
+            return None
+        for column in part.find_all(exp.Column):
+            found = resolve(column)
+            if found is not None and found[1] in _FLOATS:
+                return None
+    return to_filter(condition, resolve)
 
 
 def pruning_filter(condition: exp.Expression | None, resolve: Resolver,

@@ -158,3 +158,12 @@ def test_conn_insert_accepts_field_ids_and_string_views(conn, cur):
                         pa.field("name", pa.string_view(), metadata={b"PARQUET:field_id": b"8"})])
     conn.insert("fv", pa.table({"id": [1], "name": pa.array(["v"], pa.string_view())}, schema=schema))
     assert rows(cur, "SELECT * FROM fv") == [(1, "v")]
+
+
+def test_delete_with_or_over_nulls_follows_sql(cur):
+    """`i <> 0 OR s = 'x'` is TRUE where i is NULL and s is 'x', NULL where both miss."""
+    cur.execute("CREATE TABLE n3 (i INT, s TEXT)")
+    cur.execute("INSERT INTO n3 VALUES (1, 'a'), (NULL, 'x'), (NULL, 'b'), (0, 'x'), (0, NULL)")
+    cur.execute("DELETE FROM n3 WHERE i <> 0 OR s = 'x'")
+    assert cur.rowcount == 3
+    assert rows(cur, "SELECT i, s FROM n3 ORDER BY s NULLS LAST") == [(None, "b"), (0, None)]
