@@ -8,6 +8,7 @@ files that may hold matching rows; otherwise the table is rewritten as a whole i
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from omnilake.engine.tables import TableRef, ident, load, split_name
 if TYPE_CHECKING:
     from omnilake.engine.engine import Result, Session
 
-APPEND_ATTEMPTS = 4
+APPEND_ATTEMPTS = 8
 
 
 def _result(status: str, rowcount: int) -> "Result":
@@ -52,7 +53,7 @@ def append(session: "Session", ref: TableRef, rows: pa.Table) -> None:
                 raise E.SerializationFailure(
                     f"could not append to {ref.qualified}: concurrent commits kept winning",
                     hint="retry the statement") from exc
-            time.sleep(0.01 * 2 ** attempt)
+            time.sleep(random.uniform(0.005, 0.01 * 2 ** attempt))  # jitter spreads retries
             table = table.refresh()
 
 
