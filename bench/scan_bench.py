@@ -66,7 +66,8 @@ def build(conn, rows: int) -> None:
 
 
 def best_of(fn, repeat: int) -> float:
-    fn()  # warm up: OS page cache, plan caches
+    for _ in range(3):  # warm up: OS page cache, allocator, plan caches (1 was not enough)
+        fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
