@@ -1,0 +1,127 @@
+"""all-MiniLM-L6-v2 (BERT: 6 layers, 12 heads, 384 dimensions) on the array backend.
+
+A plain forward pass over the model's safetensors weights, tokenised by the `tokenizers`
+library: mean pooling over the real tokens and L2 normalisation, as sentence-transformers does.
+Inputs are cut at 256 tokens (the model's max_seq_length). No PyTorch involved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from omnilake.gpu.backend import Backend, get_backend
+
+MAX_TOKENS = 256
+
+
+class TextEncoder:
+    def __init__(self, model_path: Path, backend: Backend | None = None, batch_size: int = 32):
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        self.backend = backend or get_backend()
+        self.batch_size = batch_size
+        config = json.loads((model_path / "config.json").read_text())
+        self.layers = config["num_hidden_layers"]
+        self.heads = config["num_attention_heads"]
+        self.hidden = config["hidden_size"]
+        self.eps = config.get("layer_norm_eps", 1e-12)
+        self.dimension = self.hidden
+        max_tokens = MAX_TOKENS
+        st_config = model_path / "sentence_bert_config.json"
+        if st_config.is_file():
+            max_tokens = json.loads(st_config.read_text()).get("max_seq_length", MAX_TOKENS)
+        self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.tokenizer.no_padding()
+        raw = load_file(str(model_path / "model.safetensors"))
+        self.w = {name: self.backend.asarray(self._transposed(name, value))
+                  for name, value in raw.items() if value.dtype != np.int64}
+        self._lock = threading.Lock()  # the tokenizer object is shared
+
+    @staticmethod
+    def _transposed(name: str, value: np.ndarray) -> np.ndarray:
+        # Linear layers store (out, in); keep (in, out) so the forward pass is x @ W.
+        if name.endswith(".weight") and value.ndim == 2 and "embeddings" not in name:
+            return np.ascontiguousarray(value.T)
+        return value
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-length embeddings, one row per text, as a NumPy float32 array."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not texts:
+            return out
+        with self._lock:
+            encodings = self.tokenizer.encode_batch(list(texts))
+        ids = [e.ids for e in encodings]
+        # Similar lengths in a batch waste less work on padding.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            out[chunk] = self._forward([ids[i] for i in chunk])
+        return out
+
+    def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
+        b, xp, w = self.backend, self.backend.xp, self.w
+        length = max(len(i) for i in batch_ids)
+        ids = np.zeros((len(batch_ids), length), dtype=np.int64)
+        mask = np.zeros((len(batch_ids), length), dtype=np.float32)
+        for row, tokens in enumerate(batch_ids):
+            ids[row, :len(tokens)] = tokens
+            mask[row, :len(tokens)] = 1.0
+        ids_d = b.asarray(ids, dtype=np.int64)
+        mask_d = b.asarray(mask)
+        h = (w["embeddings.word_embeddings.weight"][ids_d]
+             + w["embeddings.position_embeddings.weight"][:length][None, :, :]
+             + w["embeddings.token_type_embeddings.weight"][0][None, None, :])
+        h = self._layer_norm(h, "embeddings.LayerNorm")
+        # Padding keys get a large negative score, so softmax gives them no weight.
+        key_bias = (1.0 - mask_d)[:, None, None, :] * np.float32(-1e9)
+        for layer in range(self.layers):
+            h = self._block(h, key_bias, f"encoder.layer.{layer}.")
+        summed = (h * mask_d[:, :, None]).sum(axis=1)
+        pooled = summed / xp.maximum(mask_d.sum(axis=1, keepdims=True), 1e-9)
+        norms = xp.maximum(xp.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return b.to_numpy(pooled / norms)
+
+    def _block(self, h, key_bias, p: str):
+        xp, w = self.backend.xp, self.w
+        batch, length, _ = h.shape
+        head = self.hidden // self.heads
+
+        # Linear layers run as one 2-D GEMM over all tokens; attention on contiguous
+        # (batch, heads, tokens, head) arrays, which NumPy hands to BLAS slice by slice.
+        flat = h.reshape(batch * length, self.hidden)
+
+        def linear(x, name):
+            return x @ w[f"{p}{name}.weight"] + w[f"{p}{name}.bias"]
+
+        def heads_first(y):
+            return xp.ascontiguousarray(y.reshape(batch, length, self.heads, head).transpose(0, 2, 1, 3))
+
+        q = heads_first(linear(flat, "attention.self.query"))
+        k = heads_first(linear(flat, "attention.self.key"))
+        v = heads_first(linear(flat, "attention.self.value"))
+        scores = (q @ xp.ascontiguousarray(k.transpose(0, 1, 3, 2))) * np.float32(1.0 / math.sqrt(head))
+        scores += key_bias
+        scores -= scores.max(axis=-1, keepdims=True)
+        probs = xp.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch * length, self.hidden)
+        attention = linear(context, "attention.output.dense")
+        flat = self._layer_norm(attention + flat, f"{p}attention.output.LayerNorm")
+        inner = linear(flat, "intermediate.dense")
+        inner = 0.5 * inner * (1.0 + self.backend.erf(inner * np.float32(1 / math.sqrt(2))))  # exact GELU
+        out = linear(inner, "output.dense")
+        return self._layer_norm(out + flat, f"{p}output.LayerNorm").reshape(batch, length, self.hidden)
+
+    def _layer_norm(self, x, prefix: str):
+        xp = self.backend.xp
+        mean = x.mean(axis=-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        return (x - mean) / xp.sqrt(var + self.eps) * self.w[f"{prefix}.weight"] + self.w[f"{prefix}.bias"]

