@@ -22,6 +22,7 @@ from omnilake.errors import NotSupportedError, DataError
 
 SQL_TYPES_PROPERTY = "omnilake.sql-types"
 SQL_TYPE_KEY = "omnilake.sql_type"  # Arrow field metadata: the column's SQL type
+GENERATED_PROPERTY = "omnilake.generated"  # field id -> expression of a generated column
 DEFAULT_NUMERIC = (38, 9)
 
 # PostgreSQL type OIDs, so DB-API type codes and the wire server agree.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from pyiceberg.exceptions import (NamespaceAlreadyExistsError, NamespaceNotEmptyError,
@@ -11,8 +12,11 @@ from pyiceberg.types import ListType, NestedField
 from sqlglot import exp
 
 from omnilake import errors as E
-from omnilake.catalog.types import (SQL_TYPES_PROPERTY, SqlType, encode_sql_types,
-                                    from_sqlglot)
+from sqlglot import parse_one
+
+from omnilake.catalog.types import (GENERATED_PROPERTY, SQL_TYPES_PROPERTY, SqlType,
+                                    encode_sql_types, from_sqlglot)
+from omnilake.engine.dialect import Postgres
 from omnilake.engine.tables import ident, load, split_name
 
 if TYPE_CHECKING:
@@ -64,9 +68,11 @@ def _schema_name(node: exp.Expression) -> str:
     return ident(node)
 
 
-def column_definitions(tree: exp.Schema) -> tuple[list[tuple[str, SqlType, bool]], list[str]]:
-    """(name, type, required) per column and the primary key column names."""
-    columns, primary = [], []
+def column_definitions(tree: exp.Schema) -> tuple[list[tuple[str, SqlType, bool]], list[str],
+                                                  dict[str, str]]:
+    """(name, type, required) per column, the primary key column names, and the expressions
+    of generated columns (`GENERATED ALWAYS AS (expr) STORED`) by column name."""
+    columns, primary, generated = [], [], {}
     for item in tree.expressions:
         if isinstance(item, exp.ColumnDef):
             name = ident(item.this)
@@ -81,6 +87,8 @@ def column_definitions(tree: exp.Schema) -> tuple[list[tuple[str, SqlType, bool]
                 elif isinstance(kind, exp.PrimaryKeyColumnConstraint):
                     primary.append(name)
                     required = True
+                elif isinstance(kind, exp.ComputedColumnConstraint):
+                    generated[name] = kind.this.sql(dialect=Postgres)
                 elif isinstance(kind, exp.NotNullColumnConstraint):
                     pass
                 else:
@@ -101,7 +109,14 @@ def column_definitions(tree: exp.Schema) -> tuple[list[tuple[str, SqlType, bool]
         if key not in names:
             raise E.UndefinedColumn(f'column "{key}" named in key does not exist')
     columns = [(n, t, r or n in primary) for n, t, r in columns]
-    return columns, primary
+    for name, expression in generated.items():
+        referenced = {ident(c.this) for c in parse_one(expression, dialect=Postgres).find_all(exp.Column)}
+        if referenced & set(generated):
+            raise E.NotSupportedError(f'generated column "{name}" cannot refer to a generated column')
+        if not referenced <= set(names):
+            missing = ", ".join(sorted(referenced - set(names)))
+            raise E.UndefinedColumn(f'generated column "{name}" refers to unknown column(s) {missing}')
+    return columns, primary, generated
 
 
 def iceberg_schema(columns: list[tuple[str, SqlType, bool]], primary: list[str]) -> Schema:
@@ -120,17 +135,20 @@ def iceberg_schema(columns: list[tuple[str, SqlType, bool]], primary: list[str])
 
 def create_table(session: "Session", namespace: str, name: str,
                  columns: list[tuple[str, SqlType, bool]], primary: list[str],
-                 if_not_exists: bool = False):
+                 if_not_exists: bool = False, generated: dict[str, str] | None = None):
     """Create the Iceberg table; returns its TableRef, or None if it existed (IF NOT EXISTS)."""
     if not columns:
         raise E.SyntaxError(f'table "{name}" needs at least one column')
     schema = iceberg_schema(columns, primary)
     types = {i: c[1] for i, c in enumerate(columns, start=1)}
     warehouse = session.engine.warehouse
+    ids = {c[0]: i for i, c in enumerate(columns, start=1)}
+    extra = {GENERATED_PROPERTY: json.dumps({str(ids[n]): e for n, e in generated.items()})} \
+        if generated else {}
     try:
         table = warehouse.catalog.create_table(
             (namespace, name), schema, location=warehouse.table_location(namespace, name),
-            properties={SQL_TYPES_PROPERTY: encode_sql_types(types),
+            properties={**extra, SQL_TYPES_PROPERTY: encode_sql_types(types),
                         "write.parquet.compression-codec": "zstd",
                         # Row groups of 128k rows let statistics prune within a file.
                         "write.parquet.row-group-limit": "131072"})
@@ -145,7 +163,10 @@ def create_table(session: "Session", namespace: str, name: str,
     if any(created[n] != i for i, (n, _, _) in enumerate(columns, start=1)):
         # pyiceberg numbered differently than expected: key the types by the real ids.
         fixed = {created[n]: t for n, t, _ in columns}
-        table.transaction().set_properties({SQL_TYPES_PROPERTY: encode_sql_types(fixed)}).commit_transaction()
+        table.transaction().set_properties({
+            SQL_TYPES_PROPERTY: encode_sql_types(fixed),
+            GENERATED_PROPERTY: json.dumps({str(created[n]): e for n, e in (generated or {}).items()}),
+        }).commit_transaction()
     return load(session.engine, namespace, name)
 
 
@@ -161,8 +182,8 @@ def create_table_statement(session: "Session", tree: exp.Create) -> "Result":
     if not isinstance(target, exp.Schema):
         raise E.SyntaxError("CREATE TABLE needs a column list or AS SELECT")
     namespace, name = split_name(target.this, session.schema)
-    columns, primary = column_definitions(target)
-    create_table(session, namespace, name, columns, primary, bool(tree.args.get("exists")))
+    columns, primary, generated = column_definitions(target)
+    create_table(session, namespace, name, columns, primary, bool(tree.args.get("exists")), generated)
     return Result(status="CREATE TABLE")
 
 
@@ -211,10 +232,14 @@ def alter_table(session: "Session", tree: exp.Alter) -> "Result":
     types = dict(ref.sql_types)
     current = {c.name: c for c in ref.columns()}
     added: dict[str, SqlType] = {}
+    generated = {current[n].field_id: e for n, e in ref.generated().items()}
     with ref.table.transaction() as tx:
         with tx.update_schema() as update:
             for action in actions:
+                _check_generated(action, current, generated, name)
                 _apply(update, action, current, types, added, name)
+        if generated or GENERATED_PROPERTY in ref.table.properties:
+            tx.set_properties({GENERATED_PROPERTY: json.dumps({str(k): v for k, v in generated.items()})})
         # The types of added columns go into the same commit, keyed by the ids pyiceberg gives
         # them: the next free ids in order of addition (checked below).
         next_id = ref.table.metadata.last_column_id + 1
@@ -229,6 +254,34 @@ def alter_table(session: "Session", tree: exp.Alter) -> "Result":
         table.transaction().set_properties(
             {SQL_TYPES_PROPERTY: encode_sql_types(actual)}).commit_transaction()
     return Result(status="ALTER TABLE")
+
+
+def _check_generated(action: exp.Expression, current: dict, generated: dict[int, str],
+                     table: str) -> None:
+    """Keep generated-column expressions valid: a renamed column is renamed inside them too,
+    a column they use cannot be dropped, a dropped generated column loses its expression."""
+    def uses(column: str) -> list[int]:
+        return [fid for fid, text in generated.items()
+                if column in {ident(c.this) for c in parse_one(text, dialect=Postgres).find_all(exp.Column)}]
+
+    if isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
+        for node in action.args.get("tables") or [action.this]:
+            column = ident(node.this if isinstance(node, exp.Column) else node)
+            if column in current:
+                generated.pop(current[column].field_id, None)
+            users = [n for n, c in current.items() if c.field_id in uses(column)]
+            if users:
+                raise E.DependentObjectsStillExist(
+                    f'cannot drop column "{column}" of "{table}": generated column '
+                    f'"{users[0]}" uses it')
+    elif isinstance(action, exp.RenameColumn):
+        old, new = ident(action.this.this), ident(action.args["to"].this)
+        for fid in uses(old):
+            tree = parse_one(generated[fid], dialect=Postgres)
+            for column in tree.find_all(exp.Column):
+                if ident(column.this) == old:
+                    column.set("this", exp.to_identifier(new, quoted=True))
+            generated[fid] = tree.sql(dialect=Postgres)
 
 
 def _apply(update, action: exp.Expression, current: dict, types: dict, added: dict,
@@ -246,6 +299,10 @@ def _apply(update, action: exp.Expression, current: dict, types: dict, added: di
                 raise E.NotSupportedError(
                     f'cannot add NOT NULL column "{column}": existing rows would hold NULL',
                     hint="add the column without NOT NULL")
+            if isinstance(kind, exp.ComputedColumnConstraint):
+                raise E.NotSupportedError(
+                    "ADD COLUMN ... GENERATED is not supported yet: existing rows would need "
+                    "computing", hint="create the table with the generated column")
             if not isinstance(kind, exp.NotNullColumnConstraint):
                 raise E.NotSupportedError(f"constraint {constraint.sql('postgres')} is not supported here")
         update.add_column(column, sql_type.to_iceberg())

@@ -10,10 +10,42 @@ from __future__ import annotations
 from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL as _MySQL
 from sqlglot.dialects.postgres import Postgres as _Postgres
+from sqlglot.tokens import TokenType
+
+
+class VectorDistance(exp.Expression, exp.Binary):
+    """A pgvector distance operator; DataFusion gets the matching function."""
+
+    function = ""
+
+
+class L2Distance(VectorDistance):
+    """`a <-> b`: Euclidean distance."""
+
+    function = "array_distance"
+
+
+class CosineDistance(VectorDistance):
+    """`a <=> b`: cosine distance (1 - cosine similarity)."""
+
+    function = "cosine_distance"
 
 
 class Postgres(_Postgres):
-    """The default input dialect."""
+    """The default input dialect, with pgvector's `<->` and `<=>`. (Stock sqlglot reads `<=>`
+    as MySQL's null-safe equality and `<->` as a geometric distance; `IS NOT DISTINCT FROM`
+    is parsed elsewhere and is unaffected.)"""
+
+    class Parser(_Postgres.Parser):
+        EQUALITY = {**_Postgres.Parser.EQUALITY, TokenType.NULLSAFE_EQ: CosineDistance}
+        FACTOR = {**_Postgres.Parser.FACTOR, TokenType.LR_ARROW: L2Distance}
+
+    class Generator(_Postgres.Generator):
+        TRANSFORMS = {
+            **_Postgres.Generator.TRANSFORMS,
+            L2Distance: lambda self, e: self.binary(e, "<->"),
+            CosineDistance: lambda self, e: self.binary(e, "<=>"),
+        }
 
 
 class MySQL(_MySQL):
@@ -30,6 +62,11 @@ class DataFusionSQL(_Postgres):
             exp.DataType.Type.JSON: "TEXT",
             exp.DataType.Type.JSONB: "TEXT",
             exp.DataType.Type.UUID: "TEXT",
+        }
+        TRANSFORMS = {
+            **_Postgres.Generator.TRANSFORMS,
+            L2Distance: lambda self, e: self.func(e.function, e.this, e.expression),
+            CosineDistance: lambda self, e: self.func(e.function, e.this, e.expression),
         }
 
 

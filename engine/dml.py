@@ -16,14 +16,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
-from sqlglot import exp
+from sqlglot import exp, parse_one
 
 from omnilake import errors as E
 from omnilake.catalog.types import from_arrow
 from omnilake.engine import pushdown
-from omnilake.engine.coerce import normalise_input, to_storage
+from omnilake.engine import rewrites
+from omnilake.engine.coerce import cast_column, normalise_input, to_storage
+from omnilake.engine.dialect import Postgres, to_datafusion
+from omnilake.engine.errors import from_datafusion
 from omnilake.engine.ddl import create_table
 from omnilake.engine.query import bind
+from omnilake.engine.scan import scan_type
 from omnilake.engine.tables import TableRef, ident, load, split_name
 
 if TYPE_CHECKING:
@@ -80,15 +84,62 @@ def insert(session: "Session", tree: exp.Insert) -> "Result":
 
 def insert_rows(session: "Session", ref: TableRef, rows: pa.Table, names: list[str] | None = None) -> int:
     columns = ref.columns()
+    generated = ref.generated()
     if names is None:
         if rows.num_columns > len(columns):
             raise E.SyntaxError(f"INSERT has more expressions ({rows.num_columns}) than target "
                                 f"columns ({len(columns)})")
         names = [c.name for c in columns[:rows.num_columns]]
+    if generated:
+        rows, names = with_generated(session, ref, rows, list(names), generated)
     stored = to_storage(rows, columns, names, ref.name)
     if stored.num_rows:
         append(session, ref, stored)
     return stored.num_rows
+
+
+def with_generated(session: "Session", ref: TableRef, rows: pa.Table, names: list[str],
+                   generated: dict[str, str]) -> tuple[pa.Table, list[str]]:
+    """`rows` plus the values of the table's generated columns, computed from them."""
+    given = [n for n in names if n in generated]
+    if given:
+        raise E.Error(f'cannot insert a non-DEFAULT value into column "{given[0]}"',
+                      detail=f'column "{given[0]}" is a generated column', sqlstate="428C9")
+    if rows.num_rows == 0:
+        return rows, names
+    by_name = dict(zip(names, rows.columns))
+    base = {}
+    for c in ref.columns():
+        if c.name in generated:
+            continue
+        data = by_name.get(c.name)
+        value = cast_column(data if data is not None else pa.nulls(rows.num_rows),
+                            c.sql_type, f'column "{c.name}"')
+        base[c.name] = value.cast(scan_type(c.sql_type))  # the types queries see
+    select = exp.select(*[exp.alias_(parse_one(text, dialect=Postgres), name, quoted=True)
+                          for name, text in generated.items()])
+    values = _evaluate(session, select, pa.table(base))
+    return (pa.Table.from_arrays(list(rows.columns) + list(values.columns),
+                                 names=list(names) + list(generated)),
+            list(names) + list(generated))
+
+
+def _evaluate(session: "Session", select: exp.Select, data: pa.Table) -> pa.Table:
+    """Run `select` (no FROM yet) over `data`, registered under a private name."""
+    from omnilake.engine.embeddings import rewrite_model_arguments
+    from omnilake.engine.query import new_statement_name
+    ctx = session.engine.datafusion
+    name = new_statement_name("rows")
+    ctx.register_view(name, ctx.from_arrow(data))
+    try:
+        tree = rewrites.apply(select.from_(exp.to_identifier(name)))
+        tree = rewrite_model_arguments(tree, session.engine.embeddings)
+        try:
+            return ctx.sql(to_datafusion(tree)).to_arrow_table()
+        except Exception as exc:
+            raise from_datafusion(exc) from exc
+    finally:
+        ctx.deregister_table(name)
 
 
 def insert_arrow(session: "Session", table_name: str, data, create: bool = False) -> int:
@@ -161,10 +212,14 @@ def update(session: "Session", tree: exp.Update) -> "Result":
         raise E.NotSupportedError("UPDATE ... FROM / RETURNING is not supported yet")
     ref, alias = _target(session, tree.this)
     columns = ref.columns()
+    generated = ref.generated()
     assignments: dict[str, exp.Expression] = {}
     for eq in tree.expressions:
         name = ident(eq.this.this if isinstance(eq.this, exp.Column) else eq.this)
         ref.column(name)  # raises UndefinedColumn
+        if name in generated:
+            raise E.Error(f'column "{name}" can only be updated to DEFAULT',
+                          detail=f'column "{name}" is a generated column', sqlstate="428C9")
         if name in assignments:
             raise E.SyntaxError(f'multiple assignments to same column "{name}"')
         assignments[name] = eq.expression
@@ -178,6 +233,7 @@ def update(session: "Session", tree: exp.Update) -> "Result":
         projections = [column_expr(c.name, assignments.get(c.name, exp.column(c.name, quoted=True)))
                        for c in columns]
         rows = _query_rows(session, _scan_select(ref, alias, projections, where), ref)
+        rows = _recompute_generated(session, ref, rows, generated)
         stored = to_storage(rows, columns, [c.name for c in columns], ref.name)
         if stored.num_rows:
             _commit_overwrite(ref, stored, exact)
@@ -194,12 +250,25 @@ def update(session: "Session", tree: exp.Update) -> "Result":
         projections.append(column_expr(c.name, value))
     projections.append(exp.alias_(matched, "__ol_matched", quoted=True))
     rows = _query_rows(session, _scan_select(ref, alias, projections, None), ref)
-    count = pc.sum(rows.column("__ol_matched")).as_py() or 0
+    flags = rows.column("__ol_matched")
+    count = pc.sum(flags).as_py() or 0
     rows = rows.drop_columns(["__ol_matched"])
+    if generated and count:  # only changed rows need their generated values computed again
+        changed = _recompute_generated(session, ref, rows.filter(flags), generated)
+        rows = pa.concat_tables([rows.filter(pc.invert(flags)), changed.cast(rows.schema)])
     stored = to_storage(rows, columns, [c.name for c in columns], ref.name)
     if count:
         _commit_overwrite(ref, stored, AlwaysTrue())
     return _result(f"UPDATE {count}", count)
+
+
+def _recompute_generated(session: "Session", ref: TableRef, rows: pa.Table,
+                         generated: dict[str, str]) -> pa.Table:
+    if not generated:
+        return rows
+    plain = [n for n in rows.column_names if n not in generated]
+    computed, names = with_generated(session, ref, rows.select(plain), plain, generated)
+    return computed.select([names.index(n) for n in rows.column_names])
 
 
 def delete(session: "Session", tree: exp.Delete) -> "Result":

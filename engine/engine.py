@@ -24,6 +24,7 @@ from omnilake.config import Settings
 from omnilake.engine import ddl, dml, rewrites
 from omnilake.engine.catalog_views import table_names
 from omnilake.engine.dialect import INPUT_DIALECTS
+from omnilake.engine.embeddings import Embeddings
 from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
@@ -52,6 +53,7 @@ class Engine:
         self.plan_cache = PlanCache(settings.plan_cache_size)
         self.datafusion = new_context(settings)
         self.tables = TableCache()
+        self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
         self._lock = threading.Lock()
         self._closed = False
 

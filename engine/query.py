@@ -37,6 +37,11 @@ VIRTUAL_SCHEMAS = ("information_schema",)
 _statement_ids = itertools.count()
 
 
+def new_statement_name(kind: str) -> str:
+    """A name no other statement uses, for tables registered in the shared context."""
+    return f"__ol_s{next(_statement_ids)}_{kind}"
+
+
 @dataclass
 class BoundQuery:
     ctx: SessionContext
@@ -86,7 +91,9 @@ def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = Non
     `pinned` is a table already loaded by the caller (the target of an UPDATE or DELETE), read
     at exactly that snapshot so the rows read and the commit agree.
     """
-    bound = BoundQuery(session.engine.datafusion, tree, f"__ol_s{next(_statement_ids)}_")
+    from omnilake.engine.embeddings import rewrite_model_arguments
+    tree = rewrite_model_arguments(tree, session.engine.embeddings)
+    bound = BoundQuery(session.engine.datafusion, tree, new_statement_name(""))
     try:
         _bind_tables(session, bound, pinned)
     except BaseException:

@@ -31,7 +31,37 @@ def bytea_hex_literals(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-RULES = (fold_identifiers, bytea_hex_literals)
+def vector_literals(tree: exp.Expression) -> exp.Expression:
+    """pgvector's text form as an array: `'[1,2]'::vector`, and a bare `'[1,2]'` beside a
+    distance operator (PostgreSQL types such a literal from the operator)."""
+    from omnilake.engine.dialect import VectorDistance
+
+    def as_array(literal: exp.Literal) -> exp.Expression | None:
+        text = literal.this.strip()
+        if not (text.startswith("[") and text.endswith("]")):
+            return None
+        try:
+            values = [float(v) for v in text[1:-1].split(",")] if text[1:-1].strip() else []
+        except ValueError:
+            return None
+        return exp.Array(expressions=[exp.Literal.number(repr(v)) for v in values])
+
+    for cast in list(tree.find_all(exp.Cast)):
+        if cast.to.this == exp.DataType.Type.VECTOR and isinstance(cast.this, exp.Literal) \
+                and cast.this.is_string:
+            array = as_array(cast.this)
+            if array is not None:
+                cast.replace(array)
+    for op in list(tree.find_all(VectorDistance)):
+        for side in (op.this, op.expression):
+            if isinstance(side, exp.Literal) and side.is_string:
+                array = as_array(side)
+                if array is not None:
+                    side.replace(array)
+    return tree
+
+
+RULES = (fold_identifiers, bytea_hex_literals, vector_literals)
 
 
 def apply(tree: exp.Expression) -> exp.Expression:

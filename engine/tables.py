@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from pyiceberg.table import Table
 from sqlglot import exp
 
 from omnilake import errors as E
-from omnilake.catalog.types import SqlType
+from omnilake.catalog.types import GENERATED_PROPERTY, SqlType
 from omnilake.catalog.warehouse import Warehouse, sql_types_of
 from omnilake.engine.scan import Column, table_columns
 
@@ -43,6 +44,12 @@ class TableRef:
 
     def columns(self) -> list[Column]:
         return table_columns(self.table, self.sql_types)
+
+    def generated(self) -> dict[str, str]:
+        """Expressions of generated columns, by current column name."""
+        stored = json.loads(self.table.properties.get(GENERATED_PROPERTY, "{}"))
+        names = {f.field_id: f.name for f in self.table.schema().fields}
+        return {names[int(i)]: e for i, e in stored.items() if int(i) in names}
 
     def column(self, name: str) -> Column:
         for c in self.columns():

@@ -34,7 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=200_000, help="IoT readings to generate (default 200000)")
     _add_settings(demo)
     demo.set_defaults(func=cmd_demo)
+    models = sub.add_parser("models", help="download the built-in embedding model",
+                            description="Manage model files kept in the model cache.")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    fetch = models_sub.add_parser("fetch", help="download a model into the cache (minilm)")
+    fetch.add_argument("name", nargs="?", default="minilm", help="model to fetch (default: minilm)")
+    fetch.add_argument("--model-dir", default=None, help="cache folder (default: $OMNILAKE_MODEL_DIR "
+                       "or ~/.cache/omnilake/models)")
+    fetch.set_defaults(func=cmd_models_fetch)
     return parser
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from omnilake.gpu.models import fetch
+    model_dir = args.model_dir or os.environ.get("OMNILAKE_MODEL_DIR")
+    path = fetch(args.name, model_dir, progress=lambda message: print(message, flush=True))
+    print(f"{args.name}: {path}")
+    return 0
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,10 @@ class Settings:
         0, int, "DataFusion parallelism; 0 means one partition per CPU core.")
     batch_size: int = _setting(8192, int, "Rows per Arrow batch inside DataFusion.")
     plan_cache_size: int = _setting(256, int, "Scan plans (table snapshot + filter) kept in memory.")
+    device: str = _setting("auto", str, "Where vector kernels and embeddings run: `auto` (a GPU "
+                           "through CuPy when present), `cpu`, or `gpu` (an error without one).")
+    model_dir: str | None = _setting(None, str, "Folder of downloaded models. Default: "
+                                     "`$XDG_CACHE_HOME/omnilake/models` or `~/.cache/omnilake/models`.")
 
     @classmethod
     def declarations(cls) -> list[tuple[str, type, Any, str]]:
@@ -66,6 +70,8 @@ class Settings:
                 raise InvalidParameterValue(f"unknown setting {name!r} in {CONFIG_FILE}")
             values[name] = _convert(name, known[name], value)
         settings = cls(**values)
+        if settings.device not in ("auto", "cpu", "gpu"):
+            raise InvalidParameterValue(f"device must be auto, cpu or gpu, not {settings.device!r}")
         if settings.dialect not in ("postgres", "mysql"):
             raise InvalidParameterValue(
                 f"dialect must be 'postgres' or 'mysql', not {settings.dialect!r}")

@@ -109,6 +109,12 @@ class Connection:
         return insert_arrow(self.session, table, data, create=create)
 
 
+    def register_embedding(self, name: str, fn, dim: int, input_type: str = "text") -> None:
+        """Make `fn` (a list of values -> an (n, dim) array) usable as `embed(col, 'name')`,
+        including in generated columns. `input_type` is 'text' or 'bytea'."""
+        self.session.engine.embeddings.register(name, fn, dim, input_type)
+
+
 class Relation:
     def __init__(self, result: Result):
         self._result = result
