@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,9 @@ class Warehouse:
         return row[0] if row else None
 
     def table_location(self, namespace: str, name: str) -> str:
-        return f"{self.location}/{namespace}/{name}"
+        """A folder of its own for every table created: a table renamed away keeps its folder,
+        and a new table under the old name must not share (or on DROP, delete) it."""
+        return f"{self.location}/{namespace}/{name}-{uuid.uuid4().hex[:12]}"
 
     def remove_location(self, location: str) -> None:
         """Delete a dropped table's files (local warehouses: only inside the warehouse)."""

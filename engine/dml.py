@@ -127,10 +127,10 @@ def with_generated(session: "Session", ref: TableRef, rows: pa.Table, names: lis
 def _evaluate(session: "Session", select: exp.Select, data: pa.Table) -> pa.Table:
     """Run `select` (no FROM yet) over `data`, registered under a private name."""
     from omnilake.engine.embeddings import rewrite_model_arguments
-    from omnilake.engine.query import new_statement_name
+    from omnilake.engine.query import batches_of, new_statement_name
     ctx = session.engine.datafusion
     name = new_statement_name("rows")
-    ctx.register_view(name, ctx.from_arrow(data))
+    ctx.register_record_batches(name, [batches_of(data)])
     try:
         tree = rewrites.apply(select.from_(exp.to_identifier(name)))
         tree = rewrite_model_arguments(tree, session.engine.embeddings)

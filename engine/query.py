@@ -37,6 +37,11 @@ VIRTUAL_SCHEMAS = ("information_schema",)
 _statement_ids = itertools.count()
 
 
+def batches_of(table: pa.Table) -> list[pa.RecordBatch]:
+    """The table's batches; one empty batch for an empty table, so the schema is kept."""
+    return table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]
+
+
 def new_statement_name(kind: str) -> str:
     """A name no other statement uses, for tables registered in the shared context."""
     return f"__ol_s{next(_statement_ids)}_{kind}"
@@ -51,9 +56,13 @@ class BoundQuery:
     renames: dict[str, str] = field(default_factory=dict)  # DataFusion name -> output name
     registered: list[str] = field(default_factory=list)
 
-    def register(self, name: str, frame) -> None:
+    def register(self, name: str, data) -> None:
+        """Register a DataFrame as a view, or an Arrow table as a table, under `name`."""
         self.registered.append(name)
-        self.ctx.register_view(name, frame)
+        if isinstance(data, pa.Table):
+            self.ctx.register_record_batches(name, [batches_of(data)])
+        else:
+            self.ctx.register_view(name, data)
 
     def sql(self) -> str:
         return to_datafusion(self.tree)
@@ -115,10 +124,10 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
             continue
         private = f"{bound.prefix}t{number}"
         if namespace is None and name in session.registered:
-            bound.register(private, ctx.from_arrow(session.registered[name]))
+            bound.register(private, session.registered[name])
         elif namespace in VIRTUAL_SCHEMAS:
             from omnilake.engine.catalog_views import virtual_table
-            bound.register(private, ctx.from_arrow(virtual_table(session, namespace, name)))
+            bound.register(private, virtual_table(session, namespace, name))
         else:
             key = split_name(node, session.schema)
             if pinned is not None and key == (pinned.namespace, pinned.name):
@@ -129,13 +138,14 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
             row_filter = _pruning_filter(node, ref)
             try:
                 frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
-                                   row_filter, session.engine.plan_cache)
+                                   row_filter, session.engine.plan_cache, private)
             except E.Error:
                 raise
             except Exception:
                 # A filter pyiceberg cannot bind must never fail the query: scan without it.
                 frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
-                                   AlwaysTrue(), session.engine.plan_cache)
+                                   AlwaysTrue(), session.engine.plan_cache, private)
+            bound.registered.extend(plan.registered)
             bound.register(private, frame)
             bound.scans.append(plan)
         alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(name, quoted=True))

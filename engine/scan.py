@@ -48,6 +48,7 @@ class ScanPlan:
     row_filter: str
     files_with_deletes: int = 0
     columns: list[Column] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)  # in-memory tables made for the scan
 
     def describe(self) -> str:
         pruned = self.total_files - len(self.tasks)
@@ -69,7 +70,10 @@ class PlanCache:
 
     def plan(self, table: Table, snapshot_id: int | None,
              row_filter: BooleanExpression) -> tuple[list[FileScanTask], int]:
-        key = (str(table.metadata.table_uuid), snapshot_id, repr(row_filter))
+        # The schema id is part of the key: ALTER makes no snapshot, but changes what a filter
+        # on a column name means.
+        key = (str(table.metadata.table_uuid), snapshot_id, table.metadata.current_schema_id,
+               repr(row_filter))
         with self._lock:
             if key in self._plans:
                 self._plans.move_to_end(key)
@@ -151,8 +155,12 @@ def engine_schema(columns: list[Column]) -> pa.Schema:
 
 
 def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
-         snapshot_id: int | None, row_filter: BooleanExpression, cache: PlanCache) -> tuple[DataFrame, ScanPlan]:
-    """A DataFrame over the table's rows at `snapshot_id` (may hold more rows than the filter)."""
+         snapshot_id: int | None, row_filter: BooleanExpression, cache: PlanCache,
+         private: str) -> tuple[DataFrame, ScanPlan]:
+    """A DataFrame over the table's rows at `snapshot_id` (may hold more rows than the filter).
+
+    In-memory parts are registered in `ctx` under names starting with `private`, listed in
+    `ScanPlan.registered` for the caller to deregister."""
     tasks, total = cache.plan(table, snapshot_id, row_filter)
     plan = ScanPlan(name, snapshot_id, tasks, total, describe_filter(row_filter), columns=columns)
     frames: list[DataFrame] = []
@@ -162,11 +170,14 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
         if not task.delete_files:
             frames.append(_read_data_file(ctx, task.file.file_path, columns))
     if with_deletes:
-        frames.append(ctx.from_arrow(_read_with_deletes(table, snapshot_id, with_deletes, columns)))
+        plan.registered.append(f"{private}_deletes")
+        frames.append(ctx.from_arrow(_read_with_deletes(table, snapshot_id, with_deletes, columns),
+                                     name=plan.registered[-1]))
     if not frames:
         schema = engine_schema(columns)
+        plan.registered.append(f"{private}_empty")
         frames.append(ctx.create_dataframe([[pa.RecordBatch.from_pylist([], schema=schema)]],
-                                           schema=schema))
+                                           name=plan.registered[-1], schema=schema))
     return reduce(lambda a, b: a.union(b), frames), plan
 
 

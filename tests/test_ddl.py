@@ -111,7 +111,9 @@ def test_drop_table_removes_files(conn, cur, warehouse):
     import pathlib
     cur.execute("CREATE TABLE gone (a INT)")
     cur.execute("INSERT INTO gone VALUES (1)")
-    folder = pathlib.Path(warehouse) / "public" / "gone"
+    location = conn.session.engine.warehouse.catalog.load_table("public.gone").location()
+    folder = pathlib.Path(location.removeprefix("file://"))
+    assert pathlib.Path(warehouse).resolve() in folder.parents
     assert any(folder.rglob("*.parquet"))
     cur.execute("DROP TABLE gone")
     assert not folder.exists()
@@ -138,6 +140,15 @@ def test_alter_add_drop_rename_keeps_old_data_readable(cur):
     cur.execute("SELECT omnilake_type FROM information_schema.columns WHERE table_name='ev' "
                 "AND column_name = 'tags'")
     assert cur.fetchone() == ("vector(2)",)
+
+
+def test_dropping_a_new_table_under_a_renamed_name_keeps_the_renamed_data(cur):
+    cur.execute("CREATE TABLE t (id INT)")
+    cur.execute("INSERT INTO t VALUES (1), (2)")
+    cur.execute("ALTER TABLE t RENAME TO t2")
+    cur.execute("CREATE TABLE t (id INT)")
+    cur.execute("DROP TABLE t")
+    assert rows(cur, "SELECT id FROM t2 ORDER BY id") == [(1,), (2,)]
 
 
 def test_alter_errors(cur):
