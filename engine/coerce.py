@@ -93,9 +93,9 @@ def cast_column(data: pa.ChunkedArray | pa.Array, sql_type: SqlType, what: str) 
     if pa.types.is_timestamp(target) and _is_text(data.type):
         data = _parse_timestamps(data, target, what)
     if kind in _INTEGER_KINDS and pa.types.is_floating(data.type):
-        data = pc.round(data)
+        data = pc.round(data, round_mode="half_towards_infinity")  # as PostgreSQL rounds
     if kind == "numeric" and pa.types.is_floating(data.type):
-        data = pc.round(data, ndigits=sql_type.params[1])
+        data = pc.round(data, ndigits=sql_type.params[1], round_mode="half_towards_infinity")
     elif kind == "numeric" and pa.types.is_integer(data.type):
         data = pc.cast(data, pa.decimal128(38, sql_type.params[1]))
     try:

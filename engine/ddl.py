@@ -53,7 +53,7 @@ def drop_schema(session: "Session", tree: exp.Drop) -> "Result":
                 f'cannot drop schema "{name}" because other objects depend on it',
                 detail=f"it holds {len(tables)} table(s)", hint="use DROP SCHEMA ... CASCADE")
         for table_ident in tables:
-            _drop_table(session, name, table_ident[-1])
+            drop_table(session, name, table_ident[-1])
         try:
             catalog.drop_namespace(name)
         except NamespaceNotEmptyError as exc:
@@ -199,11 +199,11 @@ def drop_table_statement(session: "Session", tree: exp.Drop) -> "Result":
             raise E.UndefinedTable(f'table "{name}" does not exist')
         refs.append((namespace, name))
     for namespace, name in refs:
-        _drop_table(session, namespace, name)
+        drop_table(session, namespace, name)
     return Result(status="DROP TABLE")
 
 
-def _drop_table(session: "Session", namespace: str, name: str) -> None:
+def drop_table(session: "Session", namespace: str, name: str) -> None:
     warehouse = session.engine.warehouse
     location = warehouse.catalog.load_table((namespace, name)).location()
     warehouse.catalog.drop_table((namespace, name))
@@ -228,15 +228,19 @@ def alter_table(session: "Session", tree: exp.Alter) -> "Result":
             session.engine.warehouse.catalog.rename_table((namespace, name), (new_ns, new_name))
         except TableAlreadyExistsError:
             raise E.DuplicateTable(f'relation "{new_name}" already exists') from None
+        except NoSuchNamespaceError:
+            raise E.InvalidSchemaName(f'schema "{new_ns}" does not exist') from None
         return Result(status="ALTER TABLE")
     types = dict(ref.sql_types)
     current = {c.name: c for c in ref.columns()}
     added: dict[str, SqlType] = {}
     generated = {current[n].field_id: e for n, e in ref.generated().items()}
+    identifier = set(ref.table.schema().identifier_field_names())
     with ref.table.transaction() as tx:
         with tx.update_schema() as update:
             for action in actions:
                 _check_generated(action, current, generated, name)
+                _check_key(action, identifier, name)
                 _apply(update, action, current, types, added, name)
         if generated or GENERATED_PROPERTY in ref.table.properties:
             tx.set_properties({GENERATED_PROPERTY: json.dumps({str(k): v for k, v in generated.items()})})
@@ -254,6 +258,16 @@ def alter_table(session: "Session", tree: exp.Alter) -> "Result":
         table.transaction().set_properties(
             {SQL_TYPES_PROPERTY: encode_sql_types(actual)}).commit_transaction()
     return Result(status="ALTER TABLE")
+
+
+def _check_key(action: exp.Expression, identifier: set[str], table: str) -> None:
+    if isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
+        for node in action.args.get("tables") or [action.this]:
+            column = ident(node.this if isinstance(node, exp.Column) else node)
+            if column in identifier:
+                raise E.NotSupportedError(
+                    f'cannot drop column "{column}" of "{table}": it is part of the primary key',
+                    hint="the key (Iceberg identifier fields) cannot be changed yet")
 
 
 def _check_generated(action: exp.Expression, current: dict, generated: dict[int, str],

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.expressions.visitors import bind as bind_filter
 from sqlglot import exp, parse_one
 
 from omnilake import errors as E
@@ -148,7 +149,9 @@ def insert_arrow(session: "Session", table_name: str, data, create: bool = False
     namespace, name = _split_dotted(table_name, session.schema)
     if create and not session.engine.warehouse.catalog.table_exists((namespace, name)):
         columns = [(f.name, from_arrow(f.type), False) for f in rows.schema]
-        create_table(session, namespace, name, columns, [], if_not_exists=True)
+        ref = create_table(session, namespace, name, columns, [], if_not_exists=True)
+        if ref is not None:
+            return _fill_new_table(session, ref, rows, list(rows.column_names))
     ref = load(session.engine, namespace, name)
     return insert_rows(session, ref, rows, list(rows.column_names))
 
@@ -193,6 +196,21 @@ def _resolver(ref: TableRef, alias: str):
     return resolve
 
 
+def _exact_filter(ref: TableRef, alias: str, where: exp.Expression | None):
+    """The Iceberg filter for a DELETE/UPDATE condition, or None to rewrite the table instead.
+    Binding it to the schema here means pyiceberg never fails on it mid-commit."""
+    if where is None:
+        return AlwaysTrue()
+    exact = pushdown.to_delete_filter(where, _resolver(ref, alias))
+    if exact is None:
+        return None
+    try:
+        bind_filter(ref.table.schema(), exact, case_sensitive=True)
+    except Exception:  # a literal pyiceberg cannot convert: the general path handles it
+        return None
+    return exact
+
+
 def _target(session: "Session", node: exp.Table) -> tuple[TableRef, str]:
     ref = load(session.engine, *split_name(node, session.schema))
     return ref, node.alias or ref.name
@@ -224,7 +242,7 @@ def update(session: "Session", tree: exp.Update) -> "Result":
             raise E.SyntaxError(f'multiple assignments to same column "{name}"')
         assignments[name] = eq.expression
     where = tree.args["where"].this if tree.args.get("where") else None
-    exact = AlwaysTrue() if where is None else pushdown.to_delete_filter(where, _resolver(ref, alias))
+    exact = _exact_filter(ref, alias, where)
 
     def column_expr(name: str, value: exp.Expression) -> exp.Expression:
         return exp.alias_(value.copy(), name, quoted=True)
@@ -276,7 +294,7 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
         raise E.NotSupportedError("DELETE ... USING / RETURNING is not supported yet")
     ref, alias = _target(session, tree.this)
     where = tree.args["where"].this if tree.args.get("where") else None
-    exact = AlwaysTrue() if where is None else pushdown.to_delete_filter(where, _resolver(ref, alias))
+    exact = _exact_filter(ref, alias, where)
     if exact is not None:
         counted = _query_rows(session, _scan_select(ref, alias, [exp.alias_(
             exp.Count(this=exp.Star()), "n")], where), ref)
@@ -337,5 +355,15 @@ def create_table_as(session: "Session", tree: exp.Create) -> "Result":
         raise E.DuplicateColumn("CREATE TABLE AS needs unique column names; add aliases")
     columns = [(f.name, from_arrow(f.type), False) for f in rows.schema]
     ref = create_table(session, namespace, name, columns, [])
-    count = insert_rows(session, ref, rows, names)
+    count = _fill_new_table(session, ref, rows, names)
     return _result(f"SELECT {count}", count)
+
+
+def _fill_new_table(session: "Session", ref: TableRef, rows: pa.Table, names: list[str]) -> int:
+    """Insert into a table this statement created; if that fails, the table goes too."""
+    try:
+        return insert_rows(session, ref, rows, names)
+    except BaseException:
+        from omnilake.engine.ddl import drop_table
+        drop_table(session, ref.namespace, ref.name)
+        raise

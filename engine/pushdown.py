@@ -7,6 +7,7 @@ exactly or the statement falls back to rewriting the table.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from pyiceberg import expressions as ie
@@ -151,18 +152,31 @@ def _value(node: exp.Expression, kind: str):
     if not isinstance(node, exp.Literal):
         return _fail()
     if node.is_string:
-        if kind in _TEXTS or kind == "date" or kind == "timestamp":
+        if kind in _TEXTS:
             return node.this
-        # A timestamptz literal without an offset means session time; leave it to DataFusion.
-        if kind == "timestamptz" and ("+" in node.this[10:] or node.this.endswith("Z")):
-            return node.this
+        if kind in _TEMPORAL:
+            return _temporal(node.this, kind)
         return _fail()
-    try:
-        number: int | float = int(node.this)
-    except ValueError:
-        number = float(node.this)
-        if kind not in _FLOATS:
+    # Floating-point columns are never pushed down: Iceberg bounds leave NaN out, while SQL
+    # orders NaN above every number, so pruning by bounds could drop matching NaN rows.
+    if kind in _INTEGERS:
+        try:
+            return int(node.this)
+        except ValueError:
             return _fail()
-    if kind in _INTEGERS or kind in _FLOATS:
-        return number
     return _fail()
+
+
+def _temporal(text: str, kind: str) -> str:
+    """The literal in the strict ISO form pyiceberg parses; other spellings are not pushed."""
+    try:
+        if kind == "date":
+            return dt.date.fromisoformat(text).isoformat()
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return _fail()
+    if kind == "timestamp":
+        return value.isoformat() if value.tzinfo is None else _fail()
+    if value.tzinfo is None:
+        return _fail()  # session time zone: left to DataFusion
+    return value.astimezone(dt.timezone.utc).isoformat()

@@ -185,6 +185,10 @@ def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column]) -> Dat
     path = local_path(uri)
     file_schema = parquet_schema(path)
     by_id = top_level_field_ids(file_schema)
+    if not by_id:
+        # A file without field ids (added from another tool): match columns by name.
+        by_name = {f.name: f for f in file_schema}
+        by_id = {c.field_id: by_name[c.name] for c in columns if c.name in by_name}
     frame = ctx.read_parquet(path)
     read_types = {f.name: f.type for f in frame.schema()}
     exprs = []

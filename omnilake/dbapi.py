@@ -331,6 +331,8 @@ def _batch_insert(session: Session, operation: str, seq: list) -> Result | None:
 
 def _column(values: list) -> pa.Array:
     """Arrow array for one column of parameters; mixed Python types fall back to text."""
+    if any(isinstance(v, Mapping) for v in values):  # JSON documents, as execute() binds them
+        values = [json.dumps(v) if isinstance(v, Mapping) else v for v in values]
     if any(isinstance(v, uuid.UUID) for v in values):
         values = [None if v is None else str(v) for v in values]
     if any(hasattr(v, "tolist") and hasattr(v, "dtype") for v in values):

@@ -189,3 +189,11 @@ def test_mysql_dialect(warehouse):
         cur.execute("INSERT INTO `m` VALUES (1, 'x', '2024-01-01 00:00:00')")
         assert rows(cur, "SELECT `label`, `at` FROM `m` WHERE `id` = 1") == [
             ("x", dt.datetime(2024, 1, 1))]
+
+
+def test_alter_errors_on_keys_and_schemas(cur):
+    cur.execute("CREATE TABLE pk (id INT PRIMARY KEY, v INT)")
+    with pytest.raises(E.NotSupportedError, match="primary key"):
+        cur.execute("ALTER TABLE pk DROP COLUMN id")
+    with pytest.raises(E.InvalidSchemaName):
+        cur.execute("ALTER TABLE pk RENAME TO nosuch.pk2")

@@ -167,3 +167,43 @@ def test_delete_with_or_over_nulls_follows_sql(cur):
     cur.execute("DELETE FROM n3 WHERE i <> 0 OR s = 'x'")
     assert cur.rowcount == 3
     assert rows(cur, "SELECT i, s FROM n3 ORDER BY s NULLS LAST") == [(None, "b"), (0, None)]
+
+
+def test_delete_and_update_with_date_and_timestamp_literals(cur):
+    import datetime as dt
+    cur.execute("CREATE TABLE tl (id INT, ts TIMESTAMP, d DATE, z TIMESTAMPTZ)")
+    cur.execute("INSERT INTO tl VALUES (1, '2024-01-01 10:00:00', '2024-01-01', '2024-01-01 10:00:00+00'), "
+                "(2, '2024-01-02 10:00:00', '2024-01-02', '2024-01-02 10:00:00+00'), "
+                "(3, '2024-01-03 10:00:00', '2024-01-03', '2024-01-03 10:00:00+00')")
+    cur.execute("DELETE FROM tl WHERE ts = '2024-01-01 10:00:00'")
+    assert cur.rowcount == 1
+    cur.execute("UPDATE tl SET id = 20 WHERE ts = %s", (dt.datetime(2024, 1, 2, 10),))
+    assert cur.rowcount == 1
+    cur.execute("DELETE FROM tl WHERE d = '2024-1-3'")  # not strict ISO: the general path
+    assert cur.rowcount == 1
+    assert rows(cur, "SELECT id FROM tl") == [(20,)]
+    cur.execute("DELETE FROM tl WHERE z = '2024-01-02T10:00:00+00'")
+    assert rows(cur, "SELECT count(*) FROM tl") == [(0,)]
+
+
+def test_rounding_is_half_away_from_zero(cur):
+    cur.execute("CREATE TABLE rd (i INT, n NUMERIC(5, 2))")
+    cur.execute("INSERT INTO rd VALUES (2.5, 0.125), (-2.5, -0.125)")
+    assert rows(cur, "SELECT i, n FROM rd ORDER BY i") == [(-3, Decimal("-0.13")), (3, Decimal("0.13"))]
+
+
+def test_failed_create_table_as_leaves_no_table(conn, cur):
+    conn.register("src", pa.table({"a": pa.array([2**64 - 1], pa.uint64())}))
+    with pytest.raises(E.NumericValueOutOfRange):
+        cur.execute("CREATE TABLE c AS SELECT * FROM src")
+    with pytest.raises(E.UndefinedTable):
+        cur.execute("SELECT * FROM c")
+    with pytest.raises(E.NumericValueOutOfRange):
+        conn.insert("c2", pa.table({"a": pa.array([2**64 - 1], pa.uint64())}), create=True)
+    assert rows(cur, "SHOW TABLES") == []
+
+
+def test_executemany_json_documents(cur):
+    cur.execute("CREATE TABLE jd (id INT, doc JSON)")
+    cur.executemany("INSERT INTO jd VALUES (%s, %s)", [(1, {"a": 1}), (2, {"b": "x"}), (3, None)])
+    assert rows(cur, "SELECT id, doc FROM jd ORDER BY id") == [(1, {"a": 1}), (2, {"b": "x"}), (3, None)]

@@ -153,3 +153,15 @@ def test_results_match_duckdb(conn, sql):
                                          .replace("r.x", "data.x")).fetchall()
     assert ours == [tuple(pytest.approx(v) if isinstance(v, float) else v for v in row)
                     for row in reference]
+
+
+def test_nan_values_read_back_as_nan(cur):
+    import math
+    cur.execute("CREATE TABLE nf (id INT, x DOUBLE PRECISION)")
+    cur.execute("INSERT INTO nf VALUES (1, 0.5), (2, 'NaN'::double precision)")
+    got = rows(cur, "SELECT id, x FROM nf ORDER BY id")
+    assert got[0] == (1, 0.5) and got[1][0] == 2 and math.isnan(got[1][1])
+
+
+def test_same_column_twice(shop):
+    assert rows(shop, "SELECT id, id FROM customers WHERE id = 1") == [(1, 1)]
