@@ -46,13 +46,6 @@ class Backend:
     def rows_per_batch(self, bytes_per_row: int, minimum: int = 1) -> int:
         return max(minimum, self.budget_bytes() // max(bytes_per_row, 1))
 
-    def erf(self, x):
-        if self.is_gpu:
-            from cupyx.scipy.special import erf
-        else:
-            from scipy.special import erf
-        return erf(x)
-
 
 @functools.lru_cache(maxsize=None)
 def get_backend(device: str = "auto") -> Backend:

@@ -47,8 +47,12 @@ def pairwise_distances(queries, base, metric: str = "l2", backend: Backend | Non
             cosine = dots / norms
         cosine = xp.where(norms == 0, xp.nan, cosine)
         return 1.0 - xp.clip(cosine, -1.0, 1.0)
-    squared = (q * q).sum(axis=1)[:, None] + (x * x).sum(axis=1)[None, :] - 2.0 * dots
-    return xp.sqrt(xp.maximum(squared, 0.0))
+    # In place on the (queries x rows) matrix: it is the only large temporary.
+    dots *= -2.0
+    dots += xp.einsum("ij,ij->i", q, q)[:, None]
+    dots += xp.einsum("ij,ij->i", x, x)[None, :]
+    xp.maximum(dots, 0.0, out=dots)
+    return xp.sqrt(dots, out=dots)
 
 
 def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = None,
@@ -72,16 +76,20 @@ def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = No
     best_i = xp.zeros((n_queries, 0), dtype=xp.int64)
     for start in range(0, n_base, block_rows):
         block = x[start:start + block_rows]
-        d = pairwise_distances(q, block, metric, backend).astype(xp.float32)
-        ranked = xp.where(xp.isnan(d), xp.inf, d)
-        idx = xp.broadcast_to(xp.arange(start, start + block.shape[0], dtype=xp.int64), d.shape)
-        cand_rank = xp.concatenate([best_d, ranked], axis=1)
-        cand_i = xp.concatenate([best_i, idx], axis=1)
-        keep = min(k, cand_rank.shape[1])
-        part = xp.argpartition(cand_rank, keep - 1, axis=1)[:, :keep] if keep < cand_rank.shape[1] \
-            else xp.broadcast_to(xp.arange(cand_rank.shape[1]), cand_rank.shape)
-        best_d = xp.take_along_axis(cand_rank, part, axis=1)
-        best_i = xp.take_along_axis(cand_i, part, axis=1)
+        d = pairwise_distances(q, block, metric, backend).astype(xp.float32, copy=False)
+        d[xp.isnan(d)] = xp.inf  # NaN ranks last; reported as NaN again below
+        # The block's own k best, then a merge with the running k best (2k columns).
+        keep = min(k, d.shape[1])
+        part = xp.argpartition(d, keep - 1, axis=1)[:, :keep] if keep < d.shape[1] else \
+            xp.broadcast_to(xp.arange(d.shape[1]), d.shape)
+        cand_d = xp.concatenate([best_d, xp.take_along_axis(d, part, axis=1)], axis=1)
+        cand_i = xp.concatenate([best_i, part.astype(xp.int64) + start], axis=1)
+        keep = min(k, cand_d.shape[1])
+        if keep < cand_d.shape[1]:
+            top = xp.argpartition(cand_d, keep - 1, axis=1)[:, :keep]
+            cand_d = xp.take_along_axis(cand_d, top, axis=1)
+            cand_i = xp.take_along_axis(cand_i, top, axis=1)
+        best_d, best_i = cand_d, cand_i
     # Order each row nearest first; ties by row index so results are deterministic.
     for key in ("index", "distance"):  # a stable sort by distance after one by index
         order = _stable_argsort(best_i if key == "index" else best_d, backend)
