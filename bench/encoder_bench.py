@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=128)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--out", default=None, help="also write the Markdown table to this file")
+    parser.add_argument("--results", default=None, help="update this section in a RESULTS.md")
     args = parser.parse_args()
     enc = encoder_rows(args.device, args.sentences, [int(b) for b in args.batch_sizes.split(",")])
     top = topk_rows(args.device, args.base, args.dims, args.k)
@@ -133,6 +134,9 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as handle:
             handle.write(text)
+    if args.results:
+        from results import write_section
+        write_section(args.results, f"encoder-{get_backend(args.device).name}", text)
 
 
 if __name__ == "__main__":

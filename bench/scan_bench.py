@@ -176,8 +176,8 @@ def main() -> None:
     text = report(args.rows, args.repeat, results, scans)
     print(text)
     if args.results:
-        Path(args.results).write_text("# Benchmark results\n\nLatest numbers; each section says how it was "
-                                      "measured.\n\n" + text)
+        from results import write_section
+        write_section(args.results, "scan", text)
 
 
 if __name__ == "__main__":

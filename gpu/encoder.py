@@ -40,8 +40,15 @@ class TextEncoder:
         self.tokenizer.enable_truncation(max_length=max_tokens)
         self.tokenizer.no_padding()
         raw = load_file(str(model_path / "model.safetensors"))
-        self.w = {name: self.backend.asarray(self._transposed(name, value))
-                  for name, value in raw.items() if value.dtype != np.int64}
+        weights = {name: self._transposed(name, value) for name, value in raw.items()
+                   if value.dtype != np.int64}
+        for layer in range(self.layers):  # query, key and value as one GEMM
+            p = f"encoder.layer.{layer}.attention.self."
+            weights[p + "qkv.weight"] = np.ascontiguousarray(np.concatenate(
+                [weights.pop(f"{p}{n}.weight") for n in ("query", "key", "value")], axis=1))
+            weights[p + "qkv.bias"] = np.concatenate(
+                [weights.pop(f"{p}{n}.bias") for n in ("query", "key", "value")])
+        self.w = {name: self.backend.asarray(value) for name, value in weights.items()}
         self._lock = threading.Lock()  # the tokenizer object is shared
 
     @staticmethod
@@ -99,14 +106,15 @@ class TextEncoder:
         flat = h.reshape(batch * length, self.hidden)
 
         def linear(x, name):
-            return x @ w[f"{p}{name}.weight"] + w[f"{p}{name}.bias"]
+            y = x @ w[f"{p}{name}.weight"]
+            y += w[f"{p}{name}.bias"]
+            return y
 
         def heads_first(y):
             return xp.ascontiguousarray(y.reshape(batch, length, self.heads, head).transpose(0, 2, 1, 3))
 
-        q = heads_first(linear(flat, "attention.self.query"))
-        k = heads_first(linear(flat, "attention.self.key"))
-        v = heads_first(linear(flat, "attention.self.value"))
+        qkv = linear(flat, "attention.self.qkv")
+        q, k, v = (heads_first(qkv[:, i * self.hidden:(i + 1) * self.hidden]) for i in range(3))
         scores = (q @ xp.ascontiguousarray(k.transpose(0, 1, 3, 2))) * np.float32(1.0 / math.sqrt(head))
         scores += key_bias
         scores -= scores.max(axis=-1, keepdims=True)
@@ -114,10 +122,12 @@ class TextEncoder:
         probs /= probs.sum(axis=-1, keepdims=True)
         context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch * length, self.hidden)
         attention = linear(context, "attention.output.dense")
-        flat = self._layer_norm(attention + flat, f"{p}attention.output.LayerNorm")
+        attention += flat
+        flat = self._layer_norm(attention, f"{p}attention.output.LayerNorm")
         inner = linear(flat, "intermediate.dense")
         out = linear(self._gelu(inner), "output.dense")
-        return self._layer_norm(out + flat, f"{p}output.LayerNorm").reshape(batch, length, self.hidden)
+        out += flat
+        return self._layer_norm(out, f"{p}output.LayerNorm").reshape(batch, length, self.hidden)
 
     def _gelu(self, x):
         """GELU in its tanh form, in place: 4x faster than erf on NumPy (which runs erf
@@ -136,7 +146,12 @@ class TextEncoder:
         return u
 
     def _layer_norm(self, x, prefix: str):
+        """LayerNorm over the last axis, in place on `x` (a temporary of the caller)."""
         xp = self.backend.xp
-        mean = x.mean(axis=-1, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        return (x - mean) / xp.sqrt(var + self.eps) * self.w[f"{prefix}.weight"] + self.w[f"{prefix}.bias"]
+        x -= x.mean(axis=-1, keepdims=True)
+        scale = (x * x).mean(axis=-1, keepdims=True)
+        scale += self.eps
+        x /= xp.sqrt(scale)
+        x *= self.w[f"{prefix}.weight"]
+        x += self.w[f"{prefix}.bias"]
+        return x
