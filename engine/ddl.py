@@ -204,6 +204,7 @@ def drop_table_statement(session: "Session", tree: exp.Drop) -> "Result":
 
 
 def drop_table(session: "Session", namespace: str, name: str) -> None:
+    session.engine.writer.discard(namespace, name)
     warehouse = session.engine.warehouse
     location = warehouse.catalog.load_table((namespace, name)).location()
     warehouse.catalog.drop_table((namespace, name))
@@ -217,6 +218,7 @@ def alter_table(session: "Session", tree: exp.Alter) -> "Result":
     namespace, name = split_name(tree.this, session.schema)
     if tree.args.get("exists") and not session.engine.warehouse.catalog.table_exists((namespace, name)):
         return Result(status="ALTER TABLE")
+    session.engine.writer.flush(namespace, name)  # pending rows have the old schema
     ref = load(session.engine, namespace, name)
     actions = tree.args.get("actions") or []
     renames = [a for a in actions if isinstance(a, exp.AlterRename)]

@@ -8,8 +8,6 @@ files that may hold matching rows; otherwise the table is rewritten as a whole i
 
 from __future__ import annotations
 
-import random
-import time
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -34,9 +32,6 @@ from omnilake.engine.tables import TableRef, ident, load, split_name
 if TYPE_CHECKING:
     from omnilake.engine.engine import Result, Session
 
-APPEND_ATTEMPTS = 8
-
-
 def _result(status: str, rowcount: int) -> "Result":
     from omnilake.engine.engine import Result
     return Result(status=status, rowcount=rowcount)
@@ -44,22 +39,6 @@ def _result(status: str, rowcount: int) -> "Result":
 
 def _query_rows(session: "Session", tree: exp.Expression, pinned: TableRef | None = None) -> pa.Table:
     return bind(session, tree, pinned=pinned).to_arrow()
-
-
-def append(session: "Session", ref: TableRef, rows: pa.Table) -> None:
-    """Append checked rows in one commit; a concurrent commit is retried (appends commute)."""
-    table = ref.table
-    for attempt in range(APPEND_ATTEMPTS):
-        try:
-            table.append(rows)
-            return
-        except CommitFailedException as exc:
-            if attempt == APPEND_ATTEMPTS - 1:
-                raise E.SerializationFailure(
-                    f"could not append to {ref.qualified}: concurrent commits kept winning",
-                    hint="retry the statement") from exc
-            time.sleep(random.uniform(0.005, 0.01 * 2 ** attempt))  # jitter spreads retries
-            table = table.refresh()
 
 
 def insert(session: "Session", tree: exp.Insert) -> "Result":
@@ -95,7 +74,7 @@ def insert_rows(session: "Session", ref: TableRef, rows: pa.Table, names: list[s
         rows, names = with_generated(session, ref, rows, list(names), generated)
     stored = to_storage(rows, columns, names, ref.name)
     if stored.num_rows:
-        append(session, ref, stored)
+        session.engine.writer.write(ref, stored)
     return stored.num_rows
 
 
@@ -212,7 +191,11 @@ def _exact_filter(ref: TableRef, alias: str, where: exp.Expression | None):
 
 
 def _target(session: "Session", node: exp.Table) -> tuple[TableRef, str]:
-    ref = load(session.engine, *split_name(node, session.schema))
+    """The table an UPDATE/DELETE rewrites, with its pending rows flushed first (copy-on-write
+    works on snapshots only)."""
+    namespace, name = split_name(node, session.schema)
+    session.engine.writer.flush(namespace, name)
+    ref = load(session.engine, namespace, name)
     return ref, node.alias or ref.name
 
 
@@ -315,8 +298,10 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
 
 
 def truncate(session: "Session", tree: exp.TruncateTable) -> "Result":
-    refs = [load(session.engine, *split_name(node, session.schema))
-            for node in tree.expressions]
+    keys = [split_name(node, session.schema) for node in tree.expressions]
+    for namespace, name in keys:
+        session.engine.writer.discard(namespace, name)  # truncated anyway
+    refs = [load(session.engine, *key) for key in keys]
     for ref in refs:
         _commit(ref, lambda tx: tx.delete(AlwaysTrue()))
     return _result("TRUNCATE TABLE", 0)

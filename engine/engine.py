@@ -30,6 +30,7 @@ from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
 from omnilake.engine.scan import PlanCache
 from omnilake.engine.tables import TableCache, ident
+from omnilake.engine.writes import Writer
 
 log = logging.getLogger(__name__)
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" is expected
@@ -54,6 +55,7 @@ class Engine:
         self.datafusion = new_context(settings)
         self.tables = TableCache()
         self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
+        self.writer = Writer(self)  # replays what crashed processes left in the log
         self._lock = threading.Lock()
         self._closed = False
 
@@ -64,7 +66,10 @@ class Engine:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self.warehouse.close()
+                try:
+                    self.writer.close()  # flushes every pending row
+                finally:
+                    self.warehouse.close()
 
 
 @dataclass

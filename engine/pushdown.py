@@ -61,7 +61,22 @@ def to_delete_filter(condition: exp.Expression, resolve: Resolver) -> ie.Boolean
             found = resolve(column)
             if found is not None and found[1] in _FLOATS:
                 return None
-    return to_filter(condition, resolve)
+    converted = to_filter(condition, resolve)
+    if converted is None:
+        return None
+    # A compared column must not be NULL for the condition to be TRUE. Saying so explicitly
+    # also keeps pyiceberg from dropping a whole file whose bounds satisfy `i <> 50` while it
+    # holds NULLs (its strict bounds check ignores null counts).
+    compared = set()
+    for node in condition.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In,
+                                   exp.Between):
+        for column in node.find_all(exp.Column):
+            found = resolve(column)
+            if found is not None:
+                compared.add(found[0])
+    for name in sorted(compared):
+        converted = ie.And(converted, ie.NotNull(name))
+    return converted
 
 
 def pruning_filter(condition: exp.Expression | None, resolve: Resolver,

@@ -134,21 +134,25 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
             bound.register(private, virtual_table(session, namespace, name))
         else:
             key = split_name(node, session.schema)
-            if pinned is not None and key == (pinned.namespace, pinned.name):
-                ref = pinned
-            else:
-                ref = load(session.engine, *key)
-            snapshot_id = _snapshot_for(ref, node.args.get("version"))
+            version = node.args.get("version")
+            # The snapshot and the memtable rows are taken together (see storage/memtable.py).
+            with session.engine.writer.reading(*key) as pending_rows:
+                if pinned is not None and key == (pinned.namespace, pinned.name):
+                    ref = pinned
+                else:
+                    ref = load(session.engine, *key)
+                pending = pending_rows() if version is None else []
+            snapshot_id = _snapshot_for(ref, version)
             row_filter = _pruning_filter(node, ref)
             try:
                 frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
-                                   row_filter, session.engine.plan_cache, private)
+                                   row_filter, session.engine.plan_cache, private, pending)
             except E.Error:
                 raise
             except Exception:
                 # A filter pyiceberg cannot bind must never fail the query: scan without it.
                 frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
-                                   AlwaysTrue(), session.engine.plan_cache, private)
+                                   AlwaysTrue(), session.engine.plan_cache, private, pending)
             bound.registered.extend(plan.registered)
             bound.register(private, frame)
             bound.scans.append(plan)

@@ -49,12 +49,14 @@ class ScanPlan:
     files_with_deletes: int = 0
     columns: list[Column] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)  # in-memory tables made for the scan
+    pending_rows: int = 0  # acknowledged rows read from the memtable
 
     def describe(self) -> str:
         pruned = self.total_files - len(self.tasks)
         return (f"IcebergScan: table={self.table} snapshot={self.snapshot_id} "
                 f"files={len(self.tasks)}/{self.total_files} pruned={pruned} "
-                f"with_deletes={self.files_with_deletes} filter=[{self.row_filter}] "
+                f"with_deletes={self.files_with_deletes} memtable_rows={self.pending_rows} "
+                f"filter=[{self.row_filter}] "
                 f"columns=[{', '.join(c.name for c in self.columns)}]")
 
 
@@ -156,8 +158,9 @@ def engine_schema(columns: list[Column]) -> pa.Schema:
 
 def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
          snapshot_id: int | None, row_filter: BooleanExpression, cache: PlanCache,
-         private: str) -> tuple[DataFrame, ScanPlan]:
-    """A DataFrame over the table's rows at `snapshot_id` (may hold more rows than the filter).
+         private: str, pending: list[pa.Table] | None = None) -> tuple[DataFrame, ScanPlan]:
+    """A DataFrame over the table's rows at `snapshot_id` plus `pending` rows (acknowledged,
+    not yet flushed; in storage form, current schema). May hold more rows than the filter.
 
     In-memory parts are registered in `ctx` under names starting with `private`, listed in
     `ScanPlan.registered` for the caller to deregister."""
@@ -172,6 +175,11 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     if with_deletes:
         plan.registered.append(f"{private}_deletes")
         frames.append(ctx.from_arrow(_read_with_deletes(table, snapshot_id, with_deletes, columns),
+                                     name=plan.registered[-1]))
+    if pending:
+        plan.pending_rows = sum(t.num_rows for t in pending)
+        plan.registered.append(f"{private}_pending")
+        frames.append(ctx.from_arrow(_to_scan_types(pa.concat_tables(pending), columns),
                                      name=plan.registered[-1]))
     if not frames:
         schema = engine_schema(columns)
@@ -212,6 +220,9 @@ def _escape(name: str) -> str:
 def _read_with_deletes(table: Table, snapshot_id: int | None, tasks: list[FileScanTask],
                        columns: list[Column]) -> pa.Table:
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-    data = scan.to_table(tasks)
+    return _to_scan_types(scan.to_table(tasks), columns)
+
+
+def _to_scan_types(data: pa.Table, columns: list[Column]) -> pa.Table:
     return pa.table([data.column(c.name).cast(scan_type(c.sql_type)) for c in columns],
                     schema=engine_schema(columns))

@@ -38,6 +38,13 @@ class Settings:
         0, int, "DataFusion parallelism; 0 means one partition per CPU core.")
     batch_size: int = _setting(8192, int, "Rows per Arrow batch inside DataFusion.")
     plan_cache_size: int = _setting(256, int, "Scan plans (table snapshot + filter) kept in memory.")
+    durability: str = _setting(
+        "fsync", str, "When a write is acknowledged: `fsync` (its log record is on disk), "
+        "`batch` (written, fsynced within 10 ms: an OS crash may lose the last 10 ms), `off` "
+        "(written, never fsynced: survives a process crash, not an OS crash).")
+    flush_rows: int = _setting(500_000, int, "Pending rows of one table that trigger a flush to Iceberg.")
+    flush_bytes: int = _setting(64 * 1024 * 1024, int, "Pending bytes of one table that trigger a flush.")
+    flush_interval: float = _setting(5.0, float, "Seconds after which pending rows are flushed anyway.")
     device: str = _setting("auto", str, "Where vector kernels and embeddings run: `auto` (a GPU "
                            "through CuPy when present), `cpu`, or `gpu` (an error without one).")
     model_dir: str | None = _setting(None, str, "Folder of downloaded models. Default: "
@@ -70,6 +77,9 @@ class Settings:
                 raise InvalidParameterValue(f"unknown setting {name!r} in {CONFIG_FILE}")
             values[name] = _convert(name, known[name], value)
         settings = cls(**values)
+        if settings.durability not in ("fsync", "batch", "off"):
+            raise InvalidParameterValue(
+                f"durability must be fsync, batch or off, not {settings.durability!r}")
         if settings.device not in ("auto", "cpu", "gpu"):
             raise InvalidParameterValue(f"device must be auto, cpu or gpu, not {settings.device!r}")
         if settings.dialect not in ("postgres", "mysql"):

@@ -109,6 +109,16 @@ class Connection:
         return insert_arrow(self.session, table, data, create=create)
 
 
+    def flush(self, table: str | None = None) -> None:
+        """Commit acknowledged rows still in memory to Iceberg now (one table, or all), so
+        other processes and engines see them. Writes are durable before this, in the WAL."""
+        writer = self.session.engine.writer
+        if table is None:
+            writer.flush_all()
+        else:
+            from omnilake.engine.dml import _split_dotted
+            writer.flush(*_split_dotted(table, self.session.schema))
+
     def register_embedding(self, name: str, fn, dim: int, input_type: str = "text") -> None:
         """Make `fn` (a list of values -> an (n, dim) array) usable as `embed(col, 'name')`,
         including in generated columns. `input_type` is 'text' or 'bytea'."""

@@ -99,6 +99,7 @@ def _load_sales(conn) -> None:
     })
     for offset in range(0, n_orders, 10_000):  # five files, so EXPLAIN can show file pruning
         conn.insert("demo.orders", orders.slice(offset, 10_000))
+        conn.flush("demo.orders")
 
 
 def _load_readings(conn, rows: int) -> None:

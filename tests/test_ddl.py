@@ -111,6 +111,7 @@ def test_drop_table_removes_files(conn, cur, warehouse):
     import pathlib
     cur.execute("CREATE TABLE gone (a INT)")
     cur.execute("INSERT INTO gone VALUES (1)")
+    conn.flush("gone")
     location = conn.session.engine.warehouse.catalog.load_table("public.gone").location()
     folder = pathlib.Path(location.removeprefix("file://"))
     assert pathlib.Path(warehouse).resolve() in folder.parents

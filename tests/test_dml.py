@@ -114,6 +114,7 @@ def test_executemany_is_one_batch(conn, cur):
     cur.executemany("INSERT INTO m VALUES (%s, %s, %s)",
                     [(i, f"row{i}", [i, i + 0.5]) for i in range(1000)])
     assert cur.rowcount == 1000
+    conn.flush("m")
     table = conn.session.engine.warehouse.catalog.load_table("public.m")
     assert len(table.snapshots()) == 1  # one commit for the whole batch
     assert rows(cur, "SELECT count(*), sum(id) FROM m") == [(1000, 499500)]
@@ -207,3 +208,16 @@ def test_executemany_json_documents(cur):
     cur.execute("CREATE TABLE jd (id INT, doc JSON)")
     cur.executemany("INSERT INTO jd VALUES (%s, %s)", [(1, {"a": 1}), (2, {"b": "x"}), (3, None)])
     assert rows(cur, "SELECT id, doc FROM jd ORDER BY id") == [(1, {"a": 1}), (2, {"b": "x"}), (3, None)]
+
+
+def test_not_equal_keeps_null_rows_in_a_single_file(conn, cur):
+    """pyiceberg's strict bounds check would drop a whole file for `i <> 50` when every
+    non-NULL i differs from 50, NULL rows included."""
+    cur.execute("CREATE TABLE ne (i INT, s TEXT)")
+    cur.execute("INSERT INTO ne VALUES (1, 'a'), (NULL, 'b'), (2, 'c')")
+    conn.flush()
+    cur.execute("UPDATE ne SET s = 'x' WHERE i <> 50")
+    assert cur.rowcount == 2
+    cur.execute("DELETE FROM ne WHERE i <> 50")
+    assert cur.rowcount == 2
+    assert rows(cur, "SELECT i, s FROM ne") == [(None, "b")]

@@ -10,9 +10,10 @@ from conftest import rows
 
 
 @pytest.fixture
-def t(cur):
+def t(conn, cur):
     cur.execute("CREATE TABLE t (id INT NOT NULL, name VARCHAR(3), v VECTOR(3), n NUMERIC(4, 1))")
     cur.execute("INSERT INTO t VALUES (1, 'a', '[1,2,3]', 1.5)")
+    conn.flush()
     return cur
 
 
@@ -46,6 +47,7 @@ def test_bad_write_raises_and_writes_nothing(conn, t, sql, cls, sqlstate, messag
         t.execute(sql)
     assert info.value.sqlstate == sqlstate
     assert isinstance(info.value, omnilake.DatabaseError)
+    conn.flush()
     assert snapshot_count(conn) == before
     assert rows(t, "SELECT id, name, v, n FROM t") == [(1, "a", [1.0, 2.0, 3.0], pytest.approx(1.5))]
 

@@ -62,7 +62,9 @@ def test_position_delete_files_written_by_other_engines_are_applied(warehouse):
     with omnilake.connect(warehouse) as conn:
         conn.sql("CREATE TABLE d (id INT, name TEXT)")
         conn.sql("INSERT INTO d VALUES (0, 'a'), (1, 'b'), (2, 'c'), (3, 'd')")
+        conn.flush()
         conn.sql("INSERT INTO d VALUES (10, 'x')")
+        conn.flush()
         table = plain_catalog(warehouse).load_table("public.d")
         first_file = sorted(table.scan().plan_files(), key=lambda t: t.file.record_count)[-1].file
         delete_positions(table, first_file.file_path, [1, 3])

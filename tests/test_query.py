@@ -79,6 +79,7 @@ def test_explain_shows_pushdown_and_pruning(conn, cur):
     for start in range(0, 5000, 1000):
         conn.insert("big", pa.table({"id": np.arange(start, start + 1000),
                                      "grp": [f"g{start}"] * 1000, "v": np.ones(1000)}))
+        conn.flush("big")
     plan = dict(rows(cur, "EXPLAIN SELECT v FROM big WHERE id BETWEEN 1200 AND 1300"))
     scan = plan["omnilake_scan"]
     assert "files=1/5 pruned=4" in scan and "id >= 1200" in scan
@@ -99,11 +100,12 @@ def test_explain_rejects_writes(cur):
 def test_time_travel_by_snapshot_and_timestamp(conn, cur):
     cur.execute("CREATE TABLE tt (a INT)")
     cur.execute("INSERT INTO tt VALUES (1)")
+    conn.flush()
     table = conn.session.engine.warehouse.catalog.load_table("public.tt")
     first = table.current_snapshot()
     time.sleep(0.01)
     cur.execute("INSERT INTO tt VALUES (2)")
-    cur.execute("DELETE FROM tt WHERE a = 1")
+    cur.execute("DELETE FROM tt WHERE a = 1")  # flushes the pending row first
     assert rows(cur, "SELECT a FROM tt") == [(2,)]
     assert rows(cur, f"SELECT a FROM tt FOR VERSION AS OF {first.snapshot_id}") == [(1,)]
     when = dt.datetime.fromtimestamp(first.timestamp_ms / 1000, dt.timezone.utc)
@@ -116,12 +118,14 @@ def test_time_travel_by_snapshot_and_timestamp(conn, cur):
 def test_plan_cache_reuses_plans_per_snapshot(conn, cur):
     cur.execute("CREATE TABLE pc (a INT)")
     cur.execute("INSERT INTO pc VALUES (1)")
+    conn.flush()
     cache = conn.session.engine.plan_cache
     cur.execute("SELECT * FROM pc WHERE a = 1")
     misses = cache.misses
     cur.execute("SELECT * FROM pc WHERE a = 1")
     assert cache.misses == misses and cache.hits >= 1
     cur.execute("INSERT INTO pc VALUES (2)")
+    conn.flush()
     cur.execute("SELECT * FROM pc WHERE a = 1")
     assert cache.misses == misses + 1
 

@@ -68,6 +68,7 @@ def test_unusable_warehouse_is_an_operational_error(tmp_path):
 def test_missing_data_file_is_a_clear_error(warehouse):
     with omnilake.connect(warehouse) as conn:
         conn.sql("CREATE TABLE t (a INT); INSERT INTO t VALUES (1)")
+        conn.flush()
         for f in pathlib.Path(warehouse).rglob("*.parquet"):
             os.remove(f)
         with pytest.raises(E.OperationalError, match="missing"):

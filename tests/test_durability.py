@@ -1,0 +1,136 @@
+"""Durable writes: kill -9 at random moments, torn and corrupt log tails, a full disk."""
+
+import multiprocessing as mp
+import os
+import resource
+import signal
+
+import pyarrow as pa
+import pytest
+
+import omnilake
+from omnilake import errors as E
+from omnilake.storage.wal import WriteAheadLog, read_log
+
+import crash_trials
+from conftest import rows
+
+
+def test_acknowledged_rows_survive_kill_9(tmp_path):
+    tally = crash_trials.run(trials=50, seed=7, warehouse=str(tmp_path / "wh"))
+    assert tally["trials"] == 50 and tally["acknowledged"] > 0
+
+
+def test_rows_are_visible_before_flush_and_survive_reopen(warehouse):
+    with omnilake.connect(warehouse, flush_interval=3600) as conn:
+        conn.sql("CREATE TABLE m (a INT)")
+        conn.sql("INSERT INTO m VALUES (1), (2)")
+        table = conn.session.engine.warehouse.catalog.load_table("public.m")
+        assert table.current_snapshot() is None  # still only in the log and the memtable
+        assert conn.sql("SELECT sum(a) FROM m").fetchall() == [(3,)]
+        plan = dict(conn.sql("EXPLAIN SELECT * FROM m").fetchall())
+        assert "memtable_rows=2" in plan["omnilake_scan"]
+    with omnilake.connect(warehouse) as conn:  # closing flushed them
+        assert conn.sql("SELECT sum(a) FROM m").fetchall() == [(3,)]
+        table = conn.session.engine.warehouse.catalog.load_table("public.m")
+        assert len(table.snapshots()) == 1
+
+
+def test_update_and_time_travel_see_flushed_rows(conn, cur):
+    cur.execute("CREATE TABLE u (a INT)")
+    cur.execute("INSERT INTO u VALUES (1)")
+    cur.execute("UPDATE u SET a = a + 10")  # flushes the pending row, then rewrites it
+    assert rows(cur, "SELECT a FROM u") == [(11,)]
+    first = conn.session.engine.warehouse.catalog.load_table("public.u").snapshots()[0]
+    cur.execute("INSERT INTO u VALUES (5)")  # pending; not part of any older snapshot
+    assert rows(cur, f"SELECT a FROM u FOR VERSION AS OF {first.snapshot_id}") == [(1,)]
+    assert rows(cur, "SELECT a FROM u ORDER BY a") == [(5,), (11,)]
+
+
+def _write_and_die(warehouse: str, count: int) -> None:
+    conn = omnilake.connect(warehouse, flush_interval=3600)
+    for i in range(count):
+        conn.sql(f"INSERT INTO torn VALUES ({i})")
+    os._exit(0)  # no close: the rows are only in the log
+
+
+def _log_segments(warehouse: str):
+    return sorted((os.path.join(root, f) for root, _, files in os.walk(os.path.join(warehouse, "_wal"))
+                   for f in files if f.endswith(".wal")))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_torn_or_corrupt_log_tail_is_skipped(warehouse, damage, caplog):
+    with omnilake.connect(warehouse) as conn:
+        conn.sql("CREATE TABLE torn (i INT)")
+    proc = mp.get_context("spawn").Process(target=_write_and_die, args=(warehouse, 5))
+    proc.start()
+    proc.join()
+    (segment,) = _log_segments(warehouse)
+    data = bytearray(open(segment, "rb").read())
+    if damage == "truncate":
+        data = data[:-7]  # the last record loses its end, as in a crash mid-write
+    else:
+        data[-20] ^= 0xFF  # a flipped bit inside the last record
+    open(segment, "wb").write(bytes(data))
+    with caplog.at_level("WARNING"):
+        with omnilake.connect(warehouse) as conn:
+            assert rows(conn.cursor(), "SELECT i FROM torn ORDER BY i") == [(0,), (1,), (2,), (3,)]
+    assert "write-ahead log" in caplog.text and ("truncated" in caplog.text or "checksum" in caplog.text)
+    assert _log_segments(warehouse) == []  # recovered logs are removed
+
+
+def test_log_records_round_trip_and_stop_at_damage(tmp_path):
+    wal = WriteAheadLog.create(tmp_path, "fsync")
+    tables = [pa.table({"a": [i, i + 1]}) for i in range(3)]
+    lsns = [wal.append({"n": i}, t, "k") for i, t in enumerate(tables)]
+    wal.close(remove=False)
+    records = list(read_log(wal.folder))
+    assert [r.lsn for r in records] == lsns == [1, 2, 3]
+    assert [r.rows for r in records] == tables and [r.meta["n"] for r in records] == [0, 1, 2]
+    (segment,) = wal.folder.glob("*.wal")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x01  # damage the middle record
+    segment.write_bytes(bytes(data))
+    assert [r.lsn for r in read_log(wal.folder)] == [1]
+    assert [r.lsn for r in read_log(wal.folder)] == [1]  # the damaged tail was cut off
+
+
+def _fill_disk(warehouse: str, result_path: str) -> None:
+    conn = omnilake.connect(warehouse, flush_interval=3600, flush_rows=10**9)
+    conn.sql("INSERT INTO full_disk VALUES (-1)")
+    (segment,) = _log_segments(warehouse)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit: EFBIG, not a signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(segment) + 4000,) * 2)
+    acknowledged, error = [], None
+    for i in range(1000):
+        try:
+            conn.sql(f"INSERT INTO full_disk VALUES ({i})")
+            acknowledged.append(i)
+        except E.Error as exc:
+            error = exc
+            break
+    visible = [r[0] for r in conn.sql("SELECT i FROM full_disk WHERE i >= 0 ORDER BY i").fetchall()]
+    with open(result_path, "w") as out:
+        flat = str(error).replace("\n", " ")
+        out.write(f"{type(error).__name__}|{getattr(error, 'sqlstate', '')}|{flat}\n")
+        out.write(" ".join(map(str, acknowledged)) + "\n" + " ".join(map(str, visible)) + "\n")
+    os._exit(0)
+
+
+def test_full_disk_is_an_operational_error_and_damages_nothing(warehouse, tmp_path):
+    with omnilake.connect(warehouse) as conn:
+        conn.sql("CREATE TABLE full_disk (i INT)")
+    result = tmp_path / "result.txt"
+    proc = mp.get_context("spawn").Process(target=_fill_disk, args=(warehouse, str(result)))
+    proc.start()
+    proc.join(120)
+    error_line, acked_line, visible_line = result.read_text().splitlines()
+    name, sqlstate, message = error_line.split("|", 2)
+    assert name == "OperationalError" and sqlstate == "58000"
+    assert "write-ahead log" in message and "nothing was written" in message
+    acknowledged = [int(x) for x in acked_line.split()]
+    assert acknowledged and [int(x) for x in visible_line.split()] == acknowledged
+    with omnilake.connect(warehouse) as conn:  # recovery: every acknowledged row, once
+        got = [r[0] for r in conn.sql("SELECT i FROM full_disk ORDER BY i").fetchall()]
+    assert got == [-1] + acknowledged
