@@ -92,9 +92,10 @@ def cast_column(data: pa.ChunkedArray | pa.Array, sql_type: SqlType, what: str) 
         data = pc.cast(data, pa.timestamp(data.type.unit, tz=target.tz))
     if pa.types.is_timestamp(target) and _is_text(data.type):
         data = _parse_timestamps(data, target, what)
-    if kind in _INTEGER_KINDS and pa.types.is_floating(data.type):
+    inexact = pa.types.is_floating(data.type) or pa.types.is_decimal(data.type)
+    if kind in _INTEGER_KINDS and inexact:
         data = pc.round(data, round_mode="half_towards_infinity")  # as PostgreSQL rounds
-    if kind == "numeric" and pa.types.is_floating(data.type):
+    if kind == "numeric" and inexact:
         data = pc.round(data, ndigits=sql_type.params[1], round_mode="half_towards_infinity")
     elif kind == "numeric" and pa.types.is_integer(data.type):
         data = pc.cast(data, pa.decimal128(38, sql_type.params[1]))

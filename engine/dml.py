@@ -52,14 +52,80 @@ def insert(session: "Session", tree: exp.Insert) -> "Result":
             raise E.NotSupportedError(f"INSERT ... {unsupported.upper()} is not supported yet")
     ref = load(session.engine, *split_name(target, session.schema))
     source = tree.expression
+    rows = None
     if isinstance(source, exp.Values):
         if any(isinstance(v, exp.Var) and v.name.upper() == "DEFAULT" for v in source.find_all(exp.Var)):
             raise E.NotSupportedError("DEFAULT values are not supported yet")
+        rows = literal_rows(source)  # plain literals need no query engine
         source = exp.select("*").from_(exp.Subquery(this=source, alias=exp.TableAlias(
             this=exp.to_identifier("__ol_values"))))
-    rows = normalise_input(_query_rows(session, source))
+    if rows is None:
+        rows = _query_rows(session, source)
+    rows = normalise_input(rows)
     count = insert_rows(session, ref, rows, names)
     return _result(f"INSERT 0 {count}", count)
+
+
+class _NotLiteral(Exception):
+    pass
+
+
+def literal_rows(values: exp.Values) -> pa.Table | None:
+    """The rows of a VALUES list made only of literals (what parameter binding produces), as
+    Arrow, or None when some value needs evaluating. Saves a DataFusion query per INSERT."""
+    try:
+        table = [[_python_value(node) for node in row.expressions] for row in values.expressions]
+    except _NotLiteral:
+        return None
+    width = {len(row) for row in table}
+    if len(width) != 1:
+        raise E.SyntaxError("VALUES lists must all be the same length")
+    try:
+        return pa.table({f"column{i + 1}": pa.array([row[i] for row in table])
+                         for i in range(width.pop())})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None  # mixed types in a column: DataFusion unifies them
+
+
+def _python_value(node: exp.Expression):
+    import datetime as dt
+    import decimal
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Boolean):
+        return node.this
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return node.this
+        text = node.this
+        try:
+            return int(text)
+        except ValueError:
+            return decimal.Decimal(text) if "e" not in text.lower() else float(text)
+    if isinstance(node, exp.Neg):
+        value = _python_value(node.this)
+        if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
+            return -value
+    if isinstance(node, exp.HexString):
+        return bytes.fromhex(node.this)
+    if isinstance(node, exp.Array):
+        return [_python_value(v) for v in node.expressions]
+    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
+        text, kind = node.this.this, node.to.this
+        try:
+            if kind == exp.DataType.Type.DATE:
+                return dt.date.fromisoformat(text)
+            if kind in (exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ):
+                value = dt.datetime.fromisoformat(text)
+                if (value.tzinfo is None) == (kind == exp.DataType.Type.TIMESTAMP):
+                    return value
+            if kind == exp.DataType.Type.TIME:
+                return dt.time.fromisoformat(text)
+            if kind == exp.DataType.Type.DOUBLE:
+                return float(text)
+        except ValueError:
+            pass
+    raise _NotLiteral
 
 
 def insert_rows(session: "Session", ref: TableRef, rows: pa.Table, names: list[str] | None = None) -> int:
