@@ -196,7 +196,37 @@ def _command(session: Session, tree: exp.Command) -> Result:
         return _explain(session, rest)
     if keyword == "SHOW":
         return _show(session, rest.strip().rstrip(";"))
+    if keyword in ("OPTIMIZE", "VACUUM"):
+        return _maintain(session, keyword, rest.strip().rstrip(";"))
     raise E.NotSupportedError(f"{keyword} is not supported yet")
+
+
+def _maintain(session: Session, keyword: str, target: str) -> Result:
+    """OPTIMIZE / VACUUM of one table, or of every table in the current schema."""
+    from omnilake.engine import maintenance
+    from omnilake.engine.tables import split_name
+    if target:
+        trees = session.parse(f"SELECT * FROM {target}")
+        table = trees[0].find(exp.Table)
+        rewrites.fold_identifiers(table)
+        targets = [split_name(table, session.schema)]
+        if not session.engine.warehouse.catalog.table_exists(targets[0]):
+            raise E.UndefinedTable(f'relation "{target}" does not exist')
+    else:
+        targets = [(session.schema, name) for name in table_names(session, session.schema)]
+    records = []
+    for namespace, name in targets:
+        if keyword == "OPTIMIZE":
+            done = maintenance.optimize_statement(session, namespace, name)
+            records.append({"table": f"{namespace}.{name}", "files_before": done.files_before,
+                            "files_rewritten": done.files_rewritten,
+                            "files_written": done.files_written, "rows": done.rows})
+        else:
+            done = maintenance.vacuum_statement(session, namespace, name)
+            records.append({"table": f"{namespace}.{name}", "snapshots_expired": done.snapshots_expired,
+                            "files_removed": done.files_removed, "bytes_removed": done.bytes_removed})
+    table = normalise_output(pa.Table.from_pylist(records)) if records else None
+    return Result(status=keyword, table=table, rowcount=len(records))
 
 
 def _explain(session: Session, text: str) -> Result:

@@ -142,8 +142,23 @@ class Writer:
                     namespace, name = key.split(".", 1)
                     try:
                         self.flush(namespace, name)
+                        self._compact_if_due(namespace, name)
                     except Exception as exc:  # kept in memory and the log; retried next tick
                         log.warning("background flush of %s failed: %s", key, exc)
+
+    def _compact_if_due(self, namespace: str, name: str) -> None:
+        """Small flushes make small files: compact once a table has `compact_files` of them."""
+        limit = self.engine.settings.compact_files
+        if limit <= 0:
+            return
+        table = self.engine.warehouse.catalog.load_table((namespace, name))
+        snapshot = table.current_snapshot()
+        files = int((snapshot.summary or {}).get("total-data-files", 0)) if snapshot else 0
+        if files >= limit:
+            from omnilake.engine.maintenance import compact
+            result = compact(table, self.engine.settings.target_file_size, min_files=limit // 2)
+            log.info("compacted %s.%s: %d files into %d", namespace, name,
+                     result.files_rewritten, result.files_written)
 
     # -- recovery ------------------------------------------------------------------------
     def _recover(self, root) -> int:

@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=200_000, help="IoT readings to generate (default 200000)")
     _add_settings(demo)
     demo.set_defaults(func=cmd_demo)
+    maintain = sub.add_parser("maintenance", help="compact small files, expire old snapshots, "
+                              "remove orphan files", description="Runs OPTIMIZE and VACUUM on "
+                              "every table of the warehouse (or the ones named), with progress.")
+    maintain.add_argument("tables", nargs="*", help="schema.table names (default: all tables)")
+    _add_settings(maintain)
+    maintain.set_defaults(func=cmd_maintenance)
+
     models = sub.add_parser("models", help="download the built-in embedding model",
                             description="Manage model files kept in the model cache.")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -43,6 +50,41 @@ def build_parser() -> argparse.ArgumentParser:
                        "or ~/.cache/omnilake/models)")
     fetch.set_defaults(func=cmd_models_fetch)
     return parser
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    from omnilake.engine.catalog_views import namespaces, table_names
+    from omnilake.engine.maintenance import optimize_statement, vacuum_statement
+    with _connect(args) as conn:
+        session = conn.session
+        targets = [tuple(t.split(".", 1)) if "." in t else (session.schema, t) for t in args.tables] \
+            or [(ns, t) for ns in namespaces(session) for t in table_names(session, ns)]
+        progress = _progress(len(targets))
+        for namespace, name in targets:
+            progress.set_description(f"{namespace}.{name}")
+            compacted = optimize_statement(session, namespace, name)
+            vacuumed = vacuum_statement(session, namespace, name)
+            progress.write(f"{namespace}.{name}: {compacted.files_rewritten} small file(s) -> "
+                           f"{compacted.files_written}; {vacuumed.snapshots_expired} snapshot(s) "
+                           f"expired; {vacuumed.files_removed} file(s) removed "
+                           f"({vacuumed.bytes_removed / 1e6:.1f} MB)")
+            progress.update(1)
+        progress.close()
+    return 0
+
+
+def _progress(total: int):
+    """A tqdm progress bar on a terminal; plain lines otherwise."""
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, unit="table", disable=None)
+    except ImportError:  # tqdm arrives with pyiceberg; keep working without it
+        class Plain:
+            def set_description(self, text): pass
+            def write(self, text): print(text, flush=True)
+            def update(self, n): pass
+            def close(self): pass
+        return Plain()
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:

@@ -45,6 +45,12 @@ class Settings:
     flush_rows: int = _setting(500_000, int, "Pending rows of one table that trigger a flush to Iceberg.")
     flush_bytes: int = _setting(64 * 1024 * 1024, int, "Pending bytes of one table that trigger a flush.")
     flush_interval: float = _setting(5.0, float, "Seconds after which pending rows are flushed anyway.")
+    target_file_size: int = _setting(128 * 1024 * 1024, int, "Data file size OPTIMIZE (compaction) "
+                                     "aims for; smaller files are rewritten.")
+    compact_files: int = _setting(16, int, "Background compaction of a table starts once it has "
+                                  "this many data files after a flush; 0 turns it off.")
+    retention_hours: float = _setting(168.0, float, "VACUUM keeps snapshots and unreferenced files "
+                                      "younger than this many hours (time travel reaches this far).")
     device: str = _setting("auto", str, "Where vector kernels and embeddings run: `auto` (a GPU "
                            "through CuPy when present), `cpu`, or `gpu` (an error without one).")
     model_dir: str | None = _setting(None, str, "Folder of downloaded models. Default: "

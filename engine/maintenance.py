@@ -1,0 +1,127 @@
+"""Table maintenance: compaction (`OPTIMIZE`), snapshot expiry and orphan-file removal
+(`VACUUM`), also run by `omnilake maintenance`.
+
+Compaction rewrites a table's small data files into files of about `target_file_size` in one
+Iceberg commit that removes the old files and adds the new ones (rows, deletes applied, stay
+the same). VACUUM expires snapshots older than the retention window (the current snapshot and
+branch or tag heads are kept), then deletes files under the table's folder that no remaining
+snapshot or metadata file refers to and that are older than the window, so a writer's files
+that are not committed yet are never taken.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.table import Table
+
+from omnilake import errors as E
+from omnilake.storage.files import local_path
+
+if TYPE_CHECKING:
+    from omnilake.engine.engine import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompactionResult:
+    files_before: int
+    files_rewritten: int
+    files_written: int
+    rows: int
+
+
+@dataclass
+class VacuumResult:
+    snapshots_expired: int
+    files_removed: int
+    bytes_removed: int
+
+
+def compact(table: Table, target_bytes: int, min_files: int = 2) -> CompactionResult:
+    """Rewrite the files smaller than `target_bytes` into target-size files, in one commit."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return CompactionResult(0, 0, 0, 0)
+    tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
+    small = [t for t in tasks if t.file.file_size_in_bytes < target_bytes or t.delete_files]
+    if len(small) < min_files and not any(t.delete_files for t in small):
+        return CompactionResult(len(tasks), 0, 0, 0)
+    rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(small)
+    written = []
+    if rows.num_rows:
+        written = list(_dataframe_to_data_files(table.metadata, rows, table.io))
+    try:
+        with table.transaction() as tx:
+            with tx.update_snapshot(snapshot_properties={"omnilake.operation": "optimize"}) \
+                    .overwrite() as overwrite:
+                for task in small:
+                    overwrite.delete_data_file(task.file)
+                for data_file in written:
+                    overwrite.append_data_file(data_file)
+    except CommitFailedException as exc:
+        raise E.SerializationFailure(f"OPTIMIZE of {table.name()} lost to a concurrent commit",
+                                     hint="run it again") from exc
+    return CompactionResult(len(tasks), len(small), len(written), rows.num_rows)
+
+
+def vacuum(table: Table, retention: dt.timedelta, now: float | None = None) -> VacuumResult:
+    now = time.time() if now is None else now
+    cutoff = dt.datetime.fromtimestamp(now, dt.timezone.utc) - retention
+    before = len(table.snapshots())
+    try:
+        table.maintenance.expire_snapshots().older_than(cutoff).commit()
+    except CommitFailedException as exc:
+        raise E.SerializationFailure(f"VACUUM of {table.name()} lost to a concurrent commit",
+                                     hint="run it again") from exc
+    table = table.refresh()
+    expired = before - len(table.snapshots())
+    referenced = _referenced_files(table)
+    root = Path(local_path(table.location()))
+    removed = removed_bytes = 0
+    for path in root.rglob("*"):
+        if not path.is_file() or str(path) in referenced:
+            continue
+        if path.stat().st_mtime > cutoff.timestamp():
+            continue  # may belong to a commit in progress
+        removed_bytes += path.stat().st_size
+        path.unlink()
+        removed += 1
+    return VacuumResult(expired, removed, removed_bytes)
+
+
+def _referenced_files(table: Table) -> set[str]:
+    metadata = table.metadata
+    files = {local_path(table.metadata_location)}
+    files.update(local_path(entry.metadata_file) for entry in metadata.metadata_log)
+    for snapshot in metadata.snapshots:
+        files.add(local_path(snapshot.manifest_list))
+        for manifest in snapshot.manifests(table.io):
+            files.add(local_path(manifest.manifest_path))
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                files.add(local_path(entry.data_file.file_path))
+    for statistics in metadata.statistics:
+        files.add(local_path(statistics.statistics_path))
+    return {os.path.realpath(f) for f in files}
+
+
+def optimize_statement(session: "Session", namespace: str, name: str) -> CompactionResult:
+    session.engine.writer.flush(namespace, name)
+    table = session.engine.warehouse.catalog.load_table((namespace, name))
+    return compact(table, session.engine.settings.target_file_size)
+
+
+def vacuum_statement(session: "Session", namespace: str, name: str) -> VacuumResult:
+    table = session.engine.warehouse.catalog.load_table((namespace, name))
+    retention = dt.timedelta(hours=session.engine.settings.retention_hours)
+    return vacuum(table, retention)
