@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -60,20 +60,30 @@ class Writer:
     # -- writing -------------------------------------------------------------------------
     def write(self, ref: "TableRef", rows: pa.Table) -> None:
         """Log and buffer checked rows (storage form); returns once they are acknowledged."""
+        self.write_all([(ref, rows)])
+
+    def write_all(self, writes: list[tuple["TableRef", pa.Table]]) -> None:
+        """Several tables' rows as one record: acknowledged, and recovered, all or none."""
         if self._closed:
             raise E.OperationalError("the engine is closed")
-        key = table_key(ref.namespace, ref.name)
-        meta = {"namespace": ref.namespace, "table": ref.name,
-                "uuid": str(ref.table.metadata.table_uuid)}
-        # Logged and buffered under the table's lock, so a flush never marks an LSN flushed
-        # while an older record of the table is still on its way into the memtable. The fsync
-        # waits outside the lock, where concurrent writers share it.
-        with self.memtable.lock(key):
-            lsn = self.wal.append(meta, rows, key, wait=False)
-            pending = self.memtable.add(key, rows, lsn)
+        parts = [({"namespace": ref.namespace, "table": ref.name,
+                   "uuid": str(ref.table.metadata.table_uuid)}, rows,
+                  table_key(ref.namespace, ref.name)) for ref, rows in writes if rows.num_rows]
+        if not parts:
+            return
+        keys = sorted({key for _, _, key in parts})
+        # Logged and buffered under the tables' locks (taken in name order), so a flush never
+        # marks an LSN flushed while an older record of its table is still on its way into the
+        # memtable. The fsync waits outside the locks, where concurrent writers share it.
+        with ExitStack() as locks:
+            for key in keys:
+                locks.enter_context(self.memtable.lock(key))
+            lsn = self.wal.append(parts, wait=False)
+            pendings = [(key, self.memtable.add(key, rows, lsn)) for _, rows, key in parts]
         self.wal.wait_durable(lsn)
-        if pending.rows >= self.flush_rows or pending.bytes >= self.flush_bytes:
-            self.flush(ref.namespace, ref.name)
+        for key, pending in pendings:
+            if pending.rows >= self.flush_rows or pending.bytes >= self.flush_bytes:
+                self.flush(*key.split(".", 1))
 
     @contextmanager
     def reading(self, namespace: str, name: str):
@@ -167,8 +177,8 @@ class Writer:
         for folder, lock_fd in orphaned_logs(root):
             by_table: dict[tuple[str, str, str], list] = defaultdict(list)
             for record in read_log(folder):
-                meta = record.meta
-                by_table[(meta["namespace"], meta["table"], meta["uuid"])].append(record)
+                for meta, rows in record.parts:
+                    by_table[(meta["namespace"], meta["table"], meta["uuid"])].append((record.lsn, rows))
             for (namespace, name, table_uuid), records in by_table.items():
                 total += self._replay(namespace, name, table_uuid, records, folder.name)
             remove_log(folder, lock_fd)
@@ -184,11 +194,11 @@ class Writer:
         if str(table.metadata.table_uuid) != table_uuid:
             return 0  # the table was dropped (and maybe re-created) after these writes
         flushed = int(table.properties.get(LSN_PROPERTY + wal_id, "0"))
-        todo = [r for r in records if r.lsn > flushed]
+        todo = [(lsn, rows) for lsn, rows in records if lsn > flushed]
         if not todo:
             return 0
-        pending = Pending(tables=[r.rows for r in todo], max_lsn=max(r.lsn for r in todo),
-                          rows=sum(r.rows.num_rows for r in todo))
+        pending = Pending(tables=[rows for _, rows in todo], max_lsn=max(lsn for lsn, _ in todo),
+                          rows=sum(rows.num_rows for _, rows in todo))
         self._commit(namespace, name, pending, wal_id)
         return pending.rows
 

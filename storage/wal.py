@@ -5,8 +5,10 @@ owning process keeps locked (fcntl) while it lives. A record is
 
     magic "OLW1" | payload length u32 | CRC32 u32 | LSN u64 | payload
 
-with the CRC over the LSN and the payload; the payload is a JSON header (which table, which
-table uuid) followed by the rows as an Arrow IPC stream. LSNs grow by one per record.
+with the CRC over the LSN and the payload. The payload holds one or more parts (a transaction
+writing several tables is one record, so it is recovered whole or not at all): a JSON header
+listing each part's metadata (which table, which table uuid), then each part's rows as a
+length-prefixed Arrow IPC stream. LSNs grow by one per record.
 
 Invariants:
 - A record is acknowledged only after it is written whole (and, with durability `fsync`, after
@@ -51,23 +53,30 @@ BATCH_INTERVAL_S = 0.01
 @dataclass
 class Record:
     lsn: int
-    meta: dict
-    rows: pa.Table
+    parts: list[tuple[dict, pa.Table]]  # (metadata, rows) per table written
 
 
-def encode_payload(meta: dict, rows: pa.Table) -> bytes:
-    head = json.dumps(meta, separators=(",", ":")).encode()
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, rows.schema) as writer:
-        writer.write_table(rows)
-    return struct.pack("<I", len(head)) + head + sink.getvalue()
+def encode_payload(parts: list[tuple[dict, pa.Table]]) -> bytes:
+    head = json.dumps([meta for meta, _ in parts], separators=(",", ":")).encode()
+    chunks = [struct.pack("<I", len(head)), head]
+    for _, rows in parts:
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, rows.schema) as writer:
+            writer.write_table(rows)
+        chunks += [struct.pack("<Q", sink.tell()), sink.getvalue()]
+    return b"".join(chunks)
 
 
-def decode_payload(payload: bytes) -> tuple[dict, pa.Table]:
+def decode_payload(payload: bytes) -> list[tuple[dict, pa.Table]]:
     (head_len,) = struct.unpack_from("<I", payload)
-    meta = json.loads(payload[4:4 + head_len])
-    rows = pa.ipc.open_stream(payload[4 + head_len:]).read_all()
-    return meta, rows
+    metas = json.loads(payload[4:4 + head_len])
+    offset, parts = 4 + head_len, []
+    for meta in metas:
+        (length,) = struct.unpack_from("<Q", payload, offset)
+        offset += 8
+        parts.append((meta, pa.ipc.open_stream(payload[offset:offset + length]).read_all()))
+        offset += length
+    return parts
 
 
 def _crc(lsn: int, payload: bytes) -> int:
@@ -120,10 +129,11 @@ class WriteAheadLog:
         return cls(folder, durability, lock_fd)
 
     # -- writing -------------------------------------------------------------------------
-    def append(self, meta: dict, rows: pa.Table, table_key: str, wait: bool = True) -> int:
-        """Write one record; its LSN. With `wait`, return only once it is as durable as the
-        durability setting asks; without, the caller calls `wait_durable(lsn)`."""
-        payload = encode_payload(meta, rows)
+    def append(self, parts: list[tuple[dict, pa.Table, str]], wait: bool = True) -> int:
+        """Write one record of (metadata, rows, table key) parts; its LSN. With `wait`, return
+        only once it is as durable as the durability setting asks; without, the caller calls
+        `wait_durable(lsn)`."""
+        payload = encode_payload([(meta, rows) for meta, rows, _ in parts])
         with self._write_lock:
             if self._closed:
                 raise OperationalError("write-ahead log is closed")
@@ -147,7 +157,8 @@ class WriteAheadLog:
             self._next_lsn += 1
             self._written_lsn = lsn
             tables = self._segments[self._segment_no]
-            tables[table_key] = max(tables.get(table_key, 0), lsn)
+            for _, _, table_key in parts:
+                tables[table_key] = max(tables.get(table_key, 0), lsn)
         if wait:
             self.wait_durable(lsn)
         return lsn
@@ -270,8 +281,7 @@ def read_log(folder: Path) -> Iterator[Record]:
                 with open(path, "r+b") as handle:
                     handle.truncate(offset)
                 break
-            meta, rows = decode_payload(payload)
-            yield Record(lsn, meta, rows)
+            yield Record(lsn, decode_payload(payload))
             offset = end
 
 

@@ -83,17 +83,21 @@ def test_torn_or_corrupt_log_tail_is_skipped(warehouse, damage, caplog):
 def test_log_records_round_trip_and_stop_at_damage(tmp_path):
     wal = WriteAheadLog.create(tmp_path, "fsync")
     tables = [pa.table({"a": [i, i + 1]}) for i in range(3)]
-    lsns = [wal.append({"n": i}, t, "k") for i, t in enumerate(tables)]
+    lsns = [wal.append([({"n": i}, t, "k")]) for i, t in enumerate(tables)]
+    two = wal.append([({"n": "a"}, tables[0], "k"), ({"n": "b"}, pa.table({"s": ["x"]}), "j")])
     wal.close(remove=False)
     records = list(read_log(wal.folder))
-    assert [r.lsn for r in records] == lsns == [1, 2, 3]
-    assert [r.rows for r in records] == tables and [r.meta["n"] for r in records] == [0, 1, 2]
+    assert [r.lsn for r in records] == lsns + [two] == [1, 2, 3, 4]
+    assert [r.parts[0][1] for r in records[:3]] == tables
+    assert [r.parts[0][0]["n"] for r in records[:3]] == [0, 1, 2]
+    assert [meta["n"] for meta, _ in records[3].parts] == ["a", "b"]
+    assert records[3].parts[1][1].column("s").to_pylist() == ["x"]
     (segment,) = wal.folder.glob("*.wal")
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0x01  # damage the middle record
     segment.write_bytes(bytes(data))
-    assert [r.lsn for r in read_log(wal.folder)] == [1]
-    assert [r.lsn for r in read_log(wal.folder)] == [1]  # the damaged tail was cut off
+    assert [r.lsn for r in read_log(wal.folder)] == [1, 2]
+    assert [r.lsn for r in read_log(wal.folder)] == [1, 2]  # the damaged tail was cut off
 
 
 def _fill_disk(warehouse: str, result_path: str) -> None:
