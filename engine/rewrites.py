@@ -61,7 +61,35 @@ def vector_literals(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-RULES = (fold_identifiers, bytea_hex_literals, vector_literals)
+def split_intersecting_in_lists(tree: exp.Expression) -> exp.Expression:
+    """DataFusion 55 folds `x IN (a) AND x IN (b)` (and IN with NOT IN) into its list
+    intersection, ignoring NULL: `NOT (x IN (0) AND x IN (1))` came out TRUE where x is NULL.
+    Where one conjunction tests a column with more than one IN list, those lists become
+    `x = a OR x = b`, which is evaluated as SQL says."""
+    def conjuncts(node):
+        node = node.unnest()
+        if isinstance(node, exp.And):
+            return conjuncts(node.left) + conjuncts(node.right)
+        return [node]
+
+    for root in list(tree.find_all(exp.And)):
+        if isinstance(root.parent, (exp.And, exp.Paren)) and root.parent.find_ancestor(exp.And):
+            continue  # handled from the top of its chain
+        lists: dict[str, list[exp.In]] = {}
+        for part in conjuncts(root):
+            target = part.this.unnest() if isinstance(part, exp.Not) else part
+            if isinstance(target, exp.In) and target.expressions and not target.args.get("query"):
+                lists.setdefault(target.this.sql(), []).append(target)
+        for group in lists.values():
+            if len(group) < 2:
+                continue
+            for node in group:
+                equalities = [exp.EQ(this=node.this.copy(), expression=v.copy()) for v in node.expressions]
+                node.replace(exp.Paren(this=exp.or_(*equalities)))
+    return tree
+
+
+RULES = (fold_identifiers, bytea_hex_literals, vector_literals, split_intersecting_in_lists)
 
 
 def apply(tree: exp.Expression) -> exp.Expression:
