@@ -140,7 +140,10 @@ def insert_rows(session: "Session", ref: TableRef, rows: pa.Table, names: list[s
         rows, names = with_generated(session, ref, rows, list(names), generated)
     stored = to_storage(rows, columns, names, ref.name)
     if stored.num_rows:
-        session.engine.writer.write(ref, stored)
+        if session.transaction is not None:
+            session.transaction.add(ref, stored)  # logged at COMMIT
+        else:
+            session.engine.writer.write(ref, stored)
     return stored.num_rows
 
 

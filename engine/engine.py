@@ -31,6 +31,7 @@ from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
 from omnilake.engine.scan import PlanCache
 from omnilake.engine.tables import TableCache, ident
+from omnilake.engine.transaction import InFailedTransaction, Transaction
 from omnilake.engine.writes import Writer
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class Session:
     registered: dict[str, pa.Table] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)
     dialect: str = ""
+    transaction: Transaction | None = None
+    autocommit: bool = True
 
     def __post_init__(self):
         self.schema = self.schema or self.engine.settings.schema
@@ -105,7 +108,29 @@ class Session:
         return results or [Result(status="EMPTY")]
 
     def run(self, tree: exp.Expression) -> Result:
+        if _is_start_transaction(tree):  # sqlglot reads START TRANSACTION as an alias
+            tree = exp.Transaction()
+        tx = self.transaction
+        if tx is not None and tx.failed and not isinstance(tree, (exp.Commit, exp.Rollback)):
+            raise InFailedTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block",
+                hint="ROLLBACK")
+        if tx is None and not self.autocommit and not isinstance(
+                tree, (exp.Transaction, exp.Commit, exp.Rollback)):
+            self.transaction = Transaction()  # DB-API with autocommit off: implicit BEGIN
+        try:
+            return self._run(tree)
+        except E.Error:
+            if self.transaction is not None:
+                self.transaction.failed = True
+            raise
+
+    def _run(self, tree: exp.Expression) -> Result:
         tree = rewrites.apply(tree)
+        if self.transaction is not None and not isinstance(tree, _IN_TRANSACTION):
+            raise E.NotSupportedError(
+                f"{type(tree).__name__.upper()} inside a transaction is not supported yet: "
+                "transactions hold INSERTs and queries", hint="COMMIT first, then run it")
         handler = _HANDLERS.get(type(tree))
         if handler is None:
             for kind, candidate in _HANDLERS.items():
@@ -182,10 +207,30 @@ def _set(session: Session, tree: exp.Set) -> Result:
     return Result(status="SET")
 
 
-def _transaction(session: Session, tree: exp.Expression) -> Result:
-    raise E.NotSupportedError(
-        "multi-statement transactions are not supported yet: every statement commits on its own",
-        hint="run the statements without BEGIN/COMMIT")
+def _begin(session: Session, tree: exp.Expression) -> Result:
+    if session.transaction is None:  # PostgreSQL only warns about a nested BEGIN
+        session.transaction = Transaction()
+    return Result(status="BEGIN")
+
+
+def _commit(session: Session, tree: exp.Expression) -> Result:
+    tx, session.transaction = session.transaction, None
+    if tx is None:
+        return Result(status="COMMIT")
+    if tx.failed:
+        return Result(status="ROLLBACK")
+    session.engine.writer.write_all(tx.parts())  # one WAL record: all of it or none
+    return Result(status="COMMIT")
+
+
+def _rollback(session: Session, tree: exp.Expression) -> Result:
+    session.transaction = None
+    return Result(status="ROLLBACK")
+
+
+def _is_start_transaction(tree: exp.Expression) -> bool:
+    return (isinstance(tree, exp.Alias) and isinstance(tree.this, exp.Column)
+            and tree.this.name.upper() == "START" and tree.alias.upper() == "TRANSACTION")
 
 
 def _command(session: Session, tree: exp.Command) -> Result:
@@ -268,6 +313,10 @@ def _show(session: Session, what: str) -> Result:
     return Result(status="SHOW", table=table, rowcount=table.num_rows)
 
 
+# What a transaction may hold: its inserts, reads, and the statements that end it.
+_IN_TRANSACTION = (exp.Query, exp.Values, exp.Insert, exp.Set, exp.Command, exp.Transaction,
+                   exp.Commit, exp.Rollback)
+
 _HANDLERS = {
     exp.Query: _query,
     exp.Values: _query,
@@ -279,8 +328,8 @@ _HANDLERS = {
     exp.Drop: _drop,
     exp.Alter: ddl.alter_table,
     exp.Set: _set,
-    exp.Transaction: _transaction,
-    exp.Commit: _transaction,
-    exp.Rollback: _transaction,
+    exp.Transaction: _begin,
+    exp.Commit: _commit,
+    exp.Rollback: _rollback,
     exp.Command: _command,
 }

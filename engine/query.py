@@ -135,13 +135,14 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
         else:
             key = split_name(node, session.schema)
             version = node.args.get("version")
-            # The snapshot and the memtable rows are taken together (see storage/memtable.py).
-            with session.engine.writer.reading(*key) as pending_rows:
-                if pinned is not None and key == (pinned.namespace, pinned.name):
-                    ref = pinned
-                else:
-                    ref = load(session.engine, *key)
-                pending = pending_rows() if version is None else []
+            tx = session.transaction
+            if tx is not None and version is None:
+                ref, pending = tx.pin(key, lambda k=key: _snapshot_and_pending(session, k, pinned))
+                pending = pending + tx.own_rows(key)
+            else:
+                ref, pending = _snapshot_and_pending(session, key, pinned)
+                if version is not None:
+                    pending = []
             snapshot_id = _snapshot_for(ref, version)
             row_filter = _pruning_filter(node, ref)
             try:
@@ -158,6 +159,14 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
             bound.scans.append(plan)
         alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(name, quoted=True))
         node.replace(exp.Table(this=exp.to_identifier(private), alias=alias.copy()))
+
+
+def _snapshot_and_pending(session: "Session", key: tuple[str, str], pinned: TableRef | None):
+    """The table and its memtable rows, taken together (see storage/memtable.py)."""
+    with session.engine.writer.reading(*key) as pending_rows:
+        if pinned is not None and key == (pinned.namespace, pinned.name):
+            return pinned, pending_rows()
+        return load(session.engine, *key), pending_rows()
 
 
 def _snapshot_for(ref: TableRef, version: exp.Version | None) -> int | None:

@@ -33,7 +33,6 @@ class Connection:
         self._engine = engine
         self._owns_engine = owns_engine
         self._session: Session | None = engine.session()
-        self.autocommit = True
 
     # PEP 249 exceptions as connection attributes (optional extension).
     Error = E.Error
@@ -64,17 +63,33 @@ class Connection:
     def cursor(self) -> "Cursor":
         return Cursor(self)
 
+    @property
+    def autocommit(self) -> bool:
+        """True (the default): each statement commits on its own unless BEGIN opened a
+        transaction. False: the first statement opens one, ended by commit() or rollback()."""
+        return self.session.autocommit
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        if self.session.transaction is not None and value:
+            raise E.ProgrammingError("cannot turn autocommit on inside a transaction; commit first")
+        self.session.autocommit = bool(value)
+
     def commit(self) -> None:
-        """Every statement commits when it finishes, so there is nothing left to commit."""
-        self.session  # noqa: B018 - raises on a closed connection
+        """Commit the open transaction, if any (its inserts become one durable log record)."""
+        if self.session.transaction is not None:
+            self.session.execute("COMMIT")
 
     def rollback(self) -> None:
-        """Nothing is pending between statements (each commits on its own), so nothing to undo."""
-        self.session  # noqa: B018
+        """Discard the open transaction, if any."""
+        if self.session.transaction is not None:
+            self.session.execute("ROLLBACK")
 
     def close(self) -> None:
+        """Close; an open transaction is rolled back (PEP 249)."""
         if self._session is None:
             return
+        self._session.transaction = None
         self._session = None
         if self._owns_engine:
             self._engine.close()

@@ -21,18 +21,26 @@ ROWS_PER_TRIAL_RANGE = 1_000_000
 
 
 def writer(warehouse: str, ack_path: str, first_id: int, seed: int) -> None:
-    """Insert small batches forever; after each INSERT returns, append its ids to `ack_path`."""
+    """Insert small batches forever; after each INSERT (or COMMIT) returns, append its ids to
+    `ack_path`. Before a transaction, its ids go to `<ack_path>.tx`: they must be all present
+    or all absent after a crash."""
     import omnilake
     rng = random.Random(seed)
     # Small thresholds, so flushes (and their commits) interleave with the kills.
     conn = omnilake.connect(warehouse, flush_rows=rng.choice([7, 30, 200]), flush_interval=0.05)
     cur = conn.cursor()
     next_id = first_id
-    with open(ack_path, "a", buffering=1) as ack:
+    with open(ack_path, "a", buffering=1) as ack, open(ack_path + ".tx", "a", buffering=1) as intents:
         while True:
             n = rng.randint(1, 6)
             ids = list(range(next_id, next_id + n))
-            if rng.random() < 0.5:
+            if rng.random() < 0.25 and n > 1:  # a transaction of two INSERTs
+                intents.write(" ".join(map(str, ids)) + "\n")
+                cur.execute("BEGIN")
+                cur.executemany("INSERT INTO crash VALUES (%s, %s)", [(i, f"v{i}") for i in ids[:1]])
+                cur.executemany("INSERT INTO crash VALUES (%s, %s)", [(i, f"v{i}") for i in ids[1:]])
+                cur.execute("COMMIT")
+            elif rng.random() < 0.5:
                 cur.executemany("INSERT INTO crash VALUES (%s, %s)", [(i, f"v{i}") for i in ids])
             else:
                 cur.execute("INSERT INTO crash VALUES " + ", ".join(f"({i}, 'v{i}')" for i in ids))
@@ -61,7 +69,9 @@ def trial(ctx, warehouse: str, folder: Path, number: int, rng: random.Random) ->
     proc.join()
     complete_lines = ack_path.read_text().split("\n")[:-1]  # a line cut by the kill is not counted
     acked = {int(x) for line in complete_lines for x in line.split()}
-    return {"first": first, "acked": acked}
+    intents = Path(str(ack_path) + ".tx").read_text().split("\n")[:-1]
+    return {"first": first, "acked": acked,
+            "transactions": [{int(x) for x in line.split()} for line in intents]}
 
 
 def check(warehouse: str, results: list[dict]) -> tuple[int, int]:
@@ -74,6 +84,8 @@ def check(warehouse: str, results: list[dict]) -> tuple[int, int]:
     acked = set().union(*(r["acked"] for r in results))
     missing = acked - present
     assert not missing, f"{len(missing)} acknowledged row(s) lost, e.g. {sorted(missing)[:5]}"
+    for group in (g for r in results for g in r.get("transactions", [])):
+        assert len(group & present) in (0, len(group)), f"transaction {sorted(group)} half applied"
     return len(ids), len(acked)
 
 
