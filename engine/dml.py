@@ -369,7 +369,9 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
 def truncate(session: "Session", tree: exp.TruncateTable) -> "Result":
     keys = [split_name(node, session.schema) for node in tree.expressions]
     for namespace, name in keys:
-        session.engine.writer.discard(namespace, name)  # truncated anyway
+        # Flushed, not discarded: the flush records their LSN in the table, so recovery after
+        # a crash cannot bring the truncated rows back from the log.
+        session.engine.writer.flush(namespace, name)
     refs = [load(session.engine, *key) for key in keys]
     for ref in refs:
         _commit(ref, lambda tx: tx.delete(AlwaysTrue()))

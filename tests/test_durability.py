@@ -138,3 +138,21 @@ def test_full_disk_is_an_operational_error_and_damages_nothing(warehouse, tmp_pa
     with omnilake.connect(warehouse) as conn:  # recovery: every acknowledged row, once
         got = [r[0] for r in conn.sql("SELECT i FROM full_disk ORDER BY i").fetchall()]
     assert got == [-1] + acknowledged
+
+
+def _truncate_and_die(warehouse: str) -> None:
+    conn = omnilake.connect(warehouse, flush_interval=3600)
+    conn.sql("INSERT INTO tr VALUES (1), (2)")
+    conn.sql("TRUNCATE tr")
+    conn.sql("INSERT INTO tr VALUES (3)")
+    os._exit(0)  # the log still holds all three inserts
+
+
+def test_truncated_rows_do_not_come_back_after_a_crash(warehouse):
+    with omnilake.connect(warehouse) as conn:
+        conn.sql("CREATE TABLE tr (i INT)")
+    proc = mp.get_context("spawn").Process(target=_truncate_and_die, args=(warehouse,))
+    proc.start()
+    proc.join()
+    with omnilake.connect(warehouse) as conn:
+        assert conn.sql("SELECT i FROM tr").fetchall() == [(3,)]
