@@ -63,6 +63,8 @@ def build(conn, rows: int) -> None:
             "amount": rng.gamma(2.0, 50.0, n),
             "qty": pa.array(rng.integers(1, 50, n), pa.int32()),
             "ts": pa.array(base + np.arange(start, start + n) * 1_000_000, pa.timestamp("us"))}))
+        conn.flush("facts")  # one data file per million rows
+    conn.flush()
 
 
 def best_of(fn, repeat: int) -> float:
