@@ -69,11 +69,15 @@ class Warehouse:
         if engine is None:
             return None
         from sqlalchemy import text
-        with engine.connect() as connection:
-            row = connection.execute(text(
-                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = :c "
-                "AND table_namespace = :ns AND table_name = :t"),
-                {"c": CATALOG_NAME, "ns": namespace, "t": name}).first()
+        try:
+            with engine.connect() as connection:
+                row = connection.execute(text(
+                    "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = :c "
+                    "AND table_namespace = :ns AND table_name = :t"),
+                    {"c": CATALOG_NAME, "ns": namespace, "t": name}).first()
+        except Exception as exc:  # SQLAlchemy: database locked, unreachable, ...
+            raise OperationalError(f"cannot read the catalog: {exc}".split("\n")[0],
+                                   hint="another process may hold the catalog locked; retry") from exc
         return row[0] if row else None
 
     def table_location(self, namespace: str, name: str) -> str:

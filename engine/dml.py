@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.expressions.visitors import bind as bind_filter
 from sqlglot import exp, parse_one
@@ -387,7 +387,7 @@ def _commit(ref: TableRef, change) -> None:
     try:
         with ref.table.transaction() as tx:
             change(tx)
-    except CommitFailedException as exc:
+    except (CommitFailedException, ValidationException) as exc:
         raise E.SerializationFailure(
             f"could not serialize access to {ref.qualified} due to a concurrent update",
             hint="retry the statement") from exc

@@ -163,9 +163,11 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
 
 def _snapshot_and_pending(session: "Session", key: tuple[str, str], pinned: TableRef | None):
     """The table and its memtable rows, taken together (see storage/memtable.py)."""
+    if pinned is not None and key == (pinned.namespace, pinned.name):
+        # The target of an UPDATE/DELETE: exactly the snapshot it rewrites. Rows inserted
+        # since its flush stay pending and are flushed on their own.
+        return pinned, []
     with session.engine.writer.reading(*key) as pending_rows:
-        if pinned is not None and key == (pinned.namespace, pinned.name):
-            return pinned, pending_rows()
         return load(session.engine, *key), pending_rows()
 
 

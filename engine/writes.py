@@ -12,6 +12,7 @@ them commit together or not at all.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -38,6 +39,24 @@ FLUSHER_TICK_S = 0.5
 
 def table_key(namespace: str, name: str) -> str:
     return f"{namespace}.{name}"
+
+
+def conform(tables: list[pa.Table], table) -> pa.Table:
+    """Pending rows in the table's current column layout, matched by name: columns added
+    since read as NULL, dropped ones are left out. (Writes are refused once a table changed,
+    so this only matters for rows recovered from a log.)"""
+    target = table.schema().as_arrow()
+    names = [f.name for f in target]
+    if all(rows.column_names == names for rows in tables):
+        return pa.concat_tables(tables)
+    parts = []
+    for rows in tables:
+        columns = [rows.column(f.name) if f.name in rows.column_names
+                   else pa.nulls(rows.num_rows, f.type) for f in target]
+        schema = pa.schema([pa.field(f.name, c.type, nullable=f.nullable)
+                            for f, c in zip(target, columns)])
+        parts.append(pa.Table.from_arrays(columns, schema=schema))
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 class Writer:
@@ -78,12 +97,35 @@ class Writer:
         with ExitStack() as locks:
             for key in keys:
                 locks.enter_context(self.memtable.lock(key))
+            for ref, _ in writes:
+                self._check_current(ref)
             lsn = self.wal.append(parts, wait=False)
-            pendings = [(key, self.memtable.add(key, rows, lsn)) for _, rows, key in parts]
+            pendings = [(key, self.memtable.add(key, rows, lsn, meta["uuid"]))
+                        for meta, rows, key in parts]
         self.wal.wait_durable(lsn)
         for key, pending in pendings:
             if pending.rows >= self.flush_rows or pending.bytes >= self.flush_bytes:
-                self.flush(*key.split(".", 1))
+                try:
+                    self.flush(*key.split(".", 1))
+                except Exception as exc:
+                    # The write is acknowledged already: a failed flush must not look like a
+                    # failed write (a retry would apply it twice). The flusher retries.
+                    log.warning("flush of %s after a write failed, retried later: %s", key, exc)
+
+    def _check_current(self, ref: "TableRef") -> None:
+        """Refuse rows checked against a table that has changed since (ALTER, DROP, RENAME
+        by another session): they could no longer be flushed as they are."""
+        from omnilake.engine.tables import load
+        try:
+            current = load(self.engine, ref.namespace, ref.name)
+        except E.UndefinedTable:
+            current = None
+        if current is None or current.table.metadata.table_uuid != ref.table.metadata.table_uuid:
+            raise E.SerializationFailure(f"table {ref.qualified} was dropped or renamed meanwhile",
+                                         hint="nothing was written")
+        if current.table.metadata.current_schema_id != ref.table.metadata.current_schema_id:
+            raise E.SerializationFailure(f"table {ref.qualified} was altered meanwhile",
+                                         hint="nothing was written; run the statement again")
 
     @contextmanager
     def reading(self, namespace: str, name: str):
@@ -121,16 +163,16 @@ class Writer:
             if pending is not None:
                 self._flushed[key] = pending.max_lsn
 
-    def _commit(self, namespace: str, name: str, pending: Pending, wal_id: str) -> None:
-        rows = pa.concat_tables(pending.tables, promote_options="none")
-        catalog = self.engine.warehouse.catalog
+    def _commit(self, namespace: str, name: str, pending: Pending, wal_id: str,
+                table_uuid: str | None = None) -> None:
+        uuid = table_uuid or pending.table_uuid
         for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                table = catalog.load_table((namespace, name))
-            except NoSuchTableError:
-                log.warning("table %s.%s is gone; %d pending row(s) dropped", namespace, name,
-                            pending.rows)
+            table = self._find(namespace, name, uuid)
+            if table is None:
+                log.warning("table %s.%s was dropped; %d pending row(s) dropped with it",
+                            namespace, name, pending.rows)
                 return
+            rows = conform(pending.tables, table)
             try:
                 with table.transaction() as tx:
                     tx.append(rows)
@@ -140,8 +182,33 @@ class Writer:
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise E.SerializationFailure(
                         f"could not flush {namespace}.{name}: concurrent commits kept winning",
-                        hint="the rows stay in the write-ahead log and memtable; retry") from exc
+                        hint="the rows stay in the write-ahead log and memtable and are "
+                             "flushed again later") from exc
                 time.sleep(random.uniform(0.005, 0.01 * 2 ** attempt))
+            except E.Error:
+                raise
+            except Exception as exc:  # the catalog database busy or gone, files unwritable
+                raise E.OperationalError(f"could not flush {namespace}.{name}: {exc}",
+                                         hint="the rows stay in the write-ahead log") from exc
+
+    def _find(self, namespace: str, name: str, uuid: str | None):
+        """The table the rows were written to: by name, or, renamed by another process since,
+        by its uuid anywhere in the warehouse; None once it was dropped."""
+        catalog = self.engine.warehouse.catalog
+        try:
+            table = catalog.load_table((namespace, name))
+            if uuid is None or str(table.metadata.table_uuid) == uuid:
+                return table
+        except NoSuchTableError:
+            pass
+        if uuid is None:
+            return None
+        for ns in catalog.list_namespaces():
+            for ident in catalog.list_tables(ns):
+                table = catalog.load_table(ident)
+                if str(table.metadata.table_uuid) == uuid:
+                    return table
+        return None
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSHER_TICK_S):
@@ -179,26 +246,27 @@ class Writer:
             for record in read_log(folder):
                 for meta, rows in record.parts:
                     by_table[(meta["namespace"], meta["table"], meta["uuid"])].append((record.lsn, rows))
-            for (namespace, name, table_uuid), records in by_table.items():
-                total += self._replay(namespace, name, table_uuid, records, folder.name)
+            try:
+                for (namespace, name, table_uuid), records in by_table.items():
+                    total += self._replay(namespace, name, table_uuid, records, folder.name)
+            except BaseException:
+                os.close(lock_fd)  # let a later open (or another process) try again
+                raise
             remove_log(folder, lock_fd)
         if total:
             log.info("recovered %d acknowledged row(s) from the write-ahead log", total)
         return total
 
     def _replay(self, namespace, name, table_uuid, records, wal_id: str) -> int:
-        try:
-            table = self.engine.warehouse.catalog.load_table((namespace, name))
-        except NoSuchTableError:
-            return 0
-        if str(table.metadata.table_uuid) != table_uuid:
-            return 0  # the table was dropped (and maybe re-created) after these writes
+        table = self._find(namespace, name, table_uuid)
+        if table is None:
+            return 0  # the table was dropped after these writes
         flushed = int(table.properties.get(LSN_PROPERTY + wal_id, "0"))
         todo = [(lsn, rows) for lsn, rows in records if lsn > flushed]
         if not todo:
             return 0
         pending = Pending(tables=[rows for _, rows in todo], max_lsn=max(lsn for lsn, _ in todo),
-                          rows=sum(rows.num_rows for _, rows in todo))
+                          rows=sum(rows.num_rows for _, rows in todo), table_uuid=table_uuid)
         self._commit(namespace, name, pending, wal_id)
         return pending.rows
 
@@ -209,4 +277,4 @@ class Writer:
         self._flusher.join(timeout=5)
         self.flush_all()
         self._closed = True
-        self.wal.close(remove=not self.memtable.keys())
+        self.wal.close(remove=lambda: not self.memtable.keys())

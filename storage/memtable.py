@@ -23,6 +23,7 @@ class Pending:
     rows: int = 0
     bytes: int = 0
     since: float = 0.0  # monotonic time of the oldest pending write
+    table_uuid: str | None = None  # the table the rows belong to, whatever its name now
 
 
 class Memtable:
@@ -35,9 +36,10 @@ class Memtable:
         with self._guard:
             return self._locks[key]
 
-    def add(self, key: str, rows: pa.Table, lsn: int) -> Pending:
+    def add(self, key: str, rows: pa.Table, lsn: int, table_uuid: str | None = None) -> Pending:
         with self.lock(key):
-            pending = self._pending.setdefault(key, Pending(since=time.monotonic()))
+            pending = self._pending.setdefault(key, Pending(since=time.monotonic(),
+                                                            table_uuid=table_uuid))
             pending.tables.append(rows)
             pending.max_lsn = max(pending.max_lsn, lsn)
             pending.rows += rows.num_rows

@@ -119,11 +119,15 @@ class WriteAheadLog:
 
     @classmethod
     def create(cls, root: Path, durability: str = "fsync") -> "WriteAheadLog":
-        folder = root / uuid.uuid4().hex[:16]
+        name = uuid.uuid4().hex[:16]
+        folder, staging = root / name, root / f".{name}"
         try:
-            folder.mkdir(parents=True)
-            lock_fd = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+            # Locked under a hidden name first, so a process opening the warehouse never takes
+            # the new log for one whose owner died.
+            staging.mkdir(parents=True)
+            lock_fd = os.open(staging / "lock", os.O_CREAT | os.O_RDWR, 0o644)
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            staging.rename(folder)
         except OSError as exc:
             raise _operational(exc, f"create {folder}") from exc
         return cls(folder, durability, lock_fd)
@@ -179,7 +183,9 @@ class WriteAheadLog:
             try:
                 os.fsync(fd)
             except OSError as exc:
-                raise _operational(exc, "fsync") from exc
+                # A segment switch closed `fd` after fsyncing it, which covers `lsn`.
+                if exc.errno != errno.EBADF or self._synced_lsn < lsn:
+                    raise _operational(exc, "fsync") from exc
             self._synced_lsn = max(self._synced_lsn, target)
 
     def _batch_sync(self) -> None:
@@ -194,6 +200,7 @@ class WriteAheadLog:
     def _open_segment(self) -> None:
         if self._fd >= 0:
             os.fsync(self._fd)
+            self._synced_lsn = max(self._synced_lsn, self._written_lsn)
             os.close(self._fd)
         self._segment_no += 1
         path = self.folder / f"{self._segment_no:08d}.wal"
@@ -215,8 +222,9 @@ class WriteAheadLog:
                     (self.folder / f"{number:08d}.wal").unlink(missing_ok=True)
                     del self._segments[number]
 
-    def close(self, remove: bool) -> None:
-        """Stop writing; with `remove` (everything flushed) the log's folder goes too."""
+    def close(self, remove) -> None:
+        """Stop writing. `remove()` is asked once no record can be added any more: when it
+        says everything is flushed, the log's folder goes too."""
         with self._write_lock:
             if self._closed:
                 return
@@ -226,6 +234,7 @@ class WriteAheadLog:
                     os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
+            remove = remove()
         if remove:
             for path in self.folder.glob("*.wal"):
                 path.unlink(missing_ok=True)
@@ -241,7 +250,7 @@ def orphaned_logs(root: Path) -> Iterator[tuple[Path, int]]:
     """Logs whose owner is gone (their lock can be taken): (folder, lock fd held by us)."""
     if not root.is_dir():
         return
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             fd = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o644)
         except OSError:
