@@ -90,11 +90,7 @@ def new_context(settings: "Settings") -> SessionContext:
               .with_batch_size(settings.batch_size)
               .with_information_schema(False)
               .set("datafusion.sql_parser.dialect", "postgresql")
-              .set("datafusion.execution.time_zone", "UTC")
-              # With statistics collected, DataFusion 55 takes a column whose Parquet min equals
-              # its max for a constant; Parquet statistics leave NaN out, so a NaN read back as
-              # the other value. Row groups are still pruned by statistics at scan time.
-              .set("datafusion.execution.collect_statistics", "false"))
+              .set("datafusion.execution.time_zone", "UTC"))
     return SessionContext(config)
 
 

@@ -26,7 +26,8 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, Table
 
 from omnilake.catalog.types import SQL_TYPE_KEY, SqlType
-from omnilake.storage.files import local_path, parquet_schema, top_level_field_ids
+from omnilake.storage.files import (has_single_valued_float_column, local_path, parquet_schema,
+                                    top_level_field_ids)
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,14 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     tasks, total = cache.plan(table, snapshot_id, row_filter)
     plan = ScanPlan(name, snapshot_id, tasks, total, describe_filter(row_filter), columns=columns)
     frames: list[DataFrame] = []
-    with_deletes = [t for t in tasks if t.delete_files]
-    plan.files_with_deletes = len(with_deletes)
+    by_pyiceberg = [t for t in tasks if t.delete_files or _has_nan(t)]
+    plan.files_with_deletes = sum(1 for t in tasks if t.delete_files)
     for task in tasks:
-        if not task.delete_files:
+        if not (task.delete_files or _has_nan(task)):
             frames.append(_read_data_file(ctx, task.file.file_path, columns))
-    if with_deletes:
+    if by_pyiceberg:
         plan.registered.append(f"{private}_deletes")
-        frames.append(ctx.from_arrow(_read_with_deletes(table, snapshot_id, with_deletes, columns),
+        frames.append(ctx.from_arrow(_read_with_deletes(table, snapshot_id, by_pyiceberg, columns),
                                      name=plan.registered[-1]))
     if pending:
         plan.pending_rows = sum(t.num_rows for t in pending)
@@ -187,6 +188,15 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
         frames.append(ctx.create_dataframe([[pa.RecordBatch.from_pylist([], schema=schema)]],
                                            name=plan.registered[-1], schema=schema))
     return reduce(lambda a, b: a.union(b), frames), plan
+
+
+def _has_nan(task: FileScanTask) -> bool:
+    """Files that may hold NaN in a float column DataFusion would take for a constant are read
+    by pyiceberg's reader (see storage.files.has_single_valued_float_column). Iceberg's NaN
+    counts would say it directly, but pyiceberg does not write them."""
+    if any(count for count in (task.file.nan_value_counts or {}).values()):
+        return True
+    return has_single_valued_float_column(local_path(task.file.file_path))
 
 
 def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column]) -> DataFrame:
