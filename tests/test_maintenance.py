@@ -66,13 +66,15 @@ def test_vacuum_keeps_recent_files_and_snapshots(conn, cur):
 def test_background_compaction(warehouse):
     with omnilake.connect(warehouse, flush_interval=0.05, compact_files=4) as conn:
         conn.sql("CREATE TABLE bg (a INT)")
-        for i in range(12):
+        for i in range(11):
             conn.sql(f"INSERT INTO bg VALUES ({i})")
-            time.sleep(0.12)  # let each insert be flushed on its own
+            conn.flush("bg")  # one small file each
+        assert len(data_files(conn, "bg")) == 11
+        conn.sql("INSERT INTO bg VALUES (11)")  # flushed by the background flusher, which compacts
         deadline = time.time() + 10
-        while len(data_files(conn, "bg")) >= 4 and time.time() < deadline:
+        while len(data_files(conn, "bg")) > 1 and time.time() < deadline:
             time.sleep(0.1)
-        assert len(data_files(conn, "bg")) < 4
+        assert len(data_files(conn, "bg")) == 1
         assert conn.sql("SELECT count(*), sum(a) FROM bg").fetchall() == [(12, 66)]
 
 
