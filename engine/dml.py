@@ -128,6 +128,63 @@ def _python_value(node: exp.Expression):
     raise _NotLiteral
 
 
+def batchable(tree: exp.Expression) -> bool:
+    """INSERT INTO t [(cols)] VALUES (<placeholders only>): executemany writes it as one batch."""
+    if not isinstance(tree, exp.Insert) or any(tree.args.get(k) for k in ("conflict", "returning")):
+        return False
+    values = tree.expression
+    return (isinstance(values, exp.Values) and len(values.expressions) == 1
+            and all(isinstance(v, (exp.Placeholder, exp.Parameter))
+                    for v in values.expressions[0].expressions))
+
+
+def insert_many(session: "Session", tree: exp.Insert, seq) -> "Result":
+    """One INSERT of every parameter set's row (see `batchable`)."""
+    from omnilake.engine.engine import Result
+    row = tree.expression.expressions[0].expressions
+    target, names = tree.this, None
+    if isinstance(target, exp.Schema):
+        names = [ident(e) for e in target.expressions]
+        target = target.this
+    rewrites.fold_identifiers(target)
+    ref = load(session.engine, *split_name(target, session.schema))
+    keys = [n.name if n.name != "?" else "" for n in row]
+    named = any(keys) and not all(k.isdigit() for k in keys)
+    if not named:
+        for params in seq:
+            if len(params) != len(row):
+                raise E.ProgrammingError(f"the statement has {len(row)} placeholders but a "
+                                         f"parameter set has {len(params)}")
+    columns = []
+    for i, (node, name) in enumerate(zip(row, keys)):
+        key = name if named else (int(name) - 1 if name.isdigit() else i)
+        try:
+            columns.append(_parameter_column([params[key] for params in seq]))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise E.ProgrammingError(f"parameter set is missing placeholder {node.sql()}") from exc
+    rows = normalise_input(pa.table({f"c{i}": c for i, c in enumerate(columns)}))
+    count = insert_rows(session, ref, rows, names)
+    return Result(status=f"INSERT 0 {count}", rowcount=count)
+
+
+def _parameter_column(values: list) -> pa.Array:
+    """Arrow array for one column of parameters, converted as `params.literal` would bind
+    them; mixed Python types fall back to text, which the column's type then parses."""
+    import json
+    import uuid
+    from collections.abc import Mapping
+    if any(isinstance(v, Mapping) for v in values):  # JSON documents
+        values = [json.dumps(v) if isinstance(v, Mapping) else v for v in values]
+    if any(isinstance(v, uuid.UUID) for v in values):
+        values = [None if v is None else str(v) for v in values]
+    if any(hasattr(v, "tolist") and hasattr(v, "dtype") for v in values):  # NumPy
+        values = [v.tolist() if hasattr(v, "tolist") else v for v in values]
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.large_string())
+
+
 def insert_rows(session: "Session", ref: TableRef, rows: pa.Table, names: list[str] | None = None) -> int:
     columns = ref.columns()
     generated = ref.generated()

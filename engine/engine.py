@@ -107,7 +107,21 @@ class Session:
                                     _has_placeholders(tree) else tree))
         return results or [Result(status="EMPTY")]
 
-    def run(self, tree: exp.Expression) -> Result:
+    def executemany(self, sql: str, seq: Sequence) -> Result:
+        """The statement once per parameter set. An INSERT ... VALUES of placeholders only is
+        written as one batch: one log record, all rows or none."""
+        trees = self.parse(sql)
+        if len(trees) == 1 and seq and dml.batchable(trees[0]):
+            return self.run(trees[0], lambda tree: dml.insert_many(self, tree, seq))
+        total = 0
+        for params in seq:
+            total += max(self.execute(sql, params)[-1].rowcount, 0)
+        return Result(status="EXECUTEMANY", rowcount=total)
+
+    def run(self, tree: exp.Expression, handler=None) -> Result:
+        """Run one parsed statement (with `handler`, or the one for its kind) under the
+        transaction rules: implicit BEGIN with autocommit off, nothing but ROLLBACK/COMMIT
+        after an error, and an error marks the transaction failed."""
         if _is_start_transaction(tree):  # sqlglot reads START TRANSACTION as an alias
             tree = exp.Transaction()
         tx = self.transaction
@@ -119,7 +133,7 @@ class Session:
                 tree, (exp.Transaction, exp.Commit, exp.Rollback)):
             self.transaction = Transaction()  # DB-API with autocommit off: implicit BEGIN
         try:
-            return self._run(tree)
+            return (handler or self._run)(tree)
         except E.Error:
             if self.transaction is not None:
                 self.transaction.failed = True

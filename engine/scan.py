@@ -174,8 +174,8 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
         if not (task.delete_files or _has_nan(task)):
             frames.append(_read_data_file(ctx, task.file.file_path, columns))
     if by_pyiceberg:
-        plan.registered.append(f"{private}_deletes")
-        frames.append(ctx.from_arrow(_read_with_deletes(table, snapshot_id, by_pyiceberg, columns),
+        plan.registered.append(f"{private}_pyiceberg")
+        frames.append(ctx.from_arrow(_read_with_pyiceberg(table, by_pyiceberg, columns),
                                      name=plan.registered[-1]))
     if pending:
         plan.pending_rows = sum(t.num_rows for t in pending)
@@ -227,8 +227,8 @@ def _escape(name: str) -> str:
     return name.replace('"', '""')
 
 
-def _read_with_deletes(table: Table, snapshot_id: int | None, tasks: list[FileScanTask],
-                       columns: list[Column]) -> pa.Table:
+def _read_with_pyiceberg(table: Table, tasks: list[FileScanTask], columns: list[Column]) -> pa.Table:
+    """Files DataFusion must not read itself (delete files, NaN), through pyiceberg's reader."""
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
     return _to_scan_types(scan.to_table(tasks), columns)
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 from omnilake import errors as E
 from omnilake.config import Settings
 from omnilake.engine import Engine, Result, Session
-from omnilake.engine.dml import insert_arrow, insert_rows
+from omnilake.engine.dml import insert_arrow
 from omnilake.types import sql_type_of, type_code
 
 apilevel = "2.0"
@@ -231,17 +231,7 @@ class Cursor:
     def executemany(self, operation: str, seq_of_parameters):
         """Runs the statement for each parameter set. An INSERT ... VALUES of placeholders
         only is written as one batch: one commit, all rows or none."""
-        session = self._session()
-        seq = list(seq_of_parameters)
-        batch = _batch_insert(session, operation, seq)
-        if batch is not None:
-            self._set(batch)
-            return self
-        total = 0
-        for params in seq:
-            result = session.execute(operation, params)[-1]
-            total += max(result.rowcount, 0)
-        self._set(Result(status="EXECUTEMANY", rowcount=total))
+        self._set(self._session().executemany(operation, list(seq_of_parameters)))
         return self
 
     def _set(self, result: Result) -> None:
@@ -309,60 +299,3 @@ def _precision_scale(t: pa.DataType) -> tuple[int | None, int | None]:
     if pa.types.is_decimal(t):
         return t.precision, t.scale
     return None, None
-
-
-def _batch_insert(session: Session, operation: str, seq: list) -> Result | None:
-    """INSERT INTO t [(cols)] VALUES (%s, ...) with one parameter set per row, as one write."""
-    from sqlglot import exp
-    from omnilake.engine import rewrites
-    from omnilake.engine.coerce import normalise_input
-    from omnilake.engine.tables import ident, load, split_name
-    trees = session.parse(operation)
-    if len(trees) != 1 or not isinstance(trees[0], exp.Insert) or not seq:
-        return None
-    tree = trees[0]
-    values = tree.expression
-    if not isinstance(values, exp.Values) or len(values.expressions) != 1 or any(
-            tree.args.get(k) for k in ("conflict", "returning")):
-        return None
-    row = values.expressions[0].expressions
-    if not all(isinstance(v, (exp.Placeholder, exp.Parameter)) for v in row):
-        return None
-    target = tree.this
-    names = None
-    if isinstance(target, exp.Schema):
-        names = [ident(e) for e in target.expressions]
-        target = target.this
-    rewrites.fold_identifiers(target)
-    ref = load(session.engine, *split_name(target, session.schema))
-    keys = [n.name if n.name != "?" else "" for n in row]
-    named = any(keys) and not all(k.isdigit() for k in keys)
-    columns = []
-    for i, (node, name) in enumerate(zip(row, keys)):
-        key = name if named else (int(name) - 1 if name.isdigit() else i)
-        try:
-            values_i = [params[key] for params in seq]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise E.ProgrammingError(f"parameter set is missing placeholder {node.sql()}") from exc
-        columns.append(_column(values_i))
-    for params in seq:
-        if not named and len(params) != len(row):
-            raise E.ProgrammingError(
-                f"the statement has {len(row)} placeholders but a parameter set has {len(params)}")
-    rows = normalise_input(pa.table({f"c{i}": c for i, c in enumerate(columns)}))
-    count = insert_rows(session, ref, rows, names)
-    return Result(status=f"INSERT 0 {count}", rowcount=count)
-
-
-def _column(values: list) -> pa.Array:
-    """Arrow array for one column of parameters; mixed Python types fall back to text."""
-    if any(isinstance(v, Mapping) for v in values):  # JSON documents, as execute() binds them
-        values = [json.dumps(v) if isinstance(v, Mapping) else v for v in values]
-    if any(isinstance(v, uuid.UUID) for v in values):
-        values = [None if v is None else str(v) for v in values]
-    if any(hasattr(v, "tolist") and hasattr(v, "dtype") for v in values):
-        values = [v.tolist() if hasattr(v, "tolist") else v for v in values]
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values], pa.large_string())

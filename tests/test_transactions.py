@@ -76,3 +76,22 @@ def test_dbapi_autocommit_off(warehouse):
         cur.execute("INSERT INTO d VALUES (3)")  # never committed: close rolls it back
     with omnilake.connect(warehouse) as conn:
         assert conn.sql("SELECT i FROM d").fetchall() == [(2,)]
+
+
+def test_executemany_follows_transaction_rules(warehouse):
+    with omnilake.connect(warehouse) as conn:
+        conn.sql("CREATE TABLE em (i INT NOT NULL)")
+        conn.autocommit = False
+        cur = conn.cursor()
+        cur.executemany("INSERT INTO em VALUES (%s)", [(1,), (2,)])  # implicit BEGIN
+        conn.rollback()
+        assert conn.sql("SELECT count(*) FROM em").fetchall() == [(0,)]
+        with pytest.raises(E.NotNullViolation):
+            cur.executemany("INSERT INTO em VALUES (%s)", [(3,), (None,)])
+        with pytest.raises(E.Error) as info:  # the failed transaction takes nothing more
+            cur.executemany("INSERT INTO em VALUES (%s)", [(4,)])
+        assert info.value.sqlstate == "25P02"
+        conn.rollback()
+        cur.executemany("INSERT INTO em VALUES (%s)", [(5,)])
+        conn.commit()
+        assert conn.sql("SELECT i FROM em").fetchall() == [(5,)]
