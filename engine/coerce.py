@@ -32,8 +32,7 @@ def normalise_input(table: pa.Table) -> pa.Table:
         elif pa.types.is_binary_view(t):
             t = pa.large_binary()
         fields.append(pa.field(f.name, t, f.nullable))
-    schema = pa.schema(fields)
-    return table.cast(schema) if schema != table.schema.remove_metadata() else table.replace_schema_metadata(None).cast(schema)
+    return table.cast(pa.schema(fields))  # the target schema carries no metadata
 
 
 def to_storage(source: pa.Table, columns: Sequence[Column], targets: Sequence[str],

@@ -250,7 +250,7 @@ def _evaluate(session: "Session", select: exp.Select, data: pa.Table) -> pa.Tabl
 
 def insert_arrow(session: "Session", table_name: str, data, create: bool = False) -> int:
     """conn.insert(): Arrow (or anything Arrow can read) into a table, by column name."""
-    rows = normalise_input(_as_arrow(data))
+    rows = normalise_input(as_arrow(data))
     namespace, name = _split_dotted(table_name, session.schema)
     if create and not session.engine.warehouse.catalog.table_exists((namespace, name)):
         columns = [(f.name, from_arrow(f.type), False) for f in rows.schema]
@@ -261,7 +261,7 @@ def insert_arrow(session: "Session", table_name: str, data, create: bool = False
     return insert_rows(session, ref, rows, list(rows.column_names))
 
 
-def _as_arrow(data) -> pa.Table:
+def as_arrow(data) -> pa.Table:
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):

@@ -156,8 +156,9 @@ class Session:
         return handler(self, tree)
 
     def register(self, name: str, data) -> None:
-        self.registered[name.lower() if name == name.lower() or not name.isidentifier() else name] = \
-            dml.normalise_input(dml._as_arrow(data))
+        """Name in-memory data for this session's queries. The name is matched as written:
+        `FROM t` finds "t", a mixed-case name needs quotes, as PostgreSQL resolves names."""
+        self.registered[name] = dml.normalise_input(dml.as_arrow(data))
 
     def unregister(self, name: str) -> None:
         self.registered.pop(name, None)

@@ -129,8 +129,8 @@ def _count_data_files(table: Table, snapshot_id: int) -> int:
     return len(list(table.scan(snapshot_id=snapshot_id).plan_files()))
 
 
-def table_columns(table: Table, sql_types: dict[int, SqlType], schema_id: int | None = None) -> list[Column]:
-    schema = table.schema() if schema_id is None else table.schemas()[schema_id]
+def table_columns(table: Table, sql_types: dict[int, SqlType]) -> list[Column]:
+    schema = table.schema()
     return [Column(f.field_id, f.name, sql_types[f.field_id], f.required) for f in schema.fields]
 
 

@@ -105,7 +105,3 @@ def _load(warehouse: Warehouse, namespace: str, name: str) -> TableRef:
         shown = name if namespace == "public" else f"{namespace}.{name}"
         raise E.UndefinedTable(f'relation "{shown}" does not exist') from None
     return TableRef(namespace, name, table, sql_types_of(table))
-
-
-def exists(warehouse: Warehouse, namespace: str, name: str) -> bool:
-    return warehouse.catalog.table_exists((namespace, name))

@@ -116,6 +116,9 @@ class Writer:
         """Refuse rows checked against a table that has changed since (ALTER, DROP, RENAME
         by another session): they could no longer be flushed as they are."""
         from omnilake.engine.tables import load
+        location = self.engine.warehouse.metadata_location(ref.namespace, ref.name)
+        if location == ref.table.metadata_location:
+            return  # unchanged since the statement loaded it: one catalog query
         try:
             current = load(self.engine, ref.namespace, ref.name)
         except E.UndefinedTable:
