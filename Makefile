@@ -16,4 +16,4 @@ demo:
 	omnilake demo
 
 lint:
-	ruff check omnilake engine catalog storage tests bench
+	ruff check omnilake engine catalog storage gpu server tests bench
