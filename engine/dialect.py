@@ -7,6 +7,8 @@ accepts. sqlglot has no DataFusion dialect of its own.
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL as _MySQL
 from sqlglot.dialects.postgres import Postgres as _Postgres
@@ -75,3 +77,58 @@ INPUT_DIALECTS = {"postgres": Postgres, "mysql": MySQL}
 
 def to_datafusion(tree: exp.Expression) -> str:
     return DataFusionSQL().generate(tree)
+
+
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_PARAMETER = re.compile(r"\$\d+")
+
+
+def space_parameters(sql: str) -> str:
+    """`$1,$2` with a space after each positional parameter. sqlglot's tokenizer reads `$1,$`
+    as the start of a dollar-quoted string (its tag check allows `1,`); PostgreSQL tags cannot
+    start with a digit. Text inside quotes, dollar quotes and comments is left alone."""
+    if "$" not in sql:
+        return sql
+    out, i, n = [], 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"":
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i:end + 1])
+            i = end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            out.append(sql[i:end])
+            i = end
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            out.append(sql[i:end])
+            i = end
+        elif ch == "$":
+            param = _PARAMETER.match(sql, i)
+            if param and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+                out.append(param.group() + " ")
+                i = param.end()
+                continue
+            tag = _DOLLAR_TAG.match(sql, i)
+            if tag:
+                end = sql.find(tag.group(), tag.end())
+                end = n if end < 0 else end + len(tag.group())
+                out.append(sql[i:end])
+                i = end
+                continue
+            out.append(ch)
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)

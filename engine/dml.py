@@ -159,7 +159,7 @@ def insert_many(session: "Session", tree: exp.Insert, seq) -> "Result":
     for i, (node, name) in enumerate(zip(row, keys)):
         key = name if named else (int(name) - 1 if name.isdigit() else i)
         try:
-            columns.append(_parameter_column([params[key] for params in seq]))
+            columns.append(parameter_column([params[key] for params in seq]))
         except (KeyError, IndexError, TypeError) as exc:
             raise E.ProgrammingError(f"parameter set is missing placeholder {node.sql()}") from exc
     rows = normalise_input(pa.table({f"c{i}": c for i, c in enumerate(columns)}))
@@ -167,7 +167,7 @@ def insert_many(session: "Session", tree: exp.Insert, seq) -> "Result":
     return Result(status=f"INSERT 0 {count}", rowcount=count)
 
 
-def _parameter_column(values: list) -> pa.Array:
+def parameter_column(values: list) -> pa.Array:
     """Arrow array for one column of parameters, converted as `params.literal` would bind
     them; mixed Python types fall back to text, which the column's type then parses."""
     import json

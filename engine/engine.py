@@ -12,24 +12,28 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from omnilake import errors as E
 from omnilake.catalog.warehouse import Warehouse
 from omnilake.config import Settings
 from omnilake.engine import ddl, dml, rewrites
 from omnilake.engine.catalog_views import table_names
-from omnilake.engine.dialect import INPUT_DIALECTS
+from omnilake.engine.dialect import INPUT_DIALECTS, space_parameters
 from omnilake.engine.embeddings import Embeddings
 from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
 from omnilake.engine.scan import PlanCache
+from omnilake.engine import session_commands
+from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
 from omnilake.engine.writes import Writer
@@ -58,6 +62,10 @@ class Engine:
         self.tables = TableCache()
         self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
         self.writer = Writer(self)  # replays what crashed processes left in the log
+        # Front ends add schemas of virtual tables (the wire server's pg_catalog) and rewrites
+        # of their own; information_schema is built in. Builders: (session, name) -> Arrow.
+        self.virtual_schemas: dict[str, Callable] = {}
+        self.rewriters: list[Callable] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -87,8 +95,19 @@ class Session:
     def __post_init__(self):
         self.schema = self.schema or self.engine.settings.schema
         self.dialect = self.dialect or self.engine.settings.dialect
-        self.variables.setdefault("search_path", self.schema)
-        self.variables.setdefault("timezone", "UTC")
+        self.defaults = {"search_path": self.schema, "timezone": "UTC",
+                         "transaction_isolation": "read committed", **self.variables}
+        self.variables.update(self.defaults)
+
+    def reset(self, name: str | None) -> None:
+        """RESET one setting (or ALL) to its value at connection start."""
+        if name is None:
+            self.variables = dict(self.defaults)
+        elif name in self.defaults:
+            self.variables[name] = self.defaults[name]
+        else:
+            self.variables.pop(name, None)
+        self.schema = self.variables["search_path"].split(",")[0].strip().strip('"')
 
     # -- entry points ------------------------------------------------------------------
     def parse(self, sql: str) -> list[exp.Expression]:
@@ -125,7 +144,8 @@ class Session:
         if _is_start_transaction(tree):  # sqlglot reads START TRANSACTION as an alias
             tree = exp.Transaction()
         tx = self.transaction
-        if tx is not None and tx.failed and not isinstance(tree, (exp.Commit, exp.Rollback)):
+        if tx is not None and tx.failed and not isinstance(tree, (exp.Commit, exp.Rollback)) \
+                and not (isinstance(tree, SessionCommand) and tree.kind == "rollback_to"):
             raise InFailedTransaction(
                 "current transaction is aborted, commands ignored until end of transaction block",
                 hint="ROLLBACK")
@@ -139,12 +159,22 @@ class Session:
                 self.transaction.failed = True
             raise
 
-    def _run(self, tree: exp.Expression) -> Result:
+    def prepare(self, tree: exp.Expression) -> exp.Expression:
+        """The statement after OmniLake's rewrites and those of the front end."""
         tree = rewrites.apply(tree)
-        if self.transaction is not None and not isinstance(tree, _IN_TRANSACTION):
+        for rewrite in self.engine.rewriters:
+            tree = rewrite(self, tree)
+        return tree
+
+    def _run(self, tree: exp.Expression) -> Result:
+        tree = self.prepare(tree)
+        if self.transaction is not None and not isinstance(tree, _IN_TRANSACTION) and not (
+                isinstance(tree, _DDL) and not self.transaction.writes):
+            # DDL in a transaction that has written nothing takes effect at once, as MySQL
+            # does (ORMs create tables inside BEGIN); it cannot be rolled back.
             raise E.NotSupportedError(
                 f"{type(tree).__name__.upper()} inside a transaction is not supported yet: "
-                "transactions hold INSERTs and queries", hint="COMMIT first, then run it")
+                "transactions hold INSERTs, queries and DDL", hint="COMMIT first and run it on its own (or use autocommit)")
         handler = _HANDLERS.get(type(tree))
         if handler is None:
             for kind, candidate in _HANDLERS.items():
@@ -167,11 +197,36 @@ class Session:
 @functools.lru_cache(maxsize=512)
 def _parse_cached(sql: str, dialect: str) -> tuple[exp.Expression, ...]:
     """Parsing costs ~0.6 ms; applications repeat the same statement text with new parameters."""
-    try:
-        trees = sqlglot.parse(sql, dialect=INPUT_DIALECTS[dialect])
-    except (ParseError, TokenError) as exc:
-        raise from_parse(exc, sql) from None
+    trees: list[exp.Expression] = []
+    for piece in _statements(sql, dialect):
+        command = session_commands.recognise(piece)
+        if command is not None:
+            trees.append(command)
+            continue
+        try:
+            trees.extend(sqlglot.parse(space_parameters(piece), dialect=INPUT_DIALECTS[dialect]))
+        except (ParseError, TokenError) as exc:
+            raise from_parse(exc, piece) from None
     return tuple(t for t in trees if t is not None)
+
+
+def _statements(sql: str, dialect: str) -> list[str]:
+    """The statements of a string, split at top-level semicolons (sqlglot's tokenizer knows
+    quotes and comments), so a session command can sit beside ordinary statements."""
+    if ";" not in sql.rstrip().rstrip(";"):
+        return [sql]
+    try:
+        tokens = INPUT_DIALECTS[dialect]().tokenize(space_parameters(sql))
+    except TokenError:
+        return [sql]  # the parser reports the error
+    text = space_parameters(sql)
+    pieces, start = [], 0
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            pieces.append(text[start:token.start])
+            start = token.end + 1
+    pieces.append(text[start:])
+    return [p for p in pieces if p.strip()]
 
 
 def _has_placeholders(tree: exp.Expression) -> bool:
@@ -239,6 +294,11 @@ def _commit(session: Session, tree: exp.Expression) -> Result:
 
 
 def _rollback(session: Session, tree: exp.Expression) -> Result:
+    if tree.args.get("savepoint"):
+        name = tree.args["savepoint"]
+        return session_commands.run(session, SessionCommand(
+            this="rollback_to", groups=[name.sql("postgres") if isinstance(name, exp.Expression)
+                                        else str(name)]))
     session.transaction = None
     return Result(status="ROLLBACK")
 
@@ -330,7 +390,9 @@ def _show(session: Session, what: str) -> Result:
 
 # What a transaction may hold: its inserts, reads, and the statements that end it.
 _IN_TRANSACTION = (exp.Query, exp.Values, exp.Insert, exp.Set, exp.Command, exp.Transaction,
-                   exp.Commit, exp.Rollback)
+                   exp.Commit, exp.Rollback, SessionCommand)
+
+_DDL = (exp.Create, exp.Drop, exp.Alter)
 
 _HANDLERS = {
     exp.Query: _query,
@@ -347,4 +409,5 @@ _HANDLERS = {
     exp.Commit: _commit,
     exp.Rollback: _rollback,
     exp.Command: _command,
+    SessionCommand: session_commands.run,
 }

@@ -128,6 +128,8 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
         elif namespace in VIRTUAL_SCHEMAS:
             from omnilake.engine.catalog_views import virtual_table
             bound.register(private, virtual_table(session, namespace, name))
+        elif (builder := _virtual_builder(session, namespace, name)) is not None:
+            bound.register(private, builder(session, name))
         else:
             key = split_name(node, session.schema)
             version = node.args.get("version")
@@ -155,6 +157,18 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
             bound.scans.append(plan)
         alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(name, quoted=True))
         node.replace(exp.Table(this=exp.to_identifier(private), alias=alias.copy()))
+
+
+def _virtual_builder(session: "Session", namespace: str | None, name: str):
+    """The front end's builder for a virtual table: `pg_catalog.pg_class`, or `pg_class`
+    unqualified (PostgreSQL searches pg_catalog first), or None for a stored table."""
+    schemas = session.engine.virtual_schemas
+    if namespace is not None:
+        return schemas.get(namespace)
+    for builder in schemas.values():
+        if name in getattr(builder, "implicit", ()):
+            return builder
+    return None
 
 
 def _snapshot_and_pending(session: "Session", key: tuple[str, str], pinned: TableRef | None):

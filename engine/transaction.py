@@ -29,6 +29,7 @@ class Transaction:
     writes: dict[tuple[str, str], tuple["TableRef", list[pa.Table]]] = field(default_factory=dict)
     pinned: dict[tuple[str, str], tuple["TableRef", list[pa.Table]]] = field(default_factory=dict)
     failed: bool = False
+    savepoints: list[tuple[str, dict[tuple[str, str], int]]] = field(default_factory=list)
 
     def add(self, ref: "TableRef", rows: pa.Table) -> None:
         key = (ref.namespace, ref.name)
@@ -44,6 +45,31 @@ class Transaction:
         if key not in self.pinned:
             self.pinned[key] = load()
         return self.pinned[key]
+
+    def savepoint(self, name: str) -> None:
+        self.savepoints.append((name, {key: len(tables) for key, (_, tables) in self.writes.items()}))
+
+    def _find(self, name: str) -> int:
+        for i in range(len(self.savepoints) - 1, -1, -1):
+            if self.savepoints[i][0] == name:
+                return i
+        raise E.Error(f'savepoint "{name}" does not exist', sqlstate="3B001")
+
+    def release(self, name: str) -> None:
+        del self.savepoints[self._find(name):]
+
+    def rollback_to(self, name: str) -> None:
+        """Forget the inserts made since the savepoint; the savepoint stays, as in PostgreSQL."""
+        index = self._find(name)
+        kept = self.savepoints[index][1]
+        for key in list(self.writes):
+            ref, tables = self.writes[key]
+            if key not in kept:
+                del self.writes[key]
+            else:
+                del tables[kept[key]:]
+        del self.savepoints[index + 1:]
+        self.failed = False
 
     def parts(self) -> list[tuple["TableRef", pa.Table]]:
         return [(ref, pa.concat_tables(tables)) for ref, tables in self.writes.values()]

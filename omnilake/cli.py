@@ -41,6 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(maintain)
     maintain.set_defaults(func=cmd_maintenance)
 
+    serve = sub.add_parser("serve", help="PostgreSQL wire server (psql, psycopg, JDBC, BI tools)",
+                           description="Serve the warehouse over the PostgreSQL protocol as the "
+                           "database 'omnilake'. Without users (CREATE USER), only loopback "
+                           "addresses are allowed and every client is trusted.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5433, help="port (default 5433; 0 picks a free one)")
+    serve.add_argument("--tls-cert", default=None, help="certificate file (PEM) to offer TLS")
+    serve.add_argument("--tls-key", default=None, help="private key file (PEM) for --tls-cert")
+    _add_settings(serve)
+    serve.set_defaults(func=cmd_serve)
+
     models = sub.add_parser("models", help="download the built-in embedding model",
                             description="Manage model files kept in the model cache.")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -200,6 +211,20 @@ def _repl(conn) -> int:
                 readline.write_history_file(HISTORY_FILE)
             except OSError:
                 pass
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    from omnilake.server.server import serve
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def ready(server) -> None:
+        print(f"omnilake: serving {server.engine.settings.warehouse} on "
+              f"{server.host}:{server.port} (database omnilake)", flush=True)
+
+    with _connect(args) as conn:
+        serve(conn.session.engine, args.host, args.port, args.tls_cert, args.tls_key, ready)
     return 0
 
 

@@ -162,5 +162,31 @@ class SerializationFailure(OperationalError):
     sqlstate = "40001"
 
 
+class InvalidAuthorization(OperationalError):
+    """Login refused: unknown user, wrong password (same message for both)."""
+
+    sqlstate = "28000"
+
+
+class InvalidPassword(InvalidAuthorization):
+    sqlstate = "28P01"
+
+
+class QueryCanceled(OperationalError):
+    sqlstate = "57014"
+
+
+class AdminShutdown(OperationalError):
+    sqlstate = "57P01"
+
+
+class DuplicateObject(ProgrammingError):
+    sqlstate = "42710"
+
+
+class InsufficientPrivilege(ProgrammingError):
+    sqlstate = "42501"
+
+
 __all__ = [name for name, value in dict(globals()).items()
            if isinstance(value, type) and issubclass(value, Exception)]

@@ -1,0 +1,488 @@
+"""One client connection: startup, authentication, then the simple and extended query
+protocols over a private engine session.
+
+Statements run on the server's thread pool (DataFusion releases the GIL), never on the
+event loop, and their rows are encoded there too; the loop only moves bytes. In the extended
+protocol an error discards messages up to the next Sync, as PostgreSQL does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from sqlglot import exp
+
+from omnilake import errors as E
+from omnilake.engine.engine import Result, Session
+from omnilake.engine.params import bind as bind_params
+from omnilake.server import messages as M
+from omnilake.server.codecs import (TYPE_SIZES, binary_encoder, column_oid, decode_parameter,
+                                    text_encoder)
+from omnilake.server.copy import CopyIn, copy_out, parse_copy
+
+if TYPE_CHECKING:
+    from omnilake.server.server import Server
+
+log = logging.getLogger(__name__)
+
+DATABASES = ("omnilake", "postgres")  # `postgres` too: many tools connect to it by default
+
+
+@dataclass
+class Prepared:
+    tree: exp.Expression | None  # None: an empty statement
+    param_oids: list[int]
+    text: str
+
+
+@dataclass
+class Portal:
+    statement: Prepared
+    tree: exp.Expression | None
+    result_formats: list[int]
+    result: Result | None = None
+    rows: list[bytes] | None = None  # encoded DataRows not yet sent
+    sent: int = 0
+
+
+@dataclass
+class Connection:
+    server: "Server"
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    pid: int = 0
+    secret: int = 0
+    user: str = ""
+    session: Session | None = None
+    statements: dict[str, Prepared] = field(default_factory=dict)
+    portals: dict[str, Portal] = field(default_factory=dict)
+    running: asyncio.Future | None = None
+    canceled: bool = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def serve(self) -> None:
+        try:
+            if await self._startup():
+                await self._loop()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away
+        except M.ProtocolViolation as err:
+            await self._fatal(err)
+        except E.Error as err:
+            await self._fatal(err)
+        finally:
+            self.server.forget(self)
+            if self.session is not None and self.session.transaction is not None:
+                self.session.transaction = None  # an open transaction ends with its client
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+
+    async def _fatal(self, err: E.Error) -> None:
+        try:
+            self.writer.write(M.error_response(err, "FATAL"))
+            await self.writer.drain()
+        except ConnectionError:
+            pass
+
+    async def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    # -- startup --------------------------------------------------------------------------
+    async def _startup(self) -> bool:
+        while True:
+            startup = await M.read_startup(self.reader)
+            if startup.code == M.SSL_REQUEST:
+                if self.server.tls is None:
+                    await self._send(b"N")
+                    continue
+                await self._send(b"S")
+                await self.writer.start_tls(self.server.tls)
+                continue
+            if startup.code == M.GSSENC_REQUEST:
+                await self._send(b"N")
+                continue
+            if startup.code == M.CANCEL_REQUEST:
+                if len(startup.body) >= 8:
+                    pid, secret = struct.unpack("!ii", startup.body[:8])
+                    self.server.cancel(pid, secret)
+                return False
+            if startup.code >> 16 != 3:
+                raise E.Error(f"unsupported frontend protocol {startup.code >> 16}."
+                              f"{startup.code & 0xFFFF}: server supports 3.0", sqlstate="0A000")
+            break
+        params = M.startup_parameters(startup.body)
+        self.user = params.get("user", "")
+        if not self.user:
+            raise E.InvalidAuthorization("no PostgreSQL user name specified in startup packet")
+        database = params.get("database") or self.user
+        if database not in DATABASES:
+            raise E.Error(f'database "{database}" does not exist', sqlstate="3D000",
+                          hint='connect to the database "omnilake"')
+        await self.server.auth.authenticate(self)
+        self.session = self.server.engine.session()
+        self.session.variables.update(self.server.session_defaults(self.user, params))
+        self.pid, self.secret = self.server.register(self)
+        out = [M.AUTH_OK]
+        for name in self.server.REPORTED:
+            out.append(M.parameter_status(name, self.session.variables[name.lower()]))
+        out.append(M.backend_key_data(self.pid, self.secret))
+        out.append(M.ready_for_query(self._status()))
+        await self._send(b"".join(out))
+        return True
+
+    def _status(self) -> str:
+        tx = self.session.transaction if self.session else None
+        if tx is None:
+            return "I"
+        return "E" if tx.failed else "T"
+
+    # -- message loop ---------------------------------------------------------------------
+    async def _loop(self) -> None:
+        skipping = False  # after an extended-protocol error, until Sync
+        while True:
+            kind, body = await M.read_message(self.reader)
+            if kind == b"X":
+                return
+            if kind == b"Q":
+                skipping = False
+                await self._simple_query(body)
+                continue
+            if kind == b"S":
+                skipping = False
+                await self._send(M.ready_for_query(self._status()))
+                continue
+            if kind == b"H":
+                await self.writer.drain()
+                continue
+            if kind in (b"d", b"c", b"f"):
+                continue  # COPY messages outside COPY are ignored, as PostgreSQL does
+            if skipping:
+                continue
+            handler = self._EXTENDED.get(kind)
+            try:
+                if handler is None:
+                    raise M.ProtocolViolation(f"invalid frontend message type {kind[0]}")
+                await handler(self, body)
+            except M.ProtocolViolation:
+                raise
+            except E.Error as err:
+                skipping = True
+                self._fail_transaction()
+                await self._send(M.error_response(err))
+            except Exception as exc:  # noqa: BLE001 - never drop a client for an internal bug
+                log.exception("internal error")
+                skipping = True
+                self._fail_transaction()
+                await self._send(M.error_response(E.InternalError(f"internal error: {exc}")))
+
+    def _fail_transaction(self) -> None:
+        if self.session.transaction is not None:
+            self.session.transaction.failed = True
+
+    # -- running statements off the loop --------------------------------------------------
+    async def _run(self, fn, *args, abandon_on_cancel: bool = False):
+        """Run `fn` on the pool. A cancel request stops the wait for a read at once (its
+        result is dropped); a write is waited for, so a canceled write never lands later."""
+        future = asyncio.get_running_loop().run_in_executor(self.server.pool, fn, *args)
+        self.running, self.abandonable = future, abandon_on_cancel
+        try:
+            return await (asyncio.shield(future) if abandon_on_cancel else future)
+        finally:
+            self.running, self.abandonable = None, False
+
+    def cancel(self) -> None:
+        """A CancelRequest for this connection (from another socket)."""
+        if self.running is not None and self.abandonable and self._task is not None:
+            self.canceled = True
+            self._task.cancel()
+
+    _task: asyncio.Task | None = None
+    abandonable: bool = False
+
+    # -- simple query ---------------------------------------------------------------------
+    async def _simple_query(self, body: bytes) -> None:
+        self._task = asyncio.current_task()
+        try:
+            text = M.Reader(body).cstring()
+            trees = await self._run(self.session.parse, text)
+            if not trees:
+                await self._send(M.EMPTY_QUERY)
+            for tree in trees:
+                if isinstance(tree, exp.Copy):
+                    await self._copy(tree)
+                    continue
+                out = await self._run(self._execute_simple, tree,
+                                      abandon_on_cancel=_is_read(tree))
+                await self._send(out)
+        except asyncio.CancelledError:
+            if not self.canceled:
+                raise
+            self.canceled = False
+            self._fail_transaction()
+            await self._send(M.error_response(
+                E.QueryCanceled("canceling statement due to user request")))
+        except E.Error as err:
+            self._fail_transaction()
+            await self._send(M.error_response(err))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("internal error")
+            self._fail_transaction()
+            await self._send(M.error_response(E.InternalError(f"internal error: {exc}")))
+        finally:
+            self._task = None
+        await self._send(M.ready_for_query(self._status()))
+
+    def _execute_simple(self, tree: exp.Expression) -> bytes:
+        result = self.session.run(tree)
+        self._after(result)
+        out = []
+        if result.table is not None:
+            out.append(self._row_description(result.table.schema, [0]))
+            out.extend(encode_rows(result.table, [0]))
+        out.append(M.command_complete(_tag(result)))
+        return b"".join(out)
+
+    def _after(self, result: Result) -> None:
+        """Server-side effects of session commands."""
+        if result.status in ("DEALLOCATE ALL", "DISCARD ALL"):
+            self.statements.clear()
+            self.portals.clear()
+
+    def _row_description(self, schema: pa.Schema, formats: list[int]) -> bytes:
+        fields = []
+        for i, f in enumerate(schema):
+            oid = column_oid(f)
+            fields.append((f.name, oid, TYPE_SIZES.get(oid, -1), _format(formats, i)))
+        return M.row_description(fields)
+
+    # -- extended query -------------------------------------------------------------------
+    async def _parse(self, body: bytes) -> None:
+        r = M.Reader(body)
+        name, text = r.cstring(), r.cstring()
+        oids = [r.uint32() for _ in range(r.int16())]
+        trees = await self._run(self.session.parse, text)
+        if len(trees) > 1:
+            raise E.SyntaxError("cannot insert multiple commands into a prepared statement")
+        tree = trees[0] if trees else None
+        if name and name in self.statements:
+            raise E.Error(f'prepared statement "{name}" already exists', sqlstate="42P05")
+        if tree is not None:
+            from omnilake.engine.describe import parameter_types
+            inferred = await self._run(parameter_types, self.session, tree)
+            oids = oids + [0] * (len(inferred) - len(oids))
+            oids = [oid or (t.oid if t is not None else M_TEXT) for oid, t in zip(oids, inferred)]
+        self.statements[name] = Prepared(tree, oids, text)
+        await self._send(M.PARSE_COMPLETE)
+
+    async def _bind(self, body: bytes) -> None:
+        r = M.Reader(body)
+        portal_name, statement_name = r.cstring(), r.cstring()
+        statement = self._statement(statement_name)
+        formats = [r.int16() for _ in range(r.int16())]
+        count = r.int16()
+        if count != len(statement.param_oids):
+            raise M.ProtocolViolation(
+                f"bind message supplies {count} parameters, but prepared statement "
+                f'"{statement_name}" requires {len(statement.param_oids)}')
+        raw = []
+        for _ in range(count):
+            length = r.int32()
+            raw.append(None if length == -1 else r.bytes(length))
+        result_formats = [r.int16() for _ in range(r.int16())]
+        values = [decode_parameter(v, oid, _format(formats, i) == 1, i + 1)
+                  for i, (v, oid) in enumerate(zip(raw, statement.param_oids))]
+        tree = None
+        if statement.tree is not None:
+            tree = statement.tree.copy()
+            if values:
+                tree = bind_params(tree, values)
+        if portal_name and portal_name in self.portals:
+            raise E.Error(f'cursor "{portal_name}" already exists', sqlstate="42P03")
+        self.portals[portal_name] = Portal(statement, tree, result_formats)
+        await self._send(M.BIND_COMPLETE)
+
+    def _statement(self, name: str) -> Prepared:
+        if name not in self.statements:
+            raise E.Error(f'prepared statement "{name}" does not exist', sqlstate="26000")
+        return self.statements[name]
+
+    def _portal(self, name: str) -> Portal:
+        if name not in self.portals:
+            raise E.Error(f'portal "{name}" does not exist', sqlstate="34000")
+        return self.portals[name]
+
+    async def _describe(self, body: bytes) -> None:
+        r = M.Reader(body)
+        kind, name = r.byte(), r.cstring()
+        if kind == b"S":
+            statement = self._statement(name)
+            out = [M.parameter_description(statement.param_oids)]
+            schema = None
+            if statement.tree is not None and _returns_rows(statement.tree):
+                from omnilake.engine.describe import result_schema
+                schema = await self._run(result_schema, self.session, statement.tree,
+                                         statement.param_oids)
+            out.append(M.NO_DATA if schema is None else self._row_description(schema, [0]))
+            await self._send(b"".join(out))
+        elif kind == b"P":
+            portal = self._portal(name)
+            if portal.tree is None or not _returns_rows(portal.tree):
+                await self._send(M.NO_DATA)
+                return
+            await self._execute_portal(portal)
+            table = portal.result.table
+            await self._send(M.NO_DATA if table is None else
+                             self._row_description(table.schema, portal.result_formats))
+        else:
+            raise M.ProtocolViolation(f"invalid DESCRIBE message subtype {kind!r}")
+
+    async def _execute_portal(self, portal: Portal) -> None:
+        if portal.result is not None:
+            return
+        self._task = asyncio.current_task()
+        try:
+            portal.result, portal.rows = await self._run(
+                self._run_portal, portal, abandon_on_cancel=_is_read(portal.tree))
+        except asyncio.CancelledError:
+            if not self.canceled:
+                raise
+            self.canceled = False
+            raise E.QueryCanceled("canceling statement due to user request") from None
+        finally:
+            self._task = None
+
+    def _run_portal(self, portal: Portal):
+        result = self.session.run(portal.tree)
+        self._after(result)
+        rows = encode_rows(result.table, portal.result_formats) if result.table is not None else None
+        return result, rows
+
+    async def _execute(self, body: bytes) -> None:
+        r = M.Reader(body)
+        name, limit = r.cstring(), r.int32()
+        portal = self._portal(name)
+        if portal.tree is None:
+            await self._send(M.EMPTY_QUERY)
+            return
+        if isinstance(portal.tree, exp.Copy):
+            await self._copy(portal.tree)
+            return
+        await self._execute_portal(portal)
+        if portal.rows is None:
+            await self._send(M.command_complete(_tag(portal.result)))
+            return
+        end = len(portal.rows) if limit <= 0 else min(portal.sent + limit, len(portal.rows))
+        chunk = portal.rows[portal.sent:end]
+        portal.sent = end
+        if end < len(portal.rows):
+            await self._send(b"".join(chunk) + M.PORTAL_SUSPENDED)
+        else:
+            await self._send(b"".join(chunk) + M.command_complete(_tag(portal.result)))
+
+    async def _close(self, body: bytes) -> None:
+        r = M.Reader(body)
+        kind, name = r.byte(), r.cstring()
+        if kind == b"S":
+            self.statements.pop(name, None)
+        elif kind == b"P":
+            self.portals.pop(name, None)
+        else:
+            raise M.ProtocolViolation(f"invalid CLOSE message subtype {kind!r}")
+        await self._send(M.CLOSE_COMPLETE)
+
+    async def _flush(self, body: bytes) -> None:
+        await self.writer.drain()
+
+    _EXTENDED = {b"P": _parse, b"B": _bind, b"D": _describe, b"E": _execute, b"C": _close,
+                 b"H": _flush}
+
+    # -- COPY -----------------------------------------------------------------------------
+    async def _copy(self, tree: exp.Copy) -> None:
+        spec = parse_copy(self.session, tree)
+        if spec.direction == "out":
+            chunks, tag = await self._run(copy_out, self.session, spec)
+            await self._send(M.copy_response(b"H", spec.binary, spec.columns)
+                             + b"".join(M.copy_data(c) for c in chunks) + M.COPY_DONE
+                             + M.command_complete(tag))
+            return
+        await self._send(M.copy_response(b"G", spec.binary, spec.columns))
+        loader = CopyIn(self.session, spec)
+        failure: E.Error | None = None
+        while True:
+            kind, body = await M.read_message(self.reader)
+            if kind == b"d":
+                if failure is None:
+                    try:
+                        await self._run(loader.feed, body)
+                    except E.Error as err:
+                        failure = err
+            elif kind == b"c":
+                break
+            elif kind == b"f":
+                failure = failure or E.QueryCanceled(
+                    f"COPY from stdin failed: {M.Reader(body).cstring()}")
+                break
+            elif kind in (b"H", b"S"):
+                continue
+            else:
+                raise M.ProtocolViolation(f"unexpected message type {kind!r} during COPY from stdin")
+        if failure is None:
+            try:
+                count = await self._run(loader.finish)
+            except E.Error as err:
+                failure = err
+        if failure is not None:
+            raise failure
+        await self._send(M.command_complete(f"COPY {count}"))
+
+
+M_TEXT = 25
+
+
+def _format(formats: list[int], i: int) -> int:
+    if not formats:
+        return 0
+    return formats[0] if len(formats) == 1 else formats[i]
+
+
+def _returns_rows(tree: exp.Expression) -> bool:
+    if isinstance(tree, (exp.Query, exp.Values)):
+        return True
+    if isinstance(tree, exp.Command) and tree.name.upper() in ("SHOW", "EXPLAIN"):
+        return True
+    return isinstance(tree, (exp.Insert, exp.Update, exp.Delete)) and tree.args.get("returning")
+
+
+def _is_read(tree: exp.Expression | None) -> bool:
+    return isinstance(tree, (exp.Query, exp.Values))
+
+
+def _tag(result: Result) -> str:
+    status = result.status
+    if status.startswith("INSERT") and status.count(" ") == 1:
+        return f"INSERT 0 {status.split()[1]}"
+    return status
+
+
+def encode_rows(table: pa.Table, formats: list[int]) -> list[bytes]:
+    """DataRow messages for every row of `table`, columns encoded a whole column at a time."""
+    if table.num_columns == 0:
+        return [M.data_row([]) for _ in range(table.num_rows)]
+    columns = []
+    for i, (f, column) in enumerate(zip(table.schema, table.columns)):
+        encoder = binary_encoder(f) if _format(formats, i) == 1 else text_encoder(f)
+        columns.append(encoder(column))
+    return [M.data_row(list(values)) for values in zip(*columns)]
+
+
+def new_secret() -> int:
+    return secrets.randbits(31)
