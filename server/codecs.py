@@ -46,7 +46,13 @@ def sql_type_of(field: pa.Field) -> SqlType | None:
         return None
 
 
+PG_OID_KEY = b"omnilake.pg_oid"  # field metadata: a wire type of its own ("char", name)
+
+
 def column_oid(field: pa.Field) -> int:
+    pinned = (field.metadata or {}).get(PG_OID_KEY)
+    if pinned:
+        return int(pinned)
     sql_type = sql_type_of(field)
     return sql_type.oid if sql_type is not None else TEXT
 
@@ -328,11 +334,47 @@ _BINARY_IN: dict[int, Callable[[bytes], object]] = {
 }
 
 
+# array type oid -> element type oid (int2, int4, int8, text, varchar, float4/8, oid, bool, uuid)
+ARRAY_ELEMENTS = {1005: 21, 1007: 23, 1016: 20, 1009: 25, 1015: 1043, 1021: 700, 1022: 701,
+                  1028: 26, 1000: 16, 2951: 2950, 1231: 1700}
+
+
+def _array_from_binary(data: bytes, number: int) -> list:
+    ndim, _flags, element = struct.unpack_from("!iiI", data)
+    if ndim == 0:
+        return []
+    if ndim != 1:
+        raise E.NotSupportedError(f"parameter ${number}: only one-dimensional arrays are supported")
+    size, _lower = struct.unpack_from("!ii", data, 12)
+    pos, out = 20, []
+    for _ in range(size):
+        length = struct.unpack_from("!i", data, pos)[0]
+        pos += 4
+        if length == -1:
+            out.append(None)
+            continue
+        out.append(decode_parameter(data[pos:pos + length], element, True, number))
+        pos += length
+    return out
+
+
+def _array_from_text(text: str, element: int, number: int) -> list:
+    body = text.strip()
+    if not (body.startswith("{") and body.endswith("}")):
+        raise E.InvalidTextRepresentation(f'malformed array literal: "{text[:60]}"')
+    items = [i.strip() for i in body[1:-1].split(",")] if body[1:-1].strip() else []
+    return [None if i.upper() == "NULL" else
+            decode_parameter(i.strip('"').encode(), element, False, number) for i in items]
+
+
 def decode_parameter(data: bytes | None, oid: int, binary: bool, number: int):
     """A parameter value from the wire, as the Python value the engine binds."""
     if data is None:
         return None
     try:
+        if oid in ARRAY_ELEMENTS:
+            return _array_from_binary(data, number) if binary else \
+                _array_from_text(data.decode(), ARRAY_ELEMENTS[oid], number)
         if binary:
             decode = _BINARY_IN.get(oid)
             if decode is None:

@@ -24,6 +24,7 @@ from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
 from omnilake.server.codecs import (TYPE_SIZES, binary_encoder, column_oid, decode_parameter,
                                     text_encoder)
+from omnilake.server.client_queries import KnownQuery, recognise
 from omnilake.server.copy import CopyIn, copy_out, parse_copy
 
 if TYPE_CHECKING:
@@ -36,9 +37,10 @@ DATABASES = ("omnilake", "postgres")  # `postgres` too: many tools connect to it
 
 @dataclass
 class Prepared:
-    tree: exp.Expression | None  # None: an empty statement
+    tree: exp.Expression | None  # None: an empty statement (or a known client query)
     param_oids: list[int]
     text: str
+    known: KnownQuery | None = None
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Portal:
     statement: Prepared
     tree: exp.Expression | None
     result_formats: list[int]
+    values: list = field(default_factory=list)
     result: Result | None = None
     rows: list[bytes] | None = None  # encoded DataRows not yet sent
     sent: int = 0
@@ -269,12 +272,17 @@ class Connection:
         r = M.Reader(body)
         name, text = r.cstring(), r.cstring()
         oids = [r.uint32() for _ in range(r.int16())]
+        if name and name in self.statements:
+            raise E.Error(f'prepared statement "{name}" already exists', sqlstate="42P05")
+        known = recognise(text)
+        if known is not None:
+            self.statements[name] = Prepared(None, known.param_oids, text, known)
+            await self._send(M.PARSE_COMPLETE)
+            return
         trees = await self._run(self.session.parse, text)
         if len(trees) > 1:
             raise E.SyntaxError("cannot insert multiple commands into a prepared statement")
         tree = trees[0] if trees else None
-        if name and name in self.statements:
-            raise E.Error(f'prepared statement "{name}" already exists', sqlstate="42P05")
         if tree is not None:
             from omnilake.engine.describe import parameter_types
             inferred = await self._run(parameter_types, self.session, tree)
@@ -307,7 +315,7 @@ class Connection:
                 tree = bind_params(tree, values)
         if portal_name and portal_name in self.portals:
             raise E.Error(f'cursor "{portal_name}" already exists', sqlstate="42P03")
-        self.portals[portal_name] = Portal(statement, tree, result_formats)
+        self.portals[portal_name] = Portal(statement, tree, result_formats, values)
         await self._send(M.BIND_COMPLETE)
 
     def _statement(self, name: str) -> Prepared:
@@ -326,7 +334,7 @@ class Connection:
         if kind == b"S":
             statement = self._statement(name)
             out = [M.parameter_description(statement.param_oids)]
-            schema = None
+            schema = statement.known.schema if statement.known else None
             if statement.tree is not None and _returns_rows(statement.tree):
                 from omnilake.engine.describe import result_schema
                 schema = await self._run(result_schema, self.session, statement.tree,
@@ -335,7 +343,8 @@ class Connection:
             await self._send(b"".join(out))
         elif kind == b"P":
             portal = self._portal(name)
-            if portal.tree is None or not _returns_rows(portal.tree):
+            if portal.statement.known is None and (portal.tree is None
+                                                   or not _returns_rows(portal.tree)):
                 await self._send(M.NO_DATA)
                 return
             await self._execute_portal(portal)
@@ -361,7 +370,12 @@ class Connection:
             self._task = None
 
     def _run_portal(self, portal: Portal):
-        result = self.session.run(portal.tree)
+        known = portal.statement.known
+        if known is not None:
+            table = known.answer(portal.values)
+            result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
+        else:
+            result = self.session.run(portal.tree)
         self._after(result)
         rows = encode_rows(result.table, portal.result_formats) if result.table is not None else None
         return result, rows
@@ -370,7 +384,7 @@ class Connection:
         r = M.Reader(body)
         name, limit = r.cstring(), r.int32()
         portal = self._portal(name)
-        if portal.tree is None:
+        if portal.tree is None and portal.statement.known is None:
             await self._send(M.EMPTY_QUERY)
             return
         if isinstance(portal.tree, exp.Copy):

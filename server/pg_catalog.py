@@ -22,6 +22,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.catalog.types import OIDS, SqlType
 from omnilake.engine.tables import load
+from omnilake.server.codecs import PG_OID_KEY
 
 if TYPE_CHECKING:
     from omnilake.engine.engine import Engine, Session
@@ -117,14 +118,15 @@ def format_type(oid: int | None, typmod: int | None) -> str | None:
 #    "h" int16, "L" list<int16>, "T" list<text>, "O" list<int64>
 _T = {"I": pa.int64(), "S": pa.large_string(), "B": pa.bool_(), "i": pa.int32(),
       "h": pa.int16(), "L": pa.list_(pa.int16()), "T": pa.list_(pa.large_string()),
-      "O": pa.list_(pa.int64()), "F": pa.float32()}
+      "O": pa.list_(pa.int64()), "F": pa.float32(), "C": pa.large_string()}
+_CHAR = {PG_OID_KEY: b"18"}  # PostgreSQL's one-byte "char": asyncpg reads it as bytes
 
 
 def _schema(spec: str) -> pa.Schema:
     fields = []
     for item in spec.split():
         name, code = item.rsplit(":", 1)
-        fields.append(pa.field(name, _T[code]))
+        fields.append(pa.field(name, _T[code], metadata=_CHAR if code == "C" else None))
     return pa.schema(fields)
 
 
@@ -132,20 +134,20 @@ SCHEMAS = {name: _schema(spec) for name, spec in {
     "pg_namespace": "oid:I nspname:S nspowner:I nspacl:T",
     "pg_class": "oid:I relname:S relnamespace:I reltype:I reloftype:I relowner:I relam:I "
                 "relfilenode:I reltablespace:I relpages:i reltuples:F relallvisible:i "
-                "reltoastrelid:I relhasindex:B relisshared:B relpersistence:S relkind:S "
+                "reltoastrelid:I relhasindex:B relisshared:B relpersistence:C relkind:C "
                 "relnatts:h relchecks:h relhasrules:B relhastriggers:B relhassubclass:B "
-                "relrowsecurity:B relforcerowsecurity:B relispopulated:B relreplident:S "
+                "relrowsecurity:B relforcerowsecurity:B relispopulated:B relreplident:C "
                 "relispartition:B relrewrite:I relfrozenxid:I relminmxid:I relacl:T "
                 "reloptions:T relpartbound:S",
     "pg_attribute": "attrelid:I attname:S atttypid:I attstattarget:i attlen:h attnum:h "
-                    "attndims:i attcacheoff:i atttypmod:i attbyval:B attalign:S attstorage:S "
-                    "attcompression:S attnotnull:B atthasdef:B atthasmissing:B attidentity:S "
-                    "attgenerated:S attisdropped:B attislocal:B attinhcount:i attcollation:I "
+                    "attndims:i attcacheoff:i atttypmod:i attbyval:B attalign:C attstorage:C "
+                    "attcompression:C attnotnull:B atthasdef:B atthasmissing:B attidentity:C "
+                    "attgenerated:C attisdropped:B attislocal:B attinhcount:i attcollation:I "
                     "attacl:T attoptions:T attfdwoptions:T",
-    "pg_type": "oid:I typname:S typnamespace:I typowner:I typlen:h typbyval:B typtype:S "
-               "typcategory:S typispreferred:B typisdefined:B typdelim:S typrelid:I "
+    "pg_type": "oid:I typname:S typnamespace:I typowner:I typlen:h typbyval:B typtype:C "
+               "typcategory:C typispreferred:B typisdefined:B typdelim:C typrelid:I "
                "typsubscript:S typelem:I typarray:I typinput:S typoutput:S typreceive:S "
-               "typsend:S typmodin:S typmodout:S typanalyze:S typalign:S typstorage:S "
+               "typsend:S typmodin:S typmodout:S typanalyze:S typalign:C typstorage:C "
                "typnotnull:B typbasetype:I typtypmod:i typndims:i typcollation:I "
                "typdefaultbin:S typdefault:S typacl:T",
     "pg_index": "indexrelid:I indrelid:I indnatts:h indnkeyatts:h indisunique:B "
@@ -153,14 +155,14 @@ SCHEMAS = {name: _schema(spec) for name, spec in {
                 "indisclustered:B indisvalid:B indcheckxmin:B indisready:B indislive:B "
                 "indisreplident:B indkey:L indcollation:O indclass:O indoption:L indexprs:S "
                 "indpred:S",
-    "pg_constraint": "oid:I conname:S connamespace:I contype:S condeferrable:B condeferred:B "
+    "pg_constraint": "oid:I conname:S connamespace:I contype:C condeferrable:B condeferred:B "
                      "convalidated:B conrelid:I contypid:I conindid:I conparentid:I "
-                     "confrelid:I confupdtype:S confdeltype:S confmatchtype:S conislocal:B "
+                     "confrelid:I confupdtype:C confdeltype:C confmatchtype:C conislocal:B "
                      "coninhcount:i connoinherit:B conkey:L confkey:L conpfeqop:O conppeqop:O "
                      "conffeqop:O conexclop:O conbin:S",
     "pg_attrdef": "oid:I adrelid:I adnum:h adbin:S",
     "pg_description": "objoid:I classoid:I objsubid:i description:S",
-    "pg_database": "oid:I datname:S datdba:I encoding:i datlocprovider:S datistemplate:B "
+    "pg_database": "oid:I datname:S datdba:I encoding:i datlocprovider:C datistemplate:B "
                    "datallowconn:B datconnlimit:i datfrozenxid:I datminmxid:I "
                    "dattablespace:I datcollate:S datctype:S daticulocale:S "
                    "datcollversion:S datacl:T",
@@ -172,7 +174,7 @@ SCHEMAS = {name: _schema(spec) for name, spec in {
                 "rolvaliduntil:S rolbypassrls:B rolconfig:T oid:I",
     "pg_user": "usename:S usesysid:I usecreatedb:B usesuper:B userepl:B usebypassrls:B "
                "passwd:S valuntil:S useconfig:T",
-    "pg_am": "oid:I amname:S amhandler:S amtype:S",
+    "pg_am": "oid:I amname:S amhandler:S amtype:C",
     "pg_extension": "oid:I extname:S extowner:I extnamespace:I extrelocatable:B extversion:S "
                     "extconfig:O extcondition:T",
     "pg_tables": "schemaname:S tablename:S tableowner:S tablespace:S hasindexes:B "
@@ -181,31 +183,34 @@ SCHEMAS = {name: _schema(spec) for name, spec in {
     "pg_matviews": "schemaname:S matviewname:S matviewowner:S tablespace:S hasindexes:B "
                    "ispopulated:B definition:S",
     "pg_indexes": "schemaname:S tablename:S indexname:S tablespace:S indexdef:S",
-    "pg_proc": "oid:I proname:S pronamespace:I proowner:I prolang:I prokind:S prorettype:I "
+    "pg_proc": "oid:I proname:S pronamespace:I proowner:I prolang:I prokind:C prorettype:I "
                "proargtypes:O proretset:B",
     "pg_inherits": "inhrelid:I inhparent:I inhseqno:i inhdetachpending:B",
     "pg_enum": "oid:I enumtypid:I enumsortorder:F enumlabel:S",
     "pg_range": "rngtypid:I rngsubtype:I rngmultitypid:I rngcollation:I",
-    "pg_collation": "oid:I collname:S collnamespace:I collowner:I collprovider:S "
+    "pg_collation": "oid:I collname:S collnamespace:I collowner:I collprovider:C "
                     "collisdeterministic:B collencoding:i collcollate:S collctype:S",
     "pg_tablespace": "oid:I spcname:S spcowner:I spcacl:T spcoptions:T",
-    "pg_trigger": "oid:I tgrelid:I tgparentid:I tgname:S tgfoid:I tgtype:h tgenabled:S "
+    "pg_trigger": "oid:I tgrelid:I tgparentid:I tgname:S tgfoid:I tgtype:h tgenabled:C "
                   "tgisinternal:B tgconstrrelid:I tgconstrindid:I tgconstraint:I",
-    "pg_policy": "oid:I polname:S polrelid:I polcmd:S polpermissive:B polroles:O polqual:S "
+    "pg_policy": "oid:I polname:S polrelid:I polcmd:C polpermissive:B polroles:O polqual:S "
                  "polwithcheck:S",
     "pg_sequence": "seqrelid:I seqtypid:I seqstart:I seqincrement:I seqmax:I seqmin:I "
                    "seqcache:I seqcycle:B",
     "pg_depend": "classid:I objid:I objsubid:i refclassid:I refobjid:I refobjsubid:i "
-                 "deptype:S",
-    "pg_rewrite": "oid:I rulename:S ev_class:I ev_type:S ev_enabled:S is_instead:B",
+                 "deptype:C",
+    "pg_rewrite": "oid:I rulename:S ev_class:I ev_type:C ev_enabled:C is_instead:B",
     "pg_statistic_ext": "oid:I stxrelid:I stxname:S stxnamespace:I stxowner:I stxkeys:L "
-                        "stxkind:T",
+                        "stxkind:T stxstattarget:i stxexprs:S",
+    "pg_statistic_ext_data": "stxoid:I stxdinherit:B",
     "pg_publication": "oid:I pubname:S pubowner:I puballtables:B pubinsert:B pubupdate:B "
                       "pubdelete:B pubtruncate:B pubviaroot:B",
-    "pg_publication_rel": "oid:I prpubid:I prrelid:I",
+    "pg_publication_rel": "oid:I prpubid:I prrelid:I prqual:S prattrs:L",
+    "pg_publication_namespace": "oid:I pnpubid:I pnnspid:I",
+    "pg_subscription": "oid:I subname:S subowner:I subenabled:B",
     "pg_foreign_table": "ftrelid:I ftserver:I ftoptions:T",
-    "pg_partitioned_table": "partrelid:I partstrat:S partnatts:h partdefid:I partattrs:L",
-    "pg_event_trigger": "oid:I evtname:S evtevent:S evtowner:I evtfoid:I evtenabled:S",
+    "pg_partitioned_table": "partrelid:I partstrat:C partnatts:h partdefid:I partattrs:L",
+    "pg_event_trigger": "oid:I evtname:S evtevent:S evtowner:I evtfoid:I evtenabled:C",
     "pg_stat_activity": "datid:I datname:S pid:i usesysid:I usename:S application_name:S "
                         "client_addr:S client_port:i backend_start:S state:S query:S",
     "pg_stat_user_tables": "relid:I schemaname:S relname:S n_live_tup:I",
@@ -215,10 +220,12 @@ SCHEMAS = {name: _schema(spec) for name, spec in {
     "pg_conversion": "oid:I conname:S connamespace:I conowner:I conforencoding:i "
                      "contoencoding:i conproc:S condefault:B",
     "pg_language": "oid:I lanname:S lanowner:I lanispl:B lanpltrusted:B",
-    "pg_aggregate": "aggfnoid:I aggkind:S",
-    "pg_operator": "oid:I oprname:S oprnamespace:I oprowner:I oprkind:S oprleft:I "
+    "pg_aggregate": "aggfnoid:I aggkind:C",
+    "pg_operator": "oid:I oprname:S oprnamespace:I oprowner:I oprkind:C oprleft:I "
                    "oprright:I oprresult:I",
-    "pg_cast": "oid:I castsource:I casttarget:I castfunc:I castcontext:S castmethod:S",
+    "pg_auth_members": "oid:I roleid:I member:I grantor:I admin_option:B",
+    "pg_db_role_setting": "setdatabase:I setrole:I setconfig:T",
+    "pg_cast": "oid:I castsource:I casttarget:I castfunc:I castcontext:C castmethod:C",
 }.items()}
 
 
@@ -367,7 +374,8 @@ class PgCatalog:
         rows = []
         for oid, (name, length, category, array, element) in TYPES.items():
             rows.append({"oid": oid, "typname": name,
-                         "typnamespace": PUBLIC_OID if "vector" in name else PG_CATALOG_OID,
+                         "typnamespace": PUBLIC_OID if name in ("vector", "_vector")
+                         else PG_CATALOG_OID,
                          "typowner": OWNER_OID, "typlen": length, "typbyval": 0 < length <= 8,
                          "typtype": "p" if category == "P" else "b", "typcategory": category,
                          "typispreferred": False, "typisdefined": True, "typdelim": ",",
@@ -492,12 +500,20 @@ class PgCatalog:
     def rewrite(self, session: "Session", tree: exp.Expression) -> exp.Expression:
         if not _mentions_catalog(tree):
             return tree
-        return tree.transform(lambda node: self._rewrite_node(session, node), copy=False)
+        for node in reversed(list(tree.walk())):  # children before their parents
+            new = self._rewrite_node(session, node)
+            if new is not node:
+                if node is tree:
+                    tree = new
+                else:
+                    node.replace(new)
+        return tree
 
     def _rewrite_node(self, session: "Session", node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) \
-                and node.this.name.lower() == "pg_catalog" and isinstance(node.expression, exp.Func):
-            return self._rewrite_node(session, node.expression)
+                and node.this.name.lower() == "pg_catalog" and not isinstance(
+                    node.expression, exp.Identifier):
+            return node.expression  # pg_catalog.fn(...), already rewritten
         if isinstance(node, exp.Collate):
             return node.this
         if isinstance(node, exp.Operator):
@@ -520,7 +536,53 @@ class PgCatalog:
             return exp.Literal.string("omnilake")
         if isinstance(node, exp.Anonymous):
             return self._function(session, node)
+        if isinstance(node, exp.Select) and self._reads_empty_table(node):
+            for sub in list(node.find_all(exp.Subquery)):  # no rows: nothing to compute
+                if sub.parent_select is node and _is_scalar_position(sub):
+                    sub.replace(exp.Null())
+            return node
+        if isinstance(node, (exp.EQ, exp.NEQ)) and isinstance(node.expression, exp.Literal) \
+                and node.expression.is_string and node.expression.this.startswith("{") \
+                and node.expression.this.endswith("}"):
+            node.set("expression", _array_literal(node.expression.this))
+            return node
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Func) \
+                and node.args.get("db") is not None and node.args["db"].name.lower() == "pg_catalog":
+            node.set("db", None)  # pg_catalog.unnest(...)
+        if isinstance(node, exp.Table) and isinstance(node.this, (exp.Explode, exp.Unnest)):
+            alias = node.args.get("alias")
+            if alias is not None and not alias.columns:  # unnest(a) x: x names the column too
+                alias.set("columns", [alias.this.copy()])
+            return node
+        if isinstance(node, exp.Subquery) and _is_scalar_position(node):
+            if self._reads_empty_table(node.this) or _unnests_null_column(node.this):
+                return exp.Null()  # joins with an always-empty catalog table: no row
+            return _aggregated(node)
+        if isinstance(node, exp.Array) and len(node.expressions) == 1 and isinstance(
+                node.expressions[0], (exp.Select, exp.Subquery)):
+            select = node.expressions[0]
+            select = select.this if isinstance(select, exp.Subquery) else select
+            if self._reads_empty_table(select) or _unnests_null_column(select):
+                return exp.Null()
+            return _array_of(node.expressions[0])
         return node
+
+    def _reads_empty_table(self, select: exp.Select) -> bool:
+        """True when an inner-joined table of `select` is a catalog table OmniLake keeps empty
+        (pg_collation, pg_inherits, ...): DataFusion cannot plan every correlated subquery
+        PostgreSQL can, but a subquery over an empty join has no rows either way."""
+        tables = [select.args.get("from_") or select.args.get("from")]
+        tables = [t.this for t in tables if t is not None]
+        tables += [j.this for j in select.args.get("joins") or []
+                   if (j.side or "").upper() not in ("LEFT", "FULL")]
+        for table in tables:
+            if isinstance(table, exp.Table) and isinstance(table.this, exp.Identifier):
+                name = table.name
+                db = table.args.get("db")
+                if (db is None or db.name.lower() == "pg_catalog") and name in SCHEMAS \
+                        and not hasattr(self, "_" + name):
+                    return True
+        return False
 
     def _function(self, session: "Session", node: exp.Anonymous) -> exp.Expression:
         name = node.name.lower()
@@ -541,7 +603,7 @@ class PgCatalog:
                     "has_any_column_privilege", "has_function_privilege", "pg_has_role",
                     "has_sequence_privilege", "has_type_privilege"):
             return exp.true()
-        if name in ("pg_is_in_recovery", "pg_is_other_temp_schema"):
+        if name in ("pg_is_in_recovery", "pg_is_other_temp_schema", "pg_relation_is_publishable"):
             return exp.false()
         if name == "current_setting":
             key = args[0].name.lower() if args else ""
@@ -582,7 +644,8 @@ class PgCatalog:
             return exp.cast(exp.Null(), "BIGINT") if oid is None else exp.Literal.number(oid)
         if name == "format_type" and len(args) == 2:  # DataFusion UDFs from here on
             return exp.Anonymous(this=name, expressions=[exp.cast(a, "BIGINT") for a in args])
-        if name in ("pg_get_constraintdef", "pg_get_indexdef", "pg_regclass_name"):
+        if name in ("pg_get_constraintdef", "pg_get_indexdef", "pg_regclass_name",
+                    "pg_size_pretty"):
             return exp.Anonymous(this=name, expressions=[exp.cast(args[0], "BIGINT")])
         if name == "array_upper" and len(args) == 2:
             return exp.Anonymous(this="array_length", expressions=[args[0]])
@@ -615,6 +678,11 @@ class PgCatalog:
 
     def _cast(self, session: "Session", node: exp.Cast) -> exp.Expression:
         to = node.to
+        kind_node = to.args.get("kind") if isinstance(to, exp.DataType) else None
+        if isinstance(kind_node, exp.Dot) and kind_node.this.name.lower() == "pg_catalog":
+            from sqlglot import parse_one
+            unqualified = parse_one(f"CAST(NULL AS {kind_node.expression.name})", read="postgres").to
+            return self._cast(session, exp.Cast(this=node.this, to=unqualified))
         kind = to.this.upper() if isinstance(to, exp.ObjectIdentifier) else None
         if isinstance(to, exp.DataType) and to.this == exp.DataType.Type.NAME:
             return exp.cast(node.this, "TEXT")
@@ -652,6 +720,9 @@ class PgCatalog:
 def _mentions_catalog(tree: exp.Expression) -> bool:
     """Cheap test before the full rewrite walk: only statements using catalog syntax pay."""
     for node in tree.walk():
+        if isinstance(node, exp.Table) and (node.name in SCHEMAS or (
+                node.args.get("db") is not None and node.args["db"].name.lower() == "pg_catalog")):
+            return True
         if isinstance(node, (exp.Anonymous, exp.Collate, exp.Operator, exp.CurrentSchema,
                              exp.CurrentSchemas, exp.CurrentUser, exp.SessionUser,
                              exp.CurrentDatabase)):
@@ -667,6 +738,91 @@ def _mentions_catalog(tree: exp.Expression) -> bool:
                 "current_user", "session_user", "user", "current_role", "current_catalog"):
             return True
     return False
+
+
+# Option and ACL arrays OmniLake's catalog never fills (always NULL).
+_NULL_ARRAYS = {"reloptions", "attoptions", "attfdwoptions", "spcoptions", "ftoptions", "useconfig",
+                "rolconfig", "setconfig", "relacl", "attacl", "nspacl", "datacl", "typacl",
+                "spcacl", "extconfig", "extcondition"}
+
+
+def _unnests_null_column(select: exp.Select) -> bool:
+    """`(SELECT ... FROM unnest(tc.reloptions) x)`: over an always-NULL array, no rows."""
+    source = select.args.get("from_") or select.args.get("from")
+    table = source.this if source is not None else None
+    if not isinstance(table, exp.Table) or not isinstance(table.this, (exp.Explode, exp.Unnest)):
+        return False
+    argument = table.this.this if isinstance(table.this, exp.Explode) else \
+        (table.this.expressions or [None])[0]
+    return isinstance(argument, exp.Column) and argument.name in _NULL_ARRAYS
+
+
+def _array_literal(text: str) -> exp.Expression:
+    """'{0}' compared with an array column: an ARRAY literal."""
+    items = [i.strip().strip('"') for i in text[1:-1].split(",") if i.strip()]
+    return exp.Array(expressions=[exp.Literal.number(i) if i.lstrip("-").isdigit()
+                                  else exp.Literal.string(i) for i in items])
+
+
+def _is_scalar_position(node: exp.Subquery) -> bool:
+    parent = node.parent
+    return not isinstance(parent, (exp.From, exp.Join, exp.In, exp.Exists, exp.Lateral)) \
+        and isinstance(node.this, exp.Select) and len(node.this.expressions) == 1
+
+
+def _aggregated(node: exp.Subquery) -> exp.Expression:
+    """`(SELECT x FROM ... WHERE <correlated>)` as `(SELECT max(x) ...)`: DataFusion plans a
+    correlated scalar subquery only when it is aggregated; catalog lookups return one row."""
+    select = node.this
+    if select.args.get("group") or select.args.get("limit") or select.find(exp.AggFunc):
+        return node
+    projection = select.expressions[0]
+    inner = projection.this if isinstance(projection, exp.Alias) else projection
+    if isinstance(inner, exp.Star):
+        return node
+    aggregated = exp.Max(this=inner.copy())
+    select.set("expressions", [exp.alias_(aggregated, projection.alias_or_name or "max")])
+    outer = _outer_only_conditions(select)
+    if outer:
+        return exp.Case(ifs=[exp.If(this=exp.and_(*outer), true=node.copy())])
+    return node
+
+
+def _outer_only_conditions(select: exp.Select) -> list[exp.Expression]:
+    """Remove and return the WHERE conjuncts that only read the outer query's columns
+    (`... AND a.atthasdef`): DataFusion cannot decorrelate them, a CASE around the
+    subquery says the same."""
+    where = select.args.get("where")
+    if where is None:
+        return []
+    inner = set()
+    for table in select.find_all(exp.Table):
+        inner.add(table.alias_or_name)
+    conjuncts = list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+    outer, kept = [], []
+    for condition in conjuncts:
+        columns = list(condition.find_all(exp.Column))
+        if columns and all(c.table and c.table not in inner for c in columns):
+            outer.append(condition.copy())
+        else:
+            kept.append(condition)
+    if outer:
+        select.set("where", exp.Where(this=exp.and_(*kept)) if kept else None)
+    return outer
+
+
+def _array_of(query: exp.Expression) -> exp.Expression:
+    """`ARRAY(SELECT x ...)` as `(SELECT array_agg(x) ...)`."""
+    select = query.this if isinstance(query, exp.Subquery) else query
+    projection = select.expressions[0]
+    inner = projection.this if isinstance(projection, exp.Alias) else projection
+    order = select.args.get("order")
+    agg = exp.ArrayAgg(this=inner.copy())
+    if order is not None:
+        agg = exp.ArrayAgg(this=exp.Order(this=inner.copy(), expressions=order.expressions))
+        select.set("order", None)
+    select.set("expressions", [exp.alias_(agg, "array")])
+    return exp.Subquery(this=select)
 
 
 _OPERATORS = {"=": exp.EQ, "<>": exp.NEQ, "!=": exp.NEQ, "<": exp.LT, ">": exp.GT,
@@ -712,6 +868,19 @@ def _register_udfs(ctx, catalog: PgCatalog) -> None:
                 out.append('"' + v.replace('"', '""') + '"')
         return pa.array(out, pa.large_string())
 
+    def size_pretty(sizes: pa.Array) -> pa.Array:
+        out = []
+        for size in sizes.to_pylist():
+            if size is None:
+                out.append(None)
+                continue
+            for unit in ("bytes", "kB", "MB", "GB", "TB"):
+                if abs(size) < 10 * 1024 or unit == "TB":
+                    out.append(f"{int(size)} {unit}")
+                    break
+                size = size / 1024
+        return pa.array(out, pa.large_string())
+
     def regclass_name(oids: pa.Array) -> pa.Array:
         names = catalog.class_names
         if any(o is not None and o not in names for o in oids.to_pylist()):
@@ -726,5 +895,6 @@ def _register_udfs(ctx, catalog: PgCatalog) -> None:
         (lookup(catalog.index_defs), [i64], "pg_get_indexdef"),
         (quote_ident, [text], "quote_ident"),
         (regclass_name, [i64], "pg_regclass_name"),
+        (size_pretty, [i64], "pg_size_pretty"),
     ]:
         ctx.register_udf(udf(fn, inputs, text, "stable", name=name))
