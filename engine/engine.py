@@ -377,6 +377,8 @@ def _show(session: Session, what: str) -> Result:
                           "name": pa.array(names, pa.large_string())})
         return Result(status="SHOW", table=table, rowcount=table.num_rows)
     name = what.lower().strip('"')
+    name = {"transaction isolation level": "transaction_isolation", "time zone": "timezone",
+            "session authorization": "session_authorization"}.get(" ".join(name.split()), name)
     if name == "all":
         items = sorted(session.variables.items())
         table = pa.table({"name": [k for k, _ in items], "setting": [v for _, v in items]})

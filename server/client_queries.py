@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from omnilake.server.codecs import PG_OID_KEY
 from omnilake.server.pg_catalog import TYPES, format_type
 
 OID_ARRAY = 1028
@@ -28,7 +29,7 @@ _TYPEINFO_SCHEMA = pa.schema([
     ("oid", pa.int64()), ("ns", pa.large_string()), ("name", pa.large_string()),
     ("kind", pa.large_string()), ("basetype", pa.int64()), ("elemtype", pa.int64()),
     ("elemdelim", pa.large_string()), ("range_subtype", pa.int64()),
-    ("attrtypoids", pa.list_(pa.int64())), ("attrnames", pa.list_(pa.large_string())),
+    ("attrtypoids", pa.list_(pa.field("item", pa.int64(), metadata={PG_OID_KEY: b"26"}))), ("attrnames", pa.list_(pa.large_string())),
     ("depth", pa.int32()), ("basetype_name", pa.large_string()),
     ("elemtype_name", pa.large_string()), ("range_subtype_name", pa.large_string())])
 

@@ -53,8 +53,24 @@ def column_oid(field: pa.Field) -> int:
     pinned = (field.metadata or {}).get(PG_OID_KEY)
     if pinned:
         return int(pinned)
+    element = _array_element(field)
+    if element is not None:
+        return ARRAY_OF.get(column_oid(element), TEXT)
     sql_type = sql_type_of(field)
     return sql_type.oid if sql_type is not None else TEXT
+
+
+def _array_element(field: pa.Field) -> pa.Field | None:
+    """The element field of a list column that is an SQL array (a vector is not one)."""
+    t = field.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
+            or pa.types.is_fixed_size_list(t)):
+        return None
+    if (field.metadata or {}).get(SQL_TYPE_KEY.encode()):
+        return None  # a column with a declared SQL type (vector)
+    if pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type):
+        return None
+    return t.value_field
 
 
 # -- text output ---------------------------------------------------------------------------
@@ -169,7 +185,33 @@ _TEXT_BY_NAME: dict[str, Callable[[pa.ChunkedArray], Encoded]] = {
 }
 
 
+def _array_text(element: pa.Field) -> Callable[[pa.ChunkedArray], Encoded]:
+    """PostgreSQL's array text form: {a,"b c",NULL}."""
+    encode_items = text_encoder(element)
+
+    def encode(column: pa.ChunkedArray) -> Encoded:
+        out = []
+        for value in column.to_pylist():
+            if value is None:
+                out.append(None)
+                continue
+            items = encode_items(pa.chunked_array([pa.array(value, element.type)]))
+            out.append(b"{" + b",".join(b"NULL" if i is None else _quote_item(i)
+                                         for i in items) + b"}")
+        return out
+    return encode
+
+
+def _quote_item(item: bytes) -> bytes:
+    if item and not any(c in item for c in b'{},"\\ \t\n') and item.upper() != b"NULL":
+        return item
+    return b'"' + item.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
 def text_encoder(field: pa.Field) -> Callable[[pa.ChunkedArray], Encoded]:
+    element = _array_element(field)
+    if element is not None and column_oid(field) != TEXT:
+        return _array_text(element)
     sql_type = sql_type_of(field)
     if sql_type is not None and sql_type.name in _TEXT_BY_NAME:
         if sql_type.name == "json" and not (pa.types.is_string(field.type)
@@ -258,7 +300,32 @@ _BINARY_BY_NAME: dict[str, Callable[[pa.ChunkedArray], Encoded]] = {
 }
 
 
+def _array_binary(element: pa.Field, element_oid: int) -> Callable[[pa.ChunkedArray], Encoded]:
+    encode_items = binary_encoder(element)
+
+    def encode(column: pa.ChunkedArray) -> Encoded:
+        out = []
+        for value in column.to_pylist():
+            if value is None:
+                out.append(None)
+                continue
+            items = encode_items(pa.chunked_array([pa.array(value, element.type)])) if value else []
+            has_null = any(i is None for i in items)
+            parts = [struct.pack("!iiI", 1, int(has_null), element_oid),
+                     struct.pack("!ii", len(items), 1)]
+            for i in items:
+                parts.append(b"\xff\xff\xff\xff" if i is None else struct.pack("!i", len(i)) + i)
+            out.append(b"".join(parts))
+        return out
+    return encode
+
+
 def binary_encoder(field: pa.Field) -> Callable[[pa.ChunkedArray], Encoded]:
+    element = _array_element(field)
+    if element is not None and column_oid(field) != TEXT:
+        return _array_binary(element, column_oid(element))
+    if column_oid(field) == 26:  # oid: four bytes, unsigned
+        return _fixed("!I", ">u4")
     sql_type = sql_type_of(field)
     if sql_type is None or sql_type.name not in _BINARY_BY_NAME:
         return text_encoder(field)  # sent as text (its OID is text)
@@ -333,6 +400,11 @@ _BINARY_IN: dict[int, Callable[[bytes], object]] = {
     2950: lambda b: uuid.UUID(bytes=b), OIDS["vector"]: _vector_from_binary,
 }
 
+
+# element type oid -> its array type oid
+ARRAY_OF = {21: 1005, 23: 1007, 20: 1016, 25: 1009, 1043: 1009, 700: 1021, 701: 1022, 16: 1000,
+            2950: 2951, 1700: 1231, 1082: 1182, 1114: 1115, 1184: 1185, 17: 1001, 18: 1002,
+            26: 1028}
 
 # array type oid -> element type oid (int2, int4, int8, text, varchar, float4/8, oid, bool, uuid)
 ARRAY_ELEMENTS = {1005: 21, 1007: 23, 1016: 20, 1009: 25, 1015: 1043, 1021: 700, 1022: 701,

@@ -49,7 +49,8 @@ TYPES: dict[int, tuple[str, int, str, int, int]] = {
     1700: ("numeric", -1, "N", 1231, 0), 2205: ("regclass", 4, "N", 2210, 0),
     2206: ("regtype", 4, "N", 2211, 0), 2950: ("uuid", 16, "U", 2951, 0),
     3802: ("jsonb", -1, "U", 3807, 0), 2249: ("record", -1, "P", 2287, 0),
-    2278: ("void", 4, "P", 0, 0),
+    2278: ("void", 4, "P", 0, 0), 1560: ("bit", -1, "V", 1561, 0),
+    1562: ("varbit", -1, "V", 1563, 0),
     OIDS["vector"]: ("vector", -1, "U", OIDS["vector"] + 1, 0),
     1000: ("_bool", -1, "A", 0, 16), 1001: ("_bytea", -1, "A", 0, 17),
     1005: ("_int2", -1, "A", 0, 21), 1007: ("_int4", -1, "A", 0, 23),
@@ -598,7 +599,8 @@ class PgCatalog:
                 return exp.false()
             return exp.In(this=exp.cast(args[0], "BIGINT"),
                           expressions=[exp.Literal.number(o) for o in oids])
-        if name in ("pg_type_is_visible", "pg_function_is_visible", "has_table_privilege",
+        if name in ("pg_type_is_visible", "pg_function_is_visible", "pg_collation_is_visible",
+                    "pg_opclass_is_visible", "pg_conversion_is_visible", "has_table_privilege",
                     "has_schema_privilege", "has_database_privilege", "has_column_privilege",
                     "has_any_column_privilege", "has_function_privilege", "pg_has_role",
                     "has_sequence_privilege", "has_type_privilege"):
@@ -647,6 +649,10 @@ class PgCatalog:
         if name in ("pg_get_constraintdef", "pg_get_indexdef", "pg_regclass_name",
                     "pg_size_pretty"):
             return exp.Anonymous(this=name, expressions=[exp.cast(args[0], "BIGINT")])
+        if name == "generate_subscripts" and args:  # beside unnest(a): the positions 1..n
+            length = exp.cast(exp.Anonymous(this="array_length", expressions=[args[0]]), "BIGINT")
+            return exp.Explode(this=exp.Anonymous(this="generate_series", expressions=[
+                exp.Literal.number(1), length]))
         if name == "array_upper" and len(args) == 2:
             return exp.Anonymous(this="array_length", expressions=[args[0]])
         if name == "array_lower":
