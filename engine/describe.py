@@ -156,4 +156,4 @@ def result_schema(session: "Session", tree: exp.Expression, param_oids: list[int
         raise from_datafusion(exc) from exc
     finally:
         bound.close()
-    return normalise_output(schema.empty_table(), bound.renames).schema
+    return normalise_output(schema.empty_table(), bound.renames, bound.declared).schema

@@ -21,6 +21,7 @@ from pyiceberg.expressions import AlwaysTrue
 from sqlglot import exp
 
 from omnilake import errors as E
+from omnilake.catalog.types import SQL_TYPE_KEY
 from omnilake.engine import pushdown
 from omnilake.engine.dialect import to_datafusion
 from omnilake.engine.errors import from_datafusion
@@ -54,6 +55,7 @@ class BoundQuery:
     prefix: str
     scans: list[ScanPlan] = field(default_factory=list)
     renames: dict[str, str] = field(default_factory=dict)  # DataFusion name -> output name
+    declared: dict[str, str] = field(default_factory=dict)  # output name -> SQL type
     registered: list[str] = field(default_factory=list)
 
     def register(self, name: str, data) -> None:
@@ -75,7 +77,7 @@ class BoundQuery:
             raise from_datafusion(exc) from exc
         finally:
             self.close()
-        return result if explain else normalise_output(result, self.renames)
+        return result if explain else normalise_output(result, self.renames, self.declared)
 
     def close(self) -> None:
         for name in self.registered:
@@ -108,8 +110,31 @@ def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = Non
     except BaseException:
         bound.close()
         raise
+    bound.declared = _declared_types(tree)
     bound.renames = _name_outputs(tree)
     return bound
+
+
+_DECLARED = {exp.DataType.Type.UUID: "uuid", exp.DataType.Type.JSON: "json",
+             exp.DataType.Type.JSONB: "json"}
+
+
+def _declared_types(tree: exp.Expression) -> dict[str, str]:
+    """Output columns cast to a type DataFusion carries as text (`x::uuid`, `x::json`): their
+    SQL type, so clients get UUIDs and JSON back, not strings."""
+    select = tree
+    while isinstance(select, exp.SetOperation):
+        select = select.this
+    if not isinstance(select, exp.Select):
+        return {}
+    declared = {}
+    for projection in select.expressions:
+        value = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(value, exp.Cast) and isinstance(value.to, exp.DataType) \
+                and value.to.this in _DECLARED:
+            name = projection.alias if isinstance(projection, exp.Alias) else _postgres_name(value)
+            declared[name] = _DECLARED[value.to.this]
+    return declared
 
 
 def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None) -> None:
@@ -297,7 +322,8 @@ def _postgres_name(node: exp.Expression) -> str:
     return "?column?"
 
 
-def normalise_output(table: pa.Table, renames: dict[str, str] | None = None) -> pa.Table:
+def normalise_output(table: pa.Table, renames: dict[str, str] | None = None,
+                     declared: dict[str, str] | None = None) -> pa.Table:
     """Results in the types users get back: microsecond timestamps, plain strings."""
     fields, arrays, changed = [], [], False
     for f, column in zip(table.schema, table.columns):
@@ -311,8 +337,11 @@ def normalise_output(table: pa.Table, renames: dict[str, str] | None = None) -> 
         name = (renames or {}).get(f.name, f.name)
         if t != f.type:
             column = column.cast(t, safe=False)
-        changed = changed or t != f.type or name != f.name
-        fields.append(pa.field(name, t, f.nullable, metadata=f.metadata))
+        metadata = f.metadata
+        if declared and name in declared and not (metadata or {}).get(SQL_TYPE_KEY.encode()):
+            metadata = {**(metadata or {}), SQL_TYPE_KEY.encode(): declared[name].encode()}
+        changed = changed or t != f.type or name != f.name or metadata is not f.metadata
+        fields.append(pa.field(name, t, f.nullable, metadata=metadata))
         arrays.append(column)
     if not changed:
         return table
