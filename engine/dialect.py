@@ -69,6 +69,10 @@ class DataFusionSQL(_Postgres):
             **_Postgres.Generator.TRANSFORMS,
             L2Distance: lambda self, e: self.func(e.function, e.this, e.expression),
             CosineDistance: lambda self, e: self.func(e.function, e.this, e.expression),
+            # DataFusion looks table functions up by their lower-case name
+            exp.ExplodingGenerateSeries: lambda self, e: "generate_series(" + ", ".join(
+                self.sql(a) for a in (e.args.get("start"), e.args.get("end"), e.args.get("step"))
+                if a is not None) + ")",
         }
 
 

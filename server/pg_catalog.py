@@ -381,8 +381,10 @@ class PgCatalog:
                          "typtype": "p" if category == "P" else "b", "typcategory": category,
                          "typispreferred": False, "typisdefined": True, "typdelim": ",",
                          "typrelid": 0, "typsubscript": "-", "typelem": element, "typarray": array,
-                         "typinput": f"{name}_in", "typoutput": f"{name}_out",
-                         "typreceive": f"{name}_recv", "typsend": f"{name}_send",
+                         "typinput": "array_in" if category == "A" else f"{name}_in",
+                         "typoutput": "array_out" if category == "A" else f"{name}_out",
+                         "typreceive": "array_recv" if category == "A" else f"{name}_recv",
+                         "typsend": "array_send" if category == "A" else f"{name}_send",
                          "typmodin": "-", "typmodout": "-", "typanalyze": "-", "typalign": "i",
                          "typstorage": "p", "typnotnull": False, "typbasetype": 0,
                          "typtypmod": -1, "typndims": 0, "typcollation": 0})
@@ -654,7 +656,7 @@ class PgCatalog:
             return exp.Explode(this=exp.Anonymous(this="generate_series", expressions=[
                 exp.Literal.number(1), length]))
         if name == "array_upper" and len(args) == 2:
-            return exp.Anonymous(this="array_length", expressions=[args[0]])
+            return exp.cast(exp.Anonymous(this="array_length", expressions=[args[0]]), "BIGINT")
         if name == "array_lower":
             return exp.Literal.number(1)
         return node

@@ -1,0 +1,280 @@
+"""The wire server under bad input, many clients, cancels, authentication and shutdown:
+raw sockets for what no client library would send."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+asyncpg = pytest.importorskip("asyncpg")
+
+import omnilake  # noqa: E402
+from tests.wire_server import start_server  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_server(str(tmp_path_factory.mktemp("wire") / "wh"))
+    with psycopg.connect(srv.conninfo(), autocommit=True) as c:
+        c.execute("CREATE TABLE nums (n INT)")
+        c.execute("INSERT INTO nums SELECT * FROM (VALUES " + ",".join(f"({i})" for i in range(600)) + ") v(n)")
+    yield srv
+    assert srv.stop() == 0
+
+
+def _startup(user: str = "tester") -> bytes:
+    body = struct.pack("!i", 196608) + b"user\0" + user.encode() + b"\0database\0omnilake\0\0"
+    return struct.pack("!i", len(body) + 4) + body
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def _read_messages(sock: socket.socket, until: bytes = b"Z", limit: float = 20) -> list[tuple[bytes, bytes]]:
+    """Messages up to and including the first of type `until` (or until the socket closes)."""
+    sock.settimeout(limit)
+    data, out = b"", []
+    while True:
+        while len(data) >= 5:
+            length = struct.unpack("!i", data[1:5])[0]
+            if len(data) < 1 + length:
+                break
+            out.append((data[:1], data[5:1 + length]))
+            data = data[1 + length:]
+            if out[-1][0] == until:
+                return out
+        chunk = sock.recv(65536)
+        if not chunk:
+            return out
+        data += chunk
+
+
+def _connect(server) -> socket.socket:
+    sock = socket.create_connection((server.host, server.port), timeout=20)
+    sock.sendall(_startup())
+    kinds = [k for k, _ in _read_messages(sock)]
+    assert kinds[0] == b"R" and kinds[-1] == b"Z"
+    return sock
+
+
+def _error_code(body: bytes) -> str:
+    fields = dict((f[:1], f[1:].decode()) for f in body.split(b"\0") if f)
+    return fields[b"C"]
+
+
+def _still_serving(server) -> None:
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM nums").fetchone() == (600,)
+
+
+def test_startup_reports_parameters_and_key(server):
+    sock = socket.create_connection((server.host, server.port), timeout=20)
+    sock.sendall(_startup())
+    messages = _read_messages(sock)
+    status = dict(body.rstrip(b"\0").split(b"\0") for kind, body in messages if kind == b"S")
+    assert status[b"server_version"].startswith(b"16.")
+    assert status[b"standard_conforming_strings"] == b"on" and status[b"integer_datetimes"] == b"on"
+    assert status[b"client_encoding"] == b"UTF8" and status[b"TimeZone"] == b"UTC"
+    assert any(kind == b"K" for kind, _ in messages)
+    assert messages[-1] == (b"Z", b"I")
+    sock.close()
+
+
+def test_ssl_and_gssenc_requests_are_declined_then_startup_works(server):
+    sock = socket.create_connection((server.host, server.port), timeout=20)
+    sock.sendall(struct.pack("!ii", 8, 80877103))
+    assert sock.recv(1) == b"N"
+    sock.sendall(struct.pack("!ii", 8, 80877104))
+    assert sock.recv(1) == b"N"
+    sock.sendall(_startup())
+    assert _read_messages(sock)[-1][0] == b"Z"
+    sock.close()
+
+
+def test_simple_query_with_several_statements_and_empty_query(server):
+    sock = _connect(server)
+    sock.sendall(_message(b"Q", b"SELECT 1 AS a; SELECT 'x' AS b;\0"))
+    messages = _read_messages(sock)
+    kinds = [k for k, _ in messages]
+    assert kinds == [b"T", b"D", b"C", b"T", b"D", b"C", b"Z"]
+    sock.sendall(_message(b"Q", b"\0"))
+    assert [k for k, _ in _read_messages(sock)] == [b"I", b"Z"]
+    sock.close()
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (_message(b"Y", b"whatever"), "unknown message type"),
+    (b"Q" + struct.pack("!i", 2), "length smaller than itself"),
+    (b"Q" + struct.pack("!i", 2_000_000_000), "oversized message"),
+    (_message(b"P", b"no-terminator"), "truncated Parse"),
+    (_message(b"B", b"\0\0" + struct.pack("!h", 5)), "truncated Bind"),
+])
+def test_broken_messages_get_an_error_or_a_close_and_others_keep_working(server, payload, reason):
+    sock = _connect(server)
+    sock.sendall(payload)
+    messages = _read_messages(sock, until=b"Z", limit=10)
+    errors = [body for kind, body in messages if kind == b"E"]
+    assert errors, f"{reason}: expected an ErrorResponse"
+    assert _error_code(errors[0]) in ("08P01", "XX000", "22021", "26000", "42601")
+    sock.close()
+    _still_serving(server)
+
+
+def test_invalid_utf8_query_is_an_error_and_the_connection_survives(server):
+    sock = _connect(server)
+    sock.sendall(_message(b"Q", b"SELECT '\xff\xfe'\0"))
+    messages = _read_messages(sock)
+    assert _error_code([b for k, b in messages if k == b"E"][0]) == "22021"
+    sock.sendall(_message(b"Q", b"SELECT 1\0"))
+    assert [k for k, _ in _read_messages(sock)] == [b"T", b"D", b"C", b"Z"]
+    sock.close()
+
+
+def test_extended_protocol_error_skips_to_sync(server):
+    sock = _connect(server)
+    sock.sendall(_message(b"P", b"\0SELEC nonsense\0\0\0") + _message(b"B", b"\0\0\0\0\0\0\0\0")
+                 + _message(b"E", b"\0\0\0\0\0") + _message(b"S", b""))
+    kinds = [k for k, _ in _read_messages(sock)]
+    assert kinds == [b"E", b"Z"]
+    sock.sendall(_message(b"P", b"\0SELECT $1::int + 1\0\0\0")
+                 + _message(b"B", b"\0\0\0\0\0\1" + struct.pack("!i", 1) + b"4" + b"\0\0")
+                 + _message(b"D", b"P\0") + _message(b"E", b"\0\0\0\0\0") + _message(b"S", b""))
+    messages = _read_messages(sock)
+    assert [k for k, _ in messages] == [b"1", b"2", b"T", b"D", b"C", b"Z"]
+    assert messages[3][1].endswith(b"5")
+    sock.close()
+
+
+def test_row_limit_suspends_the_portal(server):
+    sock = _connect(server)
+    sock.sendall(_message(b"P", b"\0SELECT n FROM nums ORDER BY n LIMIT 5\0\0\0")
+                 + _message(b"B", b"\0\0\0\0\0\0\0\0") + _message(b"E", b"\0" + struct.pack("!i", 2))
+                 + _message(b"E", b"\0" + struct.pack("!i", 2)) + _message(b"E", b"\0" + struct.pack("!i", 2))
+                 + _message(b"S", b""))
+    kinds = [k for k, _ in _read_messages(sock)]
+    assert kinds == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"D", b"C", b"Z"]
+    sock.close()
+
+
+def test_client_vanishing_mid_query_does_not_hurt_the_server(server):
+    for _ in range(3):
+        sock = _connect(server)
+        sock.sendall(_message(b"Q", b"SELECT count(*) FROM nums a, nums b, nums c WHERE a.n + b.n = c.n\0"))
+        sock.close()
+    _still_serving(server)
+
+
+def test_cancel_request_stops_a_long_query(server):
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        timer = threading.Timer(1.0, c.cancel)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("SELECT count(*) FROM nums a, nums b, nums c WHERE a.n + b.n = c.n")
+        timer.join()
+        assert c.execute("SELECT 42").fetchone() == (42,)
+
+
+def test_a_slow_query_never_stalls_other_connections(server):
+    """A quick query on a second connection finishes while the slow one is still running."""
+    order = []
+    slow_done = threading.Event()
+
+    def slow():
+        with psycopg.connect(server.conninfo(), autocommit=True) as c:
+            c.execute("SELECT count(*) FROM nums a, nums b, nums c WHERE a.n + b.n = c.n + 1")
+        order.append("slow")
+        slow_done.set()
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        for _ in range(5):
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    order.append("fast" if not slow_done.is_set() else "fast-after-slow")
+    thread.join()
+    assert order == ["fast", "slow"]
+
+
+def test_64_concurrent_clients_without_errors(server):
+    async def client(i: int, stop: float) -> int:
+        c = await asyncpg.connect(server.dsn())
+        done = 0
+        try:
+            while time.monotonic() < stop:
+                if i % 4 == 0:
+                    await c.execute("INSERT INTO nums VALUES ($1)", 10_000 + i)
+                else:
+                    assert await c.fetchval("SELECT n FROM nums WHERE n = $1", i) == i
+                done += 1
+        finally:
+            await c.close()
+        return done
+
+    async def main():
+        stop = time.monotonic() + 4
+        return await asyncio.gather(*(client(i, stop) for i in range(64)))
+
+    counts = asyncio.run(main())
+    assert all(n > 0 for n in counts)
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        inserted = c.execute("SELECT count(*) FROM nums WHERE n >= 10000").fetchone()[0]
+        assert inserted == sum(n for i, n in enumerate(counts) if i % 4 == 0)
+        c.execute("DELETE FROM nums WHERE n >= 10000")
+
+
+def test_scram_authentication(tmp_path):
+    srv = start_server(str(tmp_path / "wh"))
+    try:
+        with psycopg.connect(srv.conninfo(), autocommit=True) as c:  # no users yet: trust
+            c.execute("CREATE USER alice PASSWORD 'correct horse'")
+            with pytest.raises(psycopg.errors.DuplicateObject):
+                c.execute("CREATE USER alice PASSWORD 'x'")
+        with psycopg.connect(srv.conninfo(user="alice", password="correct horse"), autocommit=True) as c:
+            assert c.execute("SELECT current_user").fetchone() == ("alice",)
+            c.execute("ALTER USER alice WITH PASSWORD 'battery staple'")
+        for user, password in [("alice", "correct horse"), ("mallory", "guess"), ("alice", "")]:
+            with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+                psycopg.connect(srv.conninfo(user=user, password=password))
+
+        async def with_asyncpg():
+            c = await asyncpg.connect(srv.dsn("alice", "battery staple"))
+            assert await c.fetchval("SELECT 1") == 1
+            await c.close()
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                await asyncpg.connect(srv.dsn("alice", "wrong"))
+        asyncio.run(with_asyncpg())
+        # the verifier is stored, never the password
+        import sqlite3
+        stored = sqlite3.connect(f"{tmp_path / 'wh'}/catalog.db").execute(
+            "SELECT verifier FROM omnilake_users").fetchall()
+        assert stored[0][0].startswith("SCRAM-SHA-256$") and "battery" not in stored[0][0]
+    finally:
+        assert srv.stop() == 0
+
+
+def test_non_loopback_without_users_refuses_to_start(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "omnilake", "serve", "-w", str(tmp_path / "wh"),
+                           "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "CREATE USER" in done.stderr and "28000" in done.stderr
+
+
+def test_sigterm_flushes_acknowledged_rows(tmp_path):
+    srv = start_server(str(tmp_path / "wh"), "--flush-interval", "3600")
+    with psycopg.connect(srv.conninfo(), autocommit=True) as c:
+        c.execute("CREATE TABLE pending (n INT)")
+        c.execute("INSERT INTO pending VALUES (1), (2), (3)")
+    assert srv.stop() == 0
+    with omnilake.connect(str(tmp_path / "wh")) as conn:
+        table = conn.session.engine.warehouse.catalog.load_table(("public", "pending"))
+        assert table.scan().to_arrow().num_rows == 3  # in Iceberg, not only in the log
