@@ -7,6 +7,7 @@ An unknown user goes through the same exchange against a throwaway verifier, so 
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from scramp import ScramException, ScramMechanism
 from omnilake import errors as E
 from omnilake.catalog.users import Users, make_verifier, User
 from omnilake.server import messages as M
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from omnilake.server.connection import Connection
@@ -51,13 +54,22 @@ class Authenticator:
         length = r.int32()
         first = r.bytes(length).decode(errors="replace") if length >= 0 else ""
         try:
-            server.set_client_first(first)
+            # libpq leaves the SCRAM user name empty ("n=,": the startup packet names the
+            # user); scramp rejects an empty attribute, so it parses a named copy and the
+            # proof is checked against the bare message the client really signed.
+            header, sep, bare = first.partition("n=,")
+            named = header + "n=" + (conn.user.replace("=", "=3D").replace(",", "=2C") or "-") + "," + bare \
+                if sep and header.count(",") == 2 else first
+            server.set_client_first(named)
+            if named is not first:
+                server.client_first_bare = "n=," + bare
             await conn._send(M.authentication(SASL_CONTINUE, server.get_server_first().encode()))
             kind, body = await M.read_message(conn.reader)
             if kind != b"p":
                 raise M.ProtocolViolation(f"expected SASL response, got message type {kind!r}")
             server.set_client_final(body.decode(errors="replace"))
-        except ScramException:
+        except ScramException as exc:
+            log.info("SCRAM exchange for %r failed: %s", conn.user, exc)
             raise failed from None
         if not known:
             raise failed

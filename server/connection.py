@@ -152,7 +152,9 @@ class Connection:
     async def _loop(self) -> None:
         skipping = False  # after an extended-protocol error, until Sync
         while True:
+            self.idle = True
             kind, body = await M.read_message(self.reader)
+            self.idle = False
             if kind == b"X":
                 return
             if kind == b"Q":
@@ -210,6 +212,13 @@ class Connection:
 
     _task: asyncio.Task | None = None
     abandonable: bool = False
+    idle: bool = False
+
+    async def shutdown(self) -> None:
+        """Server shutdown: an idle connection is told and closed at once."""
+        if self.idle:
+            await self._fatal(E.AdminShutdown("terminating connection due to administrator command"))
+            self.writer.close()
 
     # -- simple query ---------------------------------------------------------------------
     async def _simple_query(self, body: bytes) -> None:

@@ -111,6 +111,8 @@ class Server:
     async def stop(self, grace: float = 10.0) -> None:
         if self._server is not None:
             self._server.close()
+        for conn in list(self.connections.values()):
+            await conn.shutdown()
         tasks = list(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)

@@ -19,12 +19,13 @@ class ServerProcess:
     warehouse: str
 
     def dsn(self, user: str = "tester", password: str | None = None) -> str:
-        auth = user if password is None else f"{user}:{password}"
+        from urllib.parse import quote
+        auth = user if password is None else f"{user}:{quote(password)}"
         return f"postgresql://{auth}@{self.host}:{self.port}/omnilake"
 
     def conninfo(self, user: str = "tester", **extra) -> str:
         parts = [f"host={self.host}", f"port={self.port}", "dbname=omnilake", f"user={user}"]
-        parts += [f"{k}={v}" for k, v in extra.items()]
+        parts += [f"{k}='{v}'" for k, v in extra.items()]
         return " ".join(parts)
 
     def stop(self, timeout: float = 30) -> int:
