@@ -1,0 +1,190 @@
+"""Wire-protocol benchmark: `omnilake serve` against a real PostgreSQL on the same machine, in
+the same run, over loopback, one client at a time, each kind of work for a bounded time.
+
+    python bench/wire_bench.py [--seconds 3] [--rows 100000] [--results bench/RESULTS.md]
+
+PostgreSQL is Debian's (initdb/pg_ctl found on PATH or under /usr/lib/postgresql/*/bin),
+started in a temporary folder with trust authentication and stopped at the end. Queries:
+`SELECT 1` over the simple protocol (psycopg ClientCursor) and the extended protocol
+(prepared), a point query by primary key (prepared), a top-10 vector query (OmniLake only
+unless PostgreSQL has pgvector), and COPY FROM STDIN rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.wire_server import start_server  # noqa: E402
+
+from results import write_section  # noqa: E402
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (run as the `postgres` user when we are root)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="omnilake-pg-")
+        self.port = _free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.dir, "postgres")
+        data = f"{self.dir}/data"
+        subprocess.run(self.as_user + [_pg_bin("initdb"), "-D", data, "-A", "trust", "-U", "postgres",
+                                       "--no-sync"], check=True, capture_output=True)
+        subprocess.run(self.as_user + [_pg_bin("pg_ctl"), "-D", data, "-l", f"{self.dir}/log", "-w",
+                                       "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                                             "-c fsync=on -c synchronous_commit=on", "start"],
+                       check=True, capture_output=True)
+        self.data = data
+        self.version = psycopg.connect(self.conninfo()).info.server_version
+
+    def conninfo(self) -> str:
+        return f"host=127.0.0.1 port={self.port} dbname=postgres user=postgres"
+
+    def stop(self) -> None:
+        subprocess.run(self.as_user + [_pg_bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _rate(fn, seconds: float) -> tuple[float, float]:
+    """(operations per second, p50 latency in ms) of `fn` run repeatedly for `seconds`."""
+    for _ in range(20):
+        fn()  # warm up: plan caches, prepared statements
+    latencies = []
+    end = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        fn()
+        now = time.perf_counter()
+        latencies.append(now - start)
+        if now >= end:
+            break
+    return len(latencies) / sum(latencies), float(np.median(latencies) * 1000)
+
+
+def _setup(conninfo: str, rows: int, vectors: bool) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS kv")
+        c.execute("CREATE TABLE kv (id BIGINT PRIMARY KEY, val TEXT)")
+        with c.cursor().copy("COPY kv FROM STDIN") as copy:
+            for i in range(rows):
+                copy.write_row((i, f"value-{i}"))
+        if vectors:
+            c.execute("DROP TABLE IF EXISTS emb")
+            c.execute("CREATE TABLE emb (id BIGINT, v VECTOR(128))")
+            rng = np.random.default_rng(7)
+            data = rng.standard_normal((10_000, 128)).astype(np.float32)
+            with c.cursor().copy("COPY emb FROM STDIN") as copy:
+                for i, row in enumerate(data):
+                    copy.write_row((i, "[" + ",".join(f"{x:.5f}" for x in row) + "]"))
+
+
+def _measure(conninfo: str, seconds: float, rows: int, vectors: bool) -> dict[str, tuple[float, float]]:
+    out = {}
+    rng = np.random.default_rng(1)
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        simple = psycopg.ClientCursor(c)
+        out["SELECT 1, simple protocol"] = _rate(lambda: simple.execute("SELECT 1").fetchall(), seconds)
+        out["SELECT 1, extended (prepared)"] = _rate(
+            lambda: c.execute("SELECT 1", prepare=True).fetchall(), seconds)
+        keys = iter(rng.integers(0, rows, 10_000_000))
+        out["point query by key (prepared)"] = _rate(
+            lambda: c.execute("SELECT val FROM kv WHERE id = %s", (int(next(keys)),), prepare=True).fetchall(),
+            seconds)
+        if vectors:
+            query = "[" + ",".join(f"{x:.4f}" for x in rng.standard_normal(128)) + "]"
+            out["top-10 vector, 10k x 128, exact"] = _rate(
+                lambda: c.execute("SELECT id FROM emb ORDER BY v <-> %s::vector LIMIT 10", (query,),
+                                  prepare=True).fetchall(), seconds)
+        c.execute("CREATE TABLE IF NOT EXISTS copy_target (id BIGINT, val TEXT, score DOUBLE PRECISION)")
+        payload = "".join(f"{i}\tname-{i}\t{i * 0.5}\n" for i in range(200_000)).encode()
+        start = time.perf_counter()
+        with c.cursor().copy("COPY copy_target FROM STDIN") as copy:
+            for offset in range(0, len(payload), 1 << 20):
+                copy.write(payload[offset:offset + (1 << 20)])
+        elapsed = time.perf_counter() - start
+        out["COPY FROM STDIN, rows/s (200k rows)"] = (200_000 / elapsed, elapsed * 1000)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--results", default=None, help="write a section into this RESULTS.md")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        omni = start_server(f"{tmp}/wh")
+        pg = Postgres() if _pg_bin("initdb") else None
+        try:
+            omni_info = omni.conninfo()
+            _setup(omni_info, args.rows, vectors=True)
+            pg_vectors = False
+            if pg is not None:
+                with psycopg.connect(pg.conninfo(), autocommit=True) as c:
+                    try:
+                        c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                        pg_vectors = True
+                    except psycopg.Error:
+                        pass
+                _setup(pg.conninfo(), args.rows, vectors=pg_vectors)
+            ours = _measure(omni_info, args.seconds, args.rows, vectors=True)
+            theirs = _measure(pg.conninfo(), args.seconds, args.rows, pg_vectors) if pg else {}
+        finally:
+            omni.stop()
+            if pg is not None:
+                pg.stop()
+
+    pg_name = f"PostgreSQL {pg.version // 10000}.{pg.version % 100}" if pg else "PostgreSQL (not found)"
+    lines = [f"## Wire protocol: OmniLake server vs {pg_name}",
+             "",
+             f"{dt.date.today()}, {platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
+             f"psycopg {psycopg.__version__}; one client over loopback, {args.seconds:.0f} s per row, "
+             f"`python bench/wire_bench.py`. Throughput is operations/s (rows/s for COPY); "
+             "ratio = OmniLake / PostgreSQL (higher is better for OmniLake).",
+             "",
+             "| work | OmniLake | p50 ms | PostgreSQL | p50 ms | ratio |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, (rate, p50) in ours.items():
+        peer = theirs.get(name)
+        is_copy = name.startswith("COPY")
+        peer_text = f"{peer[0]:,.0f} | {'' if is_copy else f'{peer[1]:.3f}'}" if peer else "n/a | "
+        ratio = f"{rate / peer[0]:.2f}x" if peer else "n/a"
+        lines.append(f"| {name} | {rate:,.0f} | {'' if is_copy else f'{p50:.3f}'} | {peer_text} | {ratio} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.results:
+        write_section(args.results, "wire", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
