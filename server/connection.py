@@ -225,10 +225,10 @@ class Connection:
         self._task = asyncio.current_task()
         try:
             text = M.Reader(body).cstring()
-            trees = await self._run(self.session.parse, text)
-            if not trees:
-                await self._send(M.EMPTY_QUERY)
-            for tree in trees:
+            out, rest = await self._run(self._simple_batch, text,
+                                        abandon_on_cancel=_reads_only(text))
+            await self._send(out)
+            for tree in rest:  # from the first COPY on, one statement at a time
                 if isinstance(tree, exp.Copy):
                     await self._copy(tree)
                     continue
@@ -244,7 +244,7 @@ class Connection:
                 E.QueryCanceled("canceling statement due to user request")))
         except E.Error as err:
             self._fail_transaction()
-            await self._send(M.error_response(err))
+            await self._send(getattr(err, "partial_output", b"") + M.error_response(err))
         except Exception as exc:  # noqa: BLE001
             log.exception("internal error")
             self._fail_transaction()
@@ -252,6 +252,23 @@ class Connection:
         finally:
             self._task = None
         await self._send(M.ready_for_query(self._status()))
+
+    def _simple_batch(self, text: str) -> tuple[bytes, list[exp.Expression]]:
+        """Parse a simple query and run its statements up to the first COPY in one trip to
+        the pool; an error stops the batch (the caller reports it after what ran)."""
+        trees = self.session.parse(text)
+        if not trees:
+            return M.EMPTY_QUERY, []
+        out = []
+        for i, tree in enumerate(trees):
+            if isinstance(tree, exp.Copy):
+                return b"".join(out), trees[i:]
+            try:
+                out.append(self._execute_simple(tree))
+            except E.Error as err:
+                err.partial_output = b"".join(out)
+                raise
+        return b"".join(out), []
 
     def _execute_simple(self, tree: exp.Expression) -> bytes:
         result = self.session.run(tree)
@@ -483,6 +500,13 @@ def _returns_rows(tree: exp.Expression) -> bool:
     if isinstance(tree, exp.Command) and tree.name.upper() in ("SHOW", "EXPLAIN"):
         return True
     return isinstance(tree, (exp.Insert, exp.Update, exp.Delete)) and tree.args.get("returning")
+
+
+def _reads_only(text: str) -> bool:
+    """A single SELECT-like statement (decided from the text, before parsing)."""
+    words = text.lstrip().split(None, 1)
+    return bool(words) and words[0].upper() in ("SELECT", "WITH", "VALUES", "SHOW", "TABLE") \
+        and ";" not in text.rstrip().rstrip(";")
 
 
 def _is_read(tree: exp.Expression | None) -> bool:
