@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5433, help="port (default 5433; 0 picks a free one)")
     serve.add_argument("--tls-cert", default=None, help="certificate file (PEM) to offer TLS")
     serve.add_argument("--tls-key", default=None, help="private key file (PEM) for --tls-cert")
+    serve.add_argument("--log-statements", action="store_true",
+                       help="log the text of every statement clients send (for debugging clients)")
     _add_settings(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -218,6 +220,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     from omnilake.server.server import serve
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.log_statements:
+        logging.getLogger("omnilake.server.statements").setLevel(logging.DEBUG)
 
     def ready(server) -> None:
         print(f"omnilake: serving {server.engine.settings.warehouse} on "

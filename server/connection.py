@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from omnilake.server.server import Server
 
 log = logging.getLogger(__name__)
+statements = logging.getLogger("omnilake.server.statements")  # `serve --log-statements`
 
 DATABASES = ("omnilake", "postgres")  # `postgres` too: many tools connect to it by default
 
@@ -256,6 +257,7 @@ class Connection:
     def _simple_batch(self, text: str) -> tuple[bytes, list[exp.Expression]]:
         """Parse a simple query and run its statements up to the first COPY in one trip to
         the pool; an error stops the batch (the caller reports it after what ran)."""
+        statements.debug("simple: %s", text)
         trees = self.session.parse(text)
         if not trees:
             return M.EMPTY_QUERY, []
@@ -298,6 +300,7 @@ class Connection:
         r = M.Reader(body)
         name, text = r.cstring(), r.cstring()
         oids = [r.uint32() for _ in range(r.int16())]
+        statements.debug("parse: %s", text)
         if name and name in self.statements:
             raise E.Error(f'prepared statement "{name}" already exists', sqlstate="42P05")
         known = recognise(text)

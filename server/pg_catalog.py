@@ -609,6 +609,12 @@ class PgCatalog:
             return exp.true()
         if name in ("pg_is_in_recovery", "pg_is_other_temp_schema", "pg_relation_is_publishable"):
             return exp.false()
+        if name in ("current_schemas", "current_schema"):
+            implicit = name == "current_schemas" and args and args[0].name.lower() in ("true", "t")
+            schemas = (["pg_catalog"] if implicit else []) + [session.schema]
+            if name == "current_schema":
+                return text(session.schema)
+            return exp.Array(expressions=[text(s) for s in schemas])
         if name == "current_setting":
             key = args[0].name.lower() if args else ""
             if key in session.variables:
