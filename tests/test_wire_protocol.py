@@ -283,3 +283,36 @@ def test_sigterm_flushes_acknowledged_rows(tmp_path):
     with omnilake.connect(str(tmp_path / "wh")) as conn:
         table = conn.session.engine.warehouse.catalog.load_table(("public", "pending"))
         assert table.scan().to_arrow().num_rows == 3  # in Iceberg, not only in the log
+
+
+@pytest.mark.skipif(subprocess.run(["which", "openssl"], capture_output=True).returncode != 0,
+                    reason="openssl not installed")
+def test_tls_when_a_certificate_is_given(tmp_path):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"), "-days", "1",
+                    "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
+    srv = start_server(str(tmp_path / "wh"), "--tls-cert", str(tmp_path / "cert.pem"),
+                       "--tls-key", str(tmp_path / "key.pem"))
+    try:
+        with psycopg.connect(srv.conninfo(sslmode="require"), autocommit=True) as c:
+            assert c.pgconn.ssl_in_use
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        with psycopg.connect(srv.conninfo(sslmode="disable"), autocommit=True) as c:
+            assert not c.pgconn.ssl_in_use  # TLS is offered, not forced
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("packet, code", [
+    (struct.pack("!ii", 8, 131072), "0A000"),                           # protocol 2.0
+    (struct.pack("!ii", 4_000_000, 196608), "08P01"),                  # absurd startup length
+    (_startup().replace(b"omnilake", b"nosuchdb"), "3D000"),           # unknown database
+    (struct.pack("!ii", 17, 196608) + b"user\0x\0\0\xff", "08P01"),     # garbage after the end
+])
+def test_bad_startup_packets_are_refused_with_a_code(server, packet, code):
+    sock = socket.create_connection((server.host, server.port), timeout=20)
+    sock.sendall(packet)
+    messages = _read_messages(sock, until=b"E", limit=10)
+    assert messages and messages[-1][0] == b"E" and _error_code(messages[-1][1]) == code
+    sock.close()
+    _still_serving(server)
