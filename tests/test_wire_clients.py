@@ -237,3 +237,42 @@ public class Probe {
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "table items" in done.stdout and "column emb" in done.stdout and "name pear" in done.stdout
+
+
+NODE_SCRIPT = """
+const { Client } = require('pg');
+(async () => {
+  const c = new Client({ host: process.argv[2], port: Number(process.argv[3]), user: 'tester', database: 'omnilake' });
+  await c.connect();
+  const r = await c.query('SELECT id, name, price FROM items WHERE id = $1', [2]);
+  console.log(JSON.stringify(r.rows));
+  const t = await c.query('SELECT count(*)::int AS n FROM items');
+  console.log(JSON.stringify(t.rows));
+  try { await c.query('SELECT * FROM missing_table'); } catch (e) { console.log('error ' + e.code); }
+  await c.end();
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+
+
+@pytest.fixture(scope="module")
+def node_pg(tmp_path_factory):
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("Node.js not installed")
+    folder = tmp_path_factory.mktemp("node")
+    done = subprocess.run(["npm", "install", "pg@8", "--silent", "--no-audit", "--no-fund"], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"could not install node-postgres: {done.stderr[-300:]}")
+    return folder
+
+
+def test_node_postgres(server, node_pg):
+    script = node_pg / "probe.js"
+    script.write_text(NODE_SCRIPT)
+    done = subprocess.run(["node", str(script), server.host, str(server.port)], capture_output=True,
+                          text=True, timeout=120, cwd=node_pg)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == '[{"id":"2","name":"pear","price":"2.50"}]'  # int8 and numeric as text
+    assert lines[1] == '[{"n":3}]'
+    assert lines[2] == "error 42P01"
