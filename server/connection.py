@@ -53,6 +53,7 @@ class Portal:
     result: Result | None = None
     rows: list[bytes] | None = None  # encoded DataRows not yet sent
     sent: int = 0
+    prefix: bytes = b""
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Connection:
     portals: dict[str, Portal] = field(default_factory=dict)
     running: asyncio.Future | None = None
     canceled: bool = False
+    _reported: dict[str, str] = field(default_factory=dict)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -137,7 +139,8 @@ class Connection:
         self.pid, self.secret = self.server.register(self)
         out = [M.AUTH_OK]
         for name in self.server.REPORTED:
-            out.append(M.parameter_status(name, self.session.variables[name.lower()]))
+            self._reported[name] = self.session.variables[name.lower()]
+            out.append(M.parameter_status(name, self._reported[name]))
         out.append(M.backend_key_data(self.pid, self.secret))
         out.append(M.ready_for_query(self._status()))
         await self._send(b"".join(out))
@@ -274,19 +277,28 @@ class Connection:
 
     def _execute_simple(self, tree: exp.Expression) -> bytes:
         result = self.session.run(tree)
-        self._after(result)
-        out = []
+        out = [self._after(result)]
         if result.table is not None:
             out.append(self._row_description(result.table.schema, [0]))
             out.extend(encode_rows(result.table, [0]))
         out.append(M.command_complete(_tag(result)))
         return b"".join(out)
 
-    def _after(self, result: Result) -> None:
-        """Server-side effects of session commands."""
+    def _after(self, result: Result) -> bytes:
+        """Server-side effects of session commands: forgotten statements, and a
+        ParameterStatus for each reported setting a SET or RESET changed."""
         if result.status in ("DEALLOCATE ALL", "DISCARD ALL"):
             self.statements.clear()
             self.portals.clear()
+        if result.status not in ("SET", "RESET", "DISCARD ALL"):
+            return b""
+        out = []
+        for name in self.server.REPORTED:
+            value = self.session.variables.get(name.lower(), "")
+            if self._reported.get(name) != value:
+                self._reported[name] = value
+                out.append(M.parameter_status(name, value))
+        return b"".join(out)
 
     def _row_description(self, schema: pa.Schema, formats: list[int]) -> bytes:
         fields = []
@@ -405,7 +417,7 @@ class Connection:
             result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
         else:
             result = self.session.run(portal.tree)
-        self._after(result)
+        portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         rows = encode_rows(result.table, portal.result_formats) if result.table is not None else None
         return result, rows
 
@@ -420,16 +432,17 @@ class Connection:
             await self._copy(portal.tree)
             return
         await self._execute_portal(portal)
+        prefix, portal.prefix = portal.prefix, b""
         if portal.rows is None:
-            await self._send(M.command_complete(_tag(portal.result)))
+            await self._send(prefix + M.command_complete(_tag(portal.result)))
             return
         end = len(portal.rows) if limit <= 0 else min(portal.sent + limit, len(portal.rows))
         chunk = portal.rows[portal.sent:end]
         portal.sent = end
         if end < len(portal.rows):
-            await self._send(b"".join(chunk) + M.PORTAL_SUSPENDED)
+            await self._send(prefix + b"".join(chunk) + M.PORTAL_SUSPENDED)
         else:
-            await self._send(b"".join(chunk) + M.command_complete(_tag(portal.result)))
+            await self._send(prefix + b"".join(chunk) + M.command_complete(_tag(portal.result)))
 
     async def _close(self, body: bytes) -> None:
         r = M.Reader(body)

@@ -316,3 +316,14 @@ def test_bad_startup_packets_are_refused_with_a_code(server, packet, code):
     assert messages and messages[-1][0] == b"E" and _error_code(messages[-1][1]) == code
     sock.close()
     _still_serving(server)
+
+
+def test_set_reports_changed_parameters(server):
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        c.execute("SET application_name = 'reporter'")
+        assert c.info.parameter_status("application_name") == "reporter"
+        c.execute("RESET application_name")
+        assert c.info.parameter_status("application_name") == ""
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute("SET TIME ZONE 'Europe/Paris'")
+        assert c.execute("SHOW timezone").fetchone() == ("UTC",)
