@@ -10,7 +10,7 @@ test-fast:
 	pytest -m "not slow"
 
 bench:
-	python bench/scan_bench.py --results bench/RESULTS.md
+	omnilake bench
 
 demo:
 	omnilake demo

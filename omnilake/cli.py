@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(serve)
     serve.set_defaults(func=cmd_serve)
 
+    bench = sub.add_parser("bench", help="run the benchmark suites (from a source checkout)",
+                           description="Runs bench/<suite>_bench.py for each suite named (all by "
+                           "default), writes their sections of bench/RESULTS.md and draws PNG charts "
+                           "of every ratio column into bench/charts/.")
+    bench.add_argument("suites", nargs="*", help="suites to run (default: all)")
+    bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    bench.add_argument("--results", default=None, help="RESULTS.md to update (default bench/RESULTS.md)")
+    bench.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    bench.set_defaults(func=cmd_bench)
+
     models = sub.add_parser("models", help="download the built-in embedding model",
                             description="Manage model files kept in the model cache.")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -214,6 +224,19 @@ def _repl(conn) -> int:
             except OSError:
                 pass
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from omnilake.bench_runner import run
+
+    def progress(total: int):
+        bar = _progress(total)
+        if hasattr(bar, "unit"):
+            bar.unit = "suite"
+        return bar
+    return run(args.suites, args.quick, Path(args.results) if args.results else None,
+               False if args.no_charts else None, progress)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
