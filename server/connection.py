@@ -22,8 +22,8 @@ from omnilake import errors as E
 from omnilake.engine.engine import Result, Session
 from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
-from omnilake.server.codecs import (TYPE_SIZES, binary_encoder, column_oid, decode_parameter,
-                                    text_encoder)
+from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid,
+                                    decode_parameter, text_encoder)
 from omnilake.server.client_queries import KnownQuery, recognise
 from omnilake.server.copy import CopyIn, copy_out, parse_copy
 
@@ -281,7 +281,7 @@ class Connection:
         if result.table is not None:
             out.append(self._row_description(result.table.schema, [0]))
             out.extend(encode_rows(result.table, [0]))
-        out.append(M.command_complete(_tag(result)))
+        out.append(M.command_complete(result.status))
         return b"".join(out)
 
     def _after(self, result: Result) -> bytes:
@@ -328,7 +328,7 @@ class Connection:
             from omnilake.engine.describe import parameter_types
             inferred = await self._run(parameter_types, self.session, tree)
             oids = oids + [0] * (len(inferred) - len(oids))
-            oids = [oid or (t.oid if t is not None else M_TEXT) for oid, t in zip(oids, inferred)]
+            oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
         self.statements[name] = Prepared(tree, oids, text)
         await self._send(M.PARSE_COMPLETE)
 
@@ -339,9 +339,9 @@ class Connection:
         formats = [r.int16() for _ in range(r.int16())]
         count = r.int16()
         if count != len(statement.param_oids):
-            raise M.ProtocolViolation(
-                f"bind message supplies {count} parameters, but prepared statement "
-                f'"{statement_name}" requires {len(statement.param_oids)}')
+            raise E.Error(f"bind message supplies {count} parameters, but prepared statement "
+                          f'"{statement_name}" requires {len(statement.param_oids)}',
+                          sqlstate="08P01")
         raw = []
         for _ in range(count):
             length = r.int32()
@@ -434,7 +434,7 @@ class Connection:
         await self._execute_portal(portal)
         prefix, portal.prefix = portal.prefix, b""
         if portal.rows is None:
-            await self._send(prefix + M.command_complete(_tag(portal.result)))
+            await self._send(prefix + M.command_complete(portal.result.status))
             return
         end = len(portal.rows) if limit <= 0 else min(portal.sent + limit, len(portal.rows))
         chunk = portal.rows[portal.sent:end]
@@ -442,7 +442,7 @@ class Connection:
         if end < len(portal.rows):
             await self._send(prefix + b"".join(chunk) + M.PORTAL_SUSPENDED)
         else:
-            await self._send(prefix + b"".join(chunk) + M.command_complete(_tag(portal.result)))
+            await self._send(prefix + b"".join(chunk) + M.command_complete(portal.result.status))
 
     async def _close(self, body: bytes) -> None:
         r = M.Reader(body)
@@ -501,9 +501,6 @@ class Connection:
         await self._send(M.command_complete(f"COPY {count}"))
 
 
-M_TEXT = 25
-
-
 def _format(formats: list[int], i: int) -> int:
     if not formats:
         return 0
@@ -527,13 +524,6 @@ def _reads_only(text: str) -> bool:
 
 def _is_read(tree: exp.Expression | None) -> bool:
     return isinstance(tree, (exp.Query, exp.Values))
-
-
-def _tag(result: Result) -> str:
-    status = result.status
-    if status.startswith("INSERT") and status.count(" ") == 1:
-        return f"INSERT 0 {status.split()[1]}"
-    return status
 
 
 def encode_rows(table: pa.Table, formats: list[int]) -> list[bytes]:
