@@ -220,6 +220,8 @@ def _set(session: Session, tree: exp.Set) -> Result:
         value_node = assignment.right
         value = value_node.name if not isinstance(value_node, exp.Tuple) else \
             ", ".join(v.name for v in value_node.expressions)
+        if isinstance(value_node, exp.Neg):
+            value = "-" + value_node.this.name
         if name == "search_path":
             first = value.split(",")[0].strip().strip('"')
             if first not in [".".join(ns) for ns in session.engine.warehouse.catalog.list_namespaces()]:

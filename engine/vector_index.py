@@ -45,8 +45,10 @@ OPCLASS_OF = {metric: opclass for opclass, metric in OPCLASSES.items()}
 OPTIONS = {"hnsw": {"m": (16, 2, 100), "ef_construction": (64, 4, 1000)},
            "ivfflat": {"lists": (100, 1, 32768)}}
 # Search settings: (default, lowest, highest). pgvector's defaults are ef_search 40 and
-# probes 1; OmniLake's aim at recall >= 0.95 out of the box.
-SETTINGS = {"hnsw.ef_search": (64, 1, 1000), "ivfflat.probes": (10, 1, 32768)}
+# probes 1; OmniLake's aim at recall >= 0.95 out of the box. Measured with m=16,
+# ef_construction=64 on 3000 clustered 16-d vectors (tests/test_vector_index.py), cosine
+# recall@10 was 0.82 at ef_search 40, 0.945 at 64 and 0.995 at 128.
+SETTINGS = {"hnsw.ef_search": (100, 1, 1000), "ivfflat.probes": (10, 1, 32768)}
 INDEX_FOLDER = "vector_index"
 UPKEEP_TICK_S = 1.0
 
@@ -391,15 +393,14 @@ def _free_name(session: "Session", namespace: str, base: str) -> str:
     return name
 
 
-def _target_index(session: "Session", node: exp.Expression) -> tuple[str, str, str]:
-    namespace = ident(node.args.get("db")) or session.schema
-    name = ident(node.this)
-    return namespace, name, ""
+def _target_index(session: "Session", node: exp.Expression) -> tuple[str, str]:
+    """(schema, index name) of a possibly schema-qualified index name."""
+    return ident(node.args.get("db")) or session.schema, ident(node.this)
 
 
 def drop_index(session: "Session", tree: exp.Drop) -> "Result":
-    for node in tree.expressions or [tree.this]:
-        namespace, name, _ = _target_index(session, node)
+    for node in tree.args.get("tables") or [tree.this]:
+        namespace, name = _target_index(session, node)
         found = _find(session, namespace, name)
         if found is None:
             if tree.args.get("exists"):
@@ -436,7 +437,7 @@ def reindex(session: "Session", text: str) -> "Result":
     trees = session.parse(f"SELECT * FROM {words[1]}")
     node = trees[0].find(exp.Table)
     if words[0].upper() == "INDEX":
-        namespace, name, _ = _target_index(session, node)
+        namespace, name = _target_index(session, node)
         found = _find(session, namespace, name)
         if found is None:
             raise E.UndefinedObject(f'index "{name}" does not exist')

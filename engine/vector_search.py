@@ -270,9 +270,15 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
     if location and (mask is None or matching > exact_limit):
         segment = session.engine.vectors.segment(ref, index, location)
         plan.segments_used += 1
-        results = _search_segment(segment, search, mask, plan)
-        if results is not None:
-            return results
+        found = _search_segment(segment, search, mask, plan)
+        if found is not None:
+            # Exact distances of the rows found, on the same kernel as exact sources, so
+            # that candidates of every source compare alike.
+            matrix, _ = as_matrix(rows.column(search.column.name), np.float32)
+            backend = get_backend(session.engine.settings.device)
+            return [(kernels.pairwise_distances(search.query[q:q + 1], matrix[ids], search.metric,
+                                                backend)[0].astype(np.float64) if len(ids) else
+                     np.empty(0, np.float64), ids) for q, ids in enumerate(found)]
     elif source.path is not None:
         plan.files_exact += 1
     if location and mask is not None and matching <= exact_limit:
@@ -281,12 +287,20 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
 
 
 def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: SearchPlan):
-    """faiss search, widened until every query has as many rows as can match; None when
-    even the widest search falls short (the caller searches exactly)."""
+    """Row ids per query from faiss, widened until every query has as many rows as can
+    match; None when even the widest search falls short (the caller searches exactly)."""
     want = min(search.k, segment.count if mask is None else int(mask.sum()))
     breadth = plan.breadth
+    if mask is not None:
+        # With a fraction f of the rows allowed, a search that visits ef rows meets about
+        # f * ef allowed ones: start from at least k / f so that k of them can be found, and
+        # from ef / sqrt(f). (Measured on 3000 clustered rows at f = 10%: recall@10 0.88 at
+        # ef 100, 0.98 at 200, 1.0 at 400; unfiltered 0.975 at 100.)
+        fraction = max(float(mask.mean()), 1e-9)
+        breadth = min(MAX_BREADTH, max(breadth, math.ceil(breadth / math.sqrt(fraction)),
+                                       math.ceil(search.k / fraction)))
     while True:
-        distances, ids = segment.search(search.query, search.k, breadth, mask)
+        _, ids = segment.search(search.query, search.k, breadth, mask)
         counts = (ids >= 0).sum(axis=1)
         if mask is None:
             enough = bool((counts >= want).all())
@@ -294,8 +308,7 @@ def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: Sear
             # Rows with a NULL vector match the filter but are not in the index.
             enough = bool((counts >= min(want, segment.count)).all())
         if enough:
-            return [(distances[q][ids[q] >= 0].astype(np.float64), ids[q][ids[q] >= 0])
-                    for q in range(ids.shape[0])]
+            return [ids[q][ids[q] >= 0] for q in range(ids.shape[0])]
         if breadth >= MAX_BREADTH:
             return None
         breadth = min(breadth * 2, MAX_BREADTH)
