@@ -379,3 +379,78 @@ def _gather(sources: list[_Source], found, k: int, columns: list[Column]) -> pa.
     if not parts:
         return pa.Table.from_batches([], schema=engine_schema(columns))
     return pa.concat_tables(parts)
+
+
+# -- batch search (conn.vector_search) ------------------------------------------------------
+def batch_search(session: "Session", table: str, queries, k: int, filter: str | None = None,  # noqa: A002
+                 column: str | None = None, metric: str | None = None) -> pa.Table:
+    """The k nearest rows of `table` for every row of `queries` (a NumPy matrix or a list
+    of vectors), as one Arrow table: `query` (the row number in `queries`), `distance`,
+    then the table's columns; nearest first within each query. `filter` is a SQL boolean
+    expression over the table's columns."""
+    from omnilake.engine import rewrites
+    from omnilake.engine.dml import _split_dotted
+    from omnilake.engine.query import normalise_output
+    from omnilake.engine.tables import load
+
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise E.InvalidParameterValue(f"k must be a positive integer, not {k!r}")
+    namespace, name = _split_dotted(table, session.schema)
+    with session.engine.writer.reading(namespace, name) as pending_rows:
+        ref = load(session.engine, namespace, name)
+        pending = pending_rows()
+    columns = {c.name: c for c in ref.columns()}
+    vector_columns = [c for c in columns.values() if c.sql_type.name == "vector"]
+    if column is None:
+        if len(vector_columns) != 1:
+            raise E.InvalidParameterValue(
+                f"table {ref.qualified} has {len(vector_columns)} vector columns; name one with column=")
+        target = vector_columns[0]
+    else:
+        target = ref.column(column)
+        if target.sql_type.name != "vector":
+            raise E.DatatypeMismatch(f'column "{column}" is of type {target.sql_type}, not a vector')
+    if metric is None:
+        indexes = [i for i in read_indexes(ref.table.properties).values()
+                   if i.field_id == target.field_id]
+        metric = indexes[0].metric if indexes else "l2"
+    if metric not in METRIC_OF.values():
+        raise E.InvalidParameterValue(f"unknown metric {metric!r}; use one of l2, cosine, ip, l1")
+    matrix = np.asarray(queries, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    dim = target.sql_type.params[0]
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise E.DataError(f"different vector dimensions {dim} and "
+                          f"{matrix.shape[-1] if matrix.ndim else 0}",
+                          hint=f"queries must be an (n, {dim}) matrix")
+    where = None
+    if filter:
+        tree = rewrites.apply(session.parse(f"SELECT 1 FROM {_quoted(name)} WHERE {filter}")[0])
+        where = tree.args["where"].this
+    search = Search(target, metric, matrix, int(k), where, name)
+    snapshot = ref.table.current_snapshot()
+    from pyiceberg.expressions import AlwaysTrue
+    tables, _ = run(session, ref, search, snapshot.snapshot_id if snapshot else None,
+                    AlwaysTrue(), pending)
+    backend = get_backend(session.engine.settings.device)
+    parts = []
+    for q, rows in enumerate(tables):
+        vectors, valid = as_matrix(rows.column(target.name), np.float32)
+        if rows.num_rows and valid.any():
+            distances = np.full(rows.num_rows, np.nan)
+            distances[valid] = kernels.pairwise_distances(
+                matrix[q:q + 1], vectors[valid], metric, backend)[0]
+        else:
+            distances = np.full(rows.num_rows, np.nan)
+        order = np.argsort(np.where(np.isnan(distances), np.inf, distances), kind="stable")
+        rows = rows.take(pa.array(order))
+        rows = rows.add_column(0, "distance", pa.array(distances[order], pa.float64(),
+                                                       mask=~valid[order] if valid.size else None))
+        rows = rows.add_column(0, "query", pa.array(np.full(rows.num_rows, q, np.int32)))
+        parts.append(rows)
+    return normalise_output(pa.concat_tables(parts))
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

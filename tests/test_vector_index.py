@@ -247,3 +247,39 @@ def test_duplicate_index_name(conn, cur):
     assert info.value.sqlstate == "42P07"
     cur.execute("CREATE INDEX IF NOT EXISTS same ON b USING hnsw (v vector_l2_ops)")
     assert rows(cur, "SELECT v FROM a ORDER BY v <-> '[1,2]' LIMIT 1") == [([1.0, 2.0],)]
+
+
+def test_conn_vector_search_batch(conn, cur, data, queries):
+    load(conn, cur, data)
+    cur.execute("CREATE INDEX docs_v ON docs USING hnsw (v vector_cosine_ops)")
+    result = conn.vector_search("docs", queries, k=10)  # the index's metric: cosine
+    assert result.column_names == ["query", "distance", "id", "tag", "v"]
+    assert result.num_rows == 10 * len(queries)
+    hits = 0
+    for q in range(len(queries)):
+        part = result.filter(result.column("query").to_numpy() == q)
+        distances = part.column("distance").to_numpy()
+        assert (np.diff(distances) >= 0).all()
+        hits += len(set(part.column("id").to_pylist()) & set(brute_force(data, queries[q], "cosine", 10)))
+    assert hits / (10 * len(queries)) >= 0.95
+    tags = np.random.default_rng(5).permutation(N)
+    filtered = conn.vector_search("docs", queries[:3], k=5, filter="tag % 100 = 0", metric="l2")
+    for q in range(3):
+        ids = filtered.filter(filtered.column("query").to_numpy() == q).column("id").to_pylist()
+        assert ids == brute_force(data, queries[q], "l2", 5, tags % 100 == 0)
+
+
+def test_conn_vector_search_errors(conn, cur):
+    cur.execute("CREATE TABLE two (a VECTOR(2), b VECTOR(2))")
+    with pytest.raises(E.InvalidParameterValue) as info:
+        conn.vector_search("two", np.zeros((1, 2)), 3)
+    assert "name one with column=" in str(info.value)
+    with pytest.raises(E.DataError) as info:
+        conn.vector_search("two", np.zeros((1, 3)), 3, column="a")
+    assert "different vector dimensions 2 and 3" in str(info.value)
+    with pytest.raises(E.InvalidParameterValue):
+        conn.vector_search("two", np.zeros((1, 2)), 0, column="a")
+    with pytest.raises(E.InvalidParameterValue):
+        conn.vector_search("two", np.zeros((1, 2)), 3, column="a", metric="hamming")
+    with pytest.raises(E.UndefinedTable):
+        conn.vector_search("missing", np.zeros((1, 2)), 3)
