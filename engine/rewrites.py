@@ -31,6 +31,13 @@ def bytea_hex_literals(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _literal_array(node: exp.Expression) -> bool:
+    """Arrays of plain numbers (vector literals and parameters, often hundreds of elements)
+    hold nothing the vector rules look for: walks skip their elements."""
+    return isinstance(node, exp.Array) and all(isinstance(e, (exp.Literal, exp.Neg))
+                                               for e in node.expressions)
+
+
 # pgvector's distance functions, as the operator nodes the planner and generator know.
 _DISTANCE_FUNCTIONS = {"l2_distance": "L2Distance", "cosine_distance": "CosineDistance",
                        "l1_distance": "L1Distance",
@@ -43,7 +50,7 @@ def vector_functions(tree: exp.Expression) -> exp.Expression:
     as its own node; it becomes ours too."""
     from omnilake.engine import dialect
 
-    for node in list(tree.find_all(exp.Func)):
+    for node in [n for n in tree.walk(prune=_literal_array) if isinstance(n, exp.Func)]:
         if isinstance(node, dialect.VectorDistance):
             continue
         if isinstance(node, exp.Anonymous):
@@ -70,14 +77,16 @@ def vector_literals(tree: exp.Expression) -> exp.Expression:
     literal from the operator or function)."""
     from omnilake.engine.dialect import VectorDistance
 
-    for cast in list(tree.find_all(exp.Cast)):
-        if cast.to.this == exp.DataType.Type.VECTOR and isinstance(cast.this, exp.Literal) \
-                and cast.this.is_string:
+    nodes = [n for n in tree.walk(prune=_literal_array)
+             if isinstance(n, (exp.Cast, exp.Anonymous, VectorDistance))]
+    for cast in nodes:
+        if isinstance(cast, exp.Cast) and cast.to.this == exp.DataType.Type.VECTOR \
+                and isinstance(cast.this, exp.Literal) and cast.this.is_string:
             array = vector_array(cast.this)
             if array is not None:
                 cast.replace(array)
-    vector_calls = [f for f in tree.find_all(exp.Anonymous) if f.name.lower() in VECTOR_FUNCTIONS]
-    for op in list(tree.find_all(VectorDistance)) + vector_calls:
+    vector_calls = [f for f in nodes if isinstance(f, exp.Anonymous) and f.name.lower() in VECTOR_FUNCTIONS]
+    for op in [n for n in nodes if isinstance(n, VectorDistance)] + vector_calls:
         for side in op.expressions if isinstance(op, exp.Anonymous) else (op.this, op.expression):
             if isinstance(side, exp.Literal) and side.is_string:
                 array = vector_array(side)

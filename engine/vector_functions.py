@@ -21,7 +21,7 @@ VECTOR_ARG = pa.list_(pa.float32())
 def as_matrix(array: pa.Array | pa.ChunkedArray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """(rows x dimensions matrix, validity) of a list array; NULL rows are NaN rows."""
     if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     n = len(array)
     valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     if not valid.any():
@@ -138,12 +138,12 @@ def elementwise_operators(tree: exp.Expression, vector_columns: set[str]) -> exp
             return node.name.lower() in ("vector_add", "vector_sub", "vector_mul", "normalize_l2")
         return False
 
-    from omnilake.engine.rewrites import vector_array
+    from omnilake.engine.rewrites import _literal_array, vector_array
 
     changed = True  # one replacement per pass: a replacement copies the nodes below it
     while changed:
         changed = False
-        for node in list(tree.find_all(*_ELEMENTWISE)):
+        for node in [n for n in tree.walk(prune=_literal_array) if isinstance(n, tuple(_ELEMENTWISE))]:
             if is_vector(node.this) or is_vector(node.expression):
                 for side in (node.this, node.expression):  # '[1,2]' typed by the other side
                     if isinstance(side, exp.Literal) and side.is_string and vector_array(side):

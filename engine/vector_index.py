@@ -127,7 +127,8 @@ class VectorIndexes:
         key = (path, ref.table.metadata.current_schema_id)
         rows = self.rows.get(key)
         if rows is None:
-            rows = read_data_file(ref.table.io, path, columns)
+            # One chunk per column: searches then take the vector matrix without a copy.
+            rows = read_data_file(ref.table.io, path, columns).combine_chunks()
             self.rows.put(key, rows, rows.nbytes)
         return rows
 

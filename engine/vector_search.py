@@ -119,6 +119,8 @@ def match(node: exp.Table, ref: TableRef) -> Search | None:
     alias = node.alias_or_name if node.alias else ident(node.this)
     columns = {c.name: c for c in ref.columns()}
     ordered = order.expressions[0]
+    if ordered.args.get("nulls_first"):
+        return None  # rows without a vector first: not a nearest-neighbour search
     target = _resolve_alias(ordered.this.unnest(), select)
     found = _distance(target, bool(ordered.args.get("desc")))
     if found is None:
