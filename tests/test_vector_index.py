@@ -283,3 +283,50 @@ def test_conn_vector_search_errors(conn, cur):
         conn.vector_search("two", np.zeros((1, 2)), 3, column="a", metric="hamming")
     with pytest.raises(E.UndefinedTable):
         conn.vector_search("missing", np.zeros((1, 2)), 3)
+
+
+def wait_until_indexed(cur, sql: str) -> str:
+    """EXPLAIN of `sql` once every data file has a segment (the background upkeep)."""
+    deadline = time.monotonic() + 60
+    while True:
+        plan = explain(cur, sql)
+        files = int(plan.split("segments=")[1].split("/")[1].split()[0])
+        if f"segments={files}/{files}" in plan and "exact_files=0" in plan:
+            return plan
+        assert time.monotonic() < deadline, plan
+        time.sleep(0.5)
+
+
+def test_compaction_time_travel_and_vacuum(warehouse, data, queries):
+    """Segments follow files through compaction; older snapshots still answer (exactly where
+    their files lost their segments); VACUUM keeps live segments and removes dropped ones."""
+    with omnilake.connect(warehouse, retention_hours=0) as conn:
+        cur = conn.cursor()
+        load(conn, cur, data[:1000])
+        import pyarrow as pa
+        for start in (1000, 2000):  # two more files
+            conn.insert("docs", pa.table({
+                "id": pa.array(np.arange(start, start + 1000, dtype=np.int32)),
+                "tag": pa.array(np.zeros(1000, np.int32)),
+                "v": pa.FixedSizeListArray.from_arrays(pa.array(data[start:start + 1000].ravel()), DIM)}))
+            conn.flush("docs")
+        cur.execute("CREATE INDEX docs_v ON docs USING hnsw (v vector_l2_ops)")
+        sql = f"SELECT id FROM docs ORDER BY v <-> '{text(queries[0])}' LIMIT 10"
+        assert "segments=3/3" in explain(cur, sql)
+        before = rows(cur, sql)
+        old_objects = {p.name for p in pathlib.Path(warehouse).rglob("*.faiss")}
+        assert len(old_objects) == 3
+        table = conn.session.engine.warehouse.catalog.load_table(("public", "docs"))
+        snapshot = table.current_snapshot().snapshot_id
+        cur.execute("OPTIMIZE docs")
+        assert rows(cur, sql) == before  # the new file is searched exactly meanwhile
+        plan = wait_until_indexed(cur, sql)
+        assert "segments=1/1" in plan
+        assert rows(cur, sql) == before
+        travel = f"SELECT id FROM docs FOR VERSION AS OF {snapshot} ORDER BY v <-> '{text(queries[0])}' LIMIT 10"
+        assert rows(cur, travel) == before
+        time.sleep(0.05)
+        cur.execute("VACUUM docs")
+        left = {p.name for p in pathlib.Path(warehouse).rglob("*.faiss")}
+        assert len(left) == 1 and not (left & old_objects)
+        assert "segments=1/1" in explain(cur, sql) and rows(cur, sql) == before
