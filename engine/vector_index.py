@@ -25,7 +25,8 @@ from pyiceberg.expressions import AlwaysTrue
 from sqlglot import exp
 
 from omnilake import errors as E
-from omnilake.catalog.indexes import VectorIndexDef, read_indexes, update_indexes
+from omnilake.catalog.indexes import (INDEXES_PROPERTY, VectorIndexDef, read_indexes,
+                                      update_indexes)
 from omnilake.engine.scan import Column, engine_schema, scan_type
 from omnilake.engine.tables import TableRef, ident, load, split_name
 from omnilake.engine.vector_functions import as_matrix
@@ -218,6 +219,11 @@ class VectorIndexes:
                 self._thread = threading.Thread(target=self._upkeep, daemon=True,
                                                 name="omnilake-indexer")
                 self._thread.start()
+
+    def note_write(self, ref: TableRef) -> None:
+        """A write to a table: watch it if it has indexes (cheap: a property lookup)."""
+        if INDEXES_PROPERTY in ref.table.properties and (ref.namespace, ref.name) not in self._watched:
+            self.watch(ref.namespace, ref.name)
 
     def unwatch(self, namespace: str, name: str) -> None:
         with self._watch_lock:

@@ -170,3 +170,20 @@ def test_l1_kernel_equals_numpy():
     full = np.abs(q[:, None, :] - x[None, :, :]).sum(axis=2)
     np.testing.assert_array_equal(i, np.argsort(full, axis=1, kind="stable")[:, :7])
     np.testing.assert_allclose(d, np.sort(full, axis=1)[:, :7], rtol=1e-5)
+
+
+def test_offset_cte_and_fallbacks(items, cur):
+    q = np.full(DIM, -0.25, np.float32)
+    order = np.argsort(_numpy_distance(items, q, "l2"), kind="stable")
+    got = rows(cur, f"SELECT id FROM items ORDER BY v <-> '{_text(q)}' LIMIT 5 OFFSET 3")
+    assert [r[0] for r in got] == order[3:8].tolist()
+    cte = f"""WITH near AS (SELECT id, grp FROM items ORDER BY v <-> '{_text(q)}' LIMIT 6)
+              SELECT count(*) FROM near WHERE grp >= 0"""
+    assert rows(cur, cte) == [(6,)]
+    assert any(line.startswith("VectorSearch") for _, line in rows(cur, "EXPLAIN " + cte))
+    # Not searches (planned as ordinary sorts, same answers): DESC, NULLS FIRST, no LIMIT.
+    for sql in (f"SELECT id FROM items ORDER BY v <-> '{_text(q)}' DESC LIMIT 3",
+                f"SELECT id FROM items ORDER BY v <-> '{_text(q)}' NULLS FIRST LIMIT 3"):
+        assert not any(line.startswith("VectorSearch") for _, line in rows(cur, "EXPLAIN " + sql))
+    desc = rows(cur, f"SELECT id FROM items ORDER BY v <-> '{_text(q)}' DESC LIMIT 3")
+    assert [r[0] for r in desc] == order[::-1][:3].tolist()

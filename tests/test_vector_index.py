@@ -9,6 +9,7 @@ import pytest
 
 import omnilake
 from omnilake import errors as E
+from omnilake.catalog.indexes import read_indexes
 
 from conftest import rows
 
@@ -330,3 +331,27 @@ def test_compaction_time_travel_and_vacuum(warehouse, data, queries):
         left = {p.name for p in pathlib.Path(warehouse).rglob("*.faiss")}
         assert len(left) == 1 and not (left & old_objects)
         assert "segments=1/1" in explain(cur, sql) and rows(cur, sql) == before
+
+
+def test_writes_after_reopen_get_indexed(warehouse, data, queries):
+    """A new process indexes the files its writes create without a search first."""
+    with omnilake.connect(warehouse) as conn:
+        cur = conn.cursor()
+        load(conn, cur, data[:2000])
+        cur.execute("CREATE INDEX docs_v ON docs USING hnsw (v vector_l2_ops)")
+    with omnilake.connect(warehouse) as conn:
+        cur = conn.cursor()
+        cur.executemany("INSERT INTO docs VALUES (%s, %s, %s)",
+                        [(i, 0, data[i]) for i in range(2000, 2100)])
+        conn.flush("docs")
+        deadline = time.monotonic() + 60
+        while True:
+            table = conn.session.engine.warehouse.catalog.load_table(("public", "docs"))
+            if len(read_indexes(table.properties)["docs_v"].segments) == 2:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        sql = f"SELECT id FROM docs ORDER BY v <-> '{text(queries[0])}' LIMIT 10"
+        assert "segments=2/2" in explain(cur, sql)
+        found, counts = recall(cur, data[:2100], "l2", queries)
+        assert found >= 0.95 and set(counts) == {10}
