@@ -252,7 +252,7 @@ def main() -> None:
         say(f"| {label} | {limit}% | {rec:.3f} | {least} | {stats['p50']:.2f} | "
             f"{stats['p99']:.2f} | {how} |")
     if args.results:
-        write_section(args.results, "vector", "\n".join(lines))
+        write_section(args.results, f"vector-{n}", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ class VectorIndexes:
         budget = engine.settings.vector_cache_bytes
         self.segments = _Lru(budget // 2)
         self.rows = _Lru(budget // 2)
+        self.masks = _Lru(64 * 1024 * 1024)
         self._build_lock = threading.RLock()
         self._watched: dict[tuple[str, str], str | None] = {}  # table -> metadata seen
         self._watch_lock = threading.Lock()
@@ -132,6 +133,28 @@ class VectorIndexes:
             rows = read_data_file(ref.table.io, path, columns).combine_chunks()
             self.rows.put(key, rows, rows.nbytes)
         return rows
+
+    def file_vectors(self, ref: TableRef, path: str, rows: pa.Table,
+                     column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(matrix, validity) of a vector column of a data file's cached rows, kept with them
+        (a view of the Arrow buffer when no vector is NULL)."""
+        key = ("vectors", path, ref.table.metadata.current_schema_id, column)
+        found = self.rows.get(key)
+        if found is None:
+            found = as_matrix(rows.column(column), np.float32)
+            copied = 0 if found[1].all() else found[0].nbytes
+            self.rows.put(key, found, copied + found[1].nbytes)
+        return found
+
+    def file_mask(self, path: str, schema_id: int, where: str, compute) -> np.ndarray:
+        """Which rows of a data file satisfy `where` (SQL text), computed once per file and
+        filter: files never change, and searches often repeat a filter with new vectors."""
+        key = ("mask", path, schema_id, where)
+        found = self.masks.get(key)
+        if found is None:
+            found = compute()
+            self.masks.put(key, found, found.nbytes)
+        return found
 
     def segment(self, ref: TableRef, index: VectorIndexDef, location: str) -> ann.AnnIndex:
         found = self.segments.get(location)

@@ -263,7 +263,19 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
     if rows.num_rows == 0:
         empty = (np.empty(0, np.float64), np.empty(0, np.int64))
         return [empty] * n_queries
-    mask = _where_mask(session, search, rows) if search.where is not None else None
+    vectors = session.engine.vectors
+    mask = None
+    if search.where is not None:
+        if source.path is None or not _cacheable(search.where):
+            mask = _where_mask(session, search, rows)
+        else:
+            mask = vectors.file_mask(source.path, ref.table.metadata.current_schema_id,
+                                     f"{search.alias}:{search.where.sql('postgres')}",
+                                     lambda: _where_mask(session, search, rows))
+    if source.path is not None:
+        matrix, valid = vectors.file_vectors(ref, source.path, rows, search.column.name)
+    else:
+        matrix, valid = as_matrix(rows.column(search.column.name), np.float32)
     matching = int(mask.sum()) if mask is not None else rows.num_rows
     if matching == 0:
         return [(np.empty(0, np.float64), np.empty(0, np.int64))] * n_queries
@@ -276,7 +288,6 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
         if found is not None:
             # Exact distances of the rows found, on the same kernel as exact sources, so
             # that candidates of every source compare alike.
-            matrix, _ = as_matrix(rows.column(search.column.name), np.float32)
             backend = get_backend(session.engine.settings.device)
             return [(kernels.pairwise_distances(search.query[q:q + 1], matrix[ids], search.metric,
                                                 backend)[0].astype(np.float64) if len(ids) else
@@ -285,7 +296,13 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
         plan.files_exact += 1
     if location and mask is not None and matching <= exact_limit:
         plan.filter_first += 1
-    return _search_exact(session, search, rows, mask)
+    return _search_exact(session, search, matrix, valid, mask)
+
+
+def _cacheable(where: exp.Expression) -> bool:
+    """A filter whose result depends only on the row: no function calls but casts (now(),
+    random() and the like would change between statements)."""
+    return all(isinstance(f, exp.Cast) for f in where.find_all(exp.Func))
 
 
 def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: SearchPlan):
@@ -317,8 +334,8 @@ def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: Sear
         plan.widened += 1
 
 
-def _search_exact(session: "Session", search: Search, rows: pa.Table, mask: np.ndarray | None):
-    matrix, valid = as_matrix(rows.column(search.column.name), np.float32)
+def _search_exact(session: "Session", search: Search, matrix: np.ndarray, valid: np.ndarray,
+                  mask: np.ndarray | None):
     keep = valid if mask is None else (valid & mask)
     positions = np.nonzero(keep)[0]
     backend = get_backend(session.engine.settings.device)

@@ -187,3 +187,15 @@ def test_offset_cte_and_fallbacks(items, cur):
         assert not any(line.startswith("VectorSearch") for _, line in rows(cur, "EXPLAIN " + sql))
     desc = rows(cur, f"SELECT id FROM items ORDER BY v <-> '{_text(q)}' DESC LIMIT 3")
     assert [r[0] for r in desc] == order[::-1][:3].tolist()
+
+
+def test_filters_are_evaluated_per_statement(items, conn, cur):
+    """Filter results of data files are cached; a function-free filter may be, random() not."""
+    q = np.zeros(DIM, np.float32)
+    first = rows(cur, f"SELECT id FROM items WHERE grp = 1 ORDER BY v <-> '{_text(q)}' LIMIT 3")
+    assert rows(cur, f"SELECT id FROM items WHERE grp = 1 ORDER BY v <-> '{_text(q)}' LIMIT 3") == first
+    assert all(i % 10 == 1 for (i,) in first)
+    assert rows(cur, f"SELECT id FROM items WHERE grp = 1 AND random() < 0 "
+                     f"ORDER BY v <-> '{_text(q)}' LIMIT 3") == []
+    assert len(rows(cur, f"SELECT id FROM items WHERE grp = 1 AND random() < 2 "
+                         f"ORDER BY v <-> '{_text(q)}' LIMIT 3")) == 3
