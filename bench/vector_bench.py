@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 import omnilake
+import omnilake.engine.vector_index  # noqa: F401 - loaded now: the run uses one version of
+import omnilake.engine.vector_search  # noqa: F401 - the code even if the tree changes meanwhile
 from omnilake.gpu import kernels
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
