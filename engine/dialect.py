@@ -33,20 +33,44 @@ class CosineDistance(VectorDistance):
     function = "cosine_distance"
 
 
+class NegativeInnerProduct(VectorDistance):
+    """`a <#> b`: the negative inner product (smaller is nearer, as pgvector)."""
+
+    function = "inner_product"
+
+
+class L1Distance(VectorDistance):
+    """`a <+> b`: taxicab distance (an OmniLake UDF, see engine/vector_functions.py)."""
+
+    function = "l1_distance"
+
+
+# sqlglot has no token types for `<#>` and `<+>`; these two are unused by the Postgres
+# dialect (they are Snowflake's `::$` and `::%`), so they can stand for the new operators.
+_NEG_IP = TokenType.DCOLONDOLLAR
+_L1 = TokenType.DCOLONPERCENT
+
+
 class Postgres(_Postgres):
-    """The default input dialect, with pgvector's `<->` and `<=>`. (Stock sqlglot reads `<=>`
-    as MySQL's null-safe equality and `<->` as a geometric distance; `IS NOT DISTINCT FROM`
-    is parsed elsewhere and is unaffected.)"""
+    """The default input dialect, with pgvector's `<->`, `<=>`, `<#>` and `<+>`. (Stock
+    sqlglot reads `<=>` as MySQL's null-safe equality, `<->` as a geometric distance and
+    fails on `<#>`; `IS NOT DISTINCT FROM` is parsed elsewhere and is unaffected.)"""
+
+    class Tokenizer(_Postgres.Tokenizer):
+        KEYWORDS = {**_Postgres.Tokenizer.KEYWORDS, "<#>": _NEG_IP, "<+>": _L1}
 
     class Parser(_Postgres.Parser):
         EQUALITY = {**_Postgres.Parser.EQUALITY, TokenType.NULLSAFE_EQ: CosineDistance}
-        FACTOR = {**_Postgres.Parser.FACTOR, TokenType.LR_ARROW: L2Distance}
+        FACTOR = {**_Postgres.Parser.FACTOR, TokenType.LR_ARROW: L2Distance,
+                  _NEG_IP: NegativeInnerProduct, _L1: L1Distance}
 
     class Generator(_Postgres.Generator):
         TRANSFORMS = {
             **_Postgres.Generator.TRANSFORMS,
             L2Distance: lambda self, e: self.binary(e, "<->"),
             CosineDistance: lambda self, e: self.binary(e, "<=>"),
+            NegativeInnerProduct: lambda self, e: self.binary(e, "<#>"),
+            L1Distance: lambda self, e: self.binary(e, "<+>"),
         }
 
 
@@ -73,6 +97,8 @@ class DataFusionSQL(_Postgres):
             exp.ExplodingGenerateSeries: lambda self, e: "generate_series(" + ", ".join(
                 self.sql(a) for a in (e.args.get("start"), e.args.get("end"), e.args.get("step"))
                 if a is not None) + ")",
+            NegativeInnerProduct: lambda self, e: f"(-{self.func(e.function, e.this, e.expression)})",
+            L1Distance: lambda self, e: self.func(e.function, e.this, e.expression),
         }
 
 

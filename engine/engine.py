@@ -36,6 +36,8 @@ from omnilake.engine import session_commands
 from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
+from omnilake.engine import vector_index
+from omnilake.engine.vector_index import VectorIndexes
 from omnilake.engine.writes import Writer
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class Engine:
         # of their own; information_schema is built in. Builders: (session, name) -> Arrow.
         self.virtual_schemas: dict[str, Callable] = {}
         self.rewriters: list[Callable] = []
+        self.vectors = VectorIndexes(self)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -77,6 +80,7 @@ class Engine:
             if not self._closed:
                 self._closed = True
                 try:
+                    self.vectors.close()
                     self.writer.close()  # flushes every pending row
                 finally:
                     self.warehouse.close()
@@ -245,6 +249,8 @@ def _create(session: Session, tree: exp.Create) -> Result:
         return ddl.create_table_statement(session, tree)
     if kind == "SCHEMA":
         return ddl.create_schema(session, tree)
+    if kind == "INDEX":
+        return vector_index.create_index(session, tree)
     raise E.NotSupportedError(f"CREATE {kind} is not supported yet")
 
 
@@ -254,6 +260,8 @@ def _drop(session: Session, tree: exp.Drop) -> Result:
         return ddl.drop_table_statement(session, tree)
     if kind == "SCHEMA":
         return ddl.drop_schema(session, tree)
+    if kind == "INDEX":
+        return vector_index.drop_index(session, tree)
     raise E.NotSupportedError(f"DROP {kind} is not supported yet")
 
 
@@ -262,16 +270,20 @@ def _set(session: Session, tree: exp.Set) -> Result:
         assignment = item.this
         if not isinstance(assignment, exp.EQ):
             raise E.NotSupportedError(f"SET form not supported: {item.sql('postgres')}")
-        name = assignment.left.name.lower()
+        name = ".".join(p.name.lower() for p in assignment.left.parts) \
+            if isinstance(assignment.left, exp.Column) else assignment.left.name.lower()
         value_node = assignment.right
         value = value_node.name if not isinstance(value_node, exp.Tuple) else \
             ", ".join(v.name for v in value_node.expressions)
+        if isinstance(value_node, exp.Neg):
+            value = "-" + value_node.this.name
         if name == "search_path":
             first = value.split(",")[0].strip().strip('"')
             if first not in [".".join(ns) for ns in session.engine.warehouse.catalog.list_namespaces()]:
                 raise E.InvalidSchemaName(f'schema "{first}" does not exist')
             session.schema = first
-        elif name in ("timezone", "time zone") and value.upper() not in ("UTC", "GMT", "ETC/UTC", "Z"):
+        vector_index.check_setting(name, value)
+        if name in ("timezone", "time zone") and value.upper() not in ("UTC", "GMT", "ETC/UTC", "Z"):
             raise E.NotSupportedError(f"time zone {value} is not supported yet; sessions run in UTC")
         session.variables[name] = value
     return Result(status="SET")
@@ -318,6 +330,8 @@ def _command(session: Session, tree: exp.Command) -> Result:
         return _show(session, rest.strip().rstrip(";"))
     if keyword in ("OPTIMIZE", "VACUUM"):
         return _maintain(session, keyword, rest.strip().rstrip(";"))
+    if keyword == "REINDEX":
+        return vector_index.reindex(session, rest)
     raise E.NotSupportedError(f"{keyword} is not supported yet")
 
 

@@ -31,6 +31,10 @@ def _clean(message: str) -> str:
     """DataFusion prefixes messages with its error kinds; keep what a person can act on."""
     message = message.strip()
     message = re.sub(r"^(DataFusion error: |Internal error: )+", "", message)
+    # An exception raised inside a Python UDF: its message, without the traceback.
+    raised = re.search(r"PyErr \{ type: <class '\w+'>, value: \w+\((['\"])(.*?)\1\)", message, re.S)
+    if raised:
+        message = message[:raised.start()] + raised.group(2)
     message = re.sub(r"\s*\n\s*", " ", message)
     return message
 

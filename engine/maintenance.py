@@ -25,6 +25,7 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
 
 from omnilake import errors as E
+from omnilake.catalog.indexes import read_indexes
 from omnilake.storage.files import local_path
 
 if TYPE_CHECKING:
@@ -112,6 +113,10 @@ def _referenced_files(table: Table) -> set[str]:
                 files.add(local_path(entry.data_file.file_path))
     for statistics in metadata.statistics:
         files.add(local_path(statistics.statistics_path))
+    # Vector-index segments live beside the data (see catalog/indexes.py); those of files no
+    # longer in any snapshot are dropped from the registry, and then removed here.
+    for index in read_indexes(table.properties).values():
+        files.update(local_path(location) for location in index.segments.values() if location)
     return {os.path.realpath(f) for f in files}
 
 

@@ -22,7 +22,7 @@ from sqlglot import exp
 
 from omnilake import errors as E
 from omnilake.catalog.types import SQL_TYPE_KEY
-from omnilake.engine import pushdown
+from omnilake.engine import pushdown, vector_functions
 from omnilake.engine.dialect import to_datafusion
 from omnilake.engine.errors import from_datafusion
 from omnilake.engine.scan import ScanPlan, scan
@@ -93,7 +93,9 @@ def new_context(settings: "Settings") -> SessionContext:
               .with_information_schema(False)
               .set("datafusion.sql_parser.dialect", "postgresql")
               .set("datafusion.execution.time_zone", "UTC"))
-    return SessionContext(config)
+    ctx = SessionContext(config)
+    vector_functions.register(ctx)
+    return ctx
 
 
 def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = None) -> BoundQuery:
@@ -110,6 +112,9 @@ def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = Non
     except BaseException:
         bound.close()
         raise
+    vectors = {c.name for s in bound.scans for c in s.columns if c.sql_type.name == "vector"}
+    if vectors:
+        vector_functions.elementwise_operators(tree, vectors)
     bound.declared = _declared_types(tree)
     bound.renames = _name_outputs(tree)
     return bound
@@ -138,6 +143,7 @@ def _declared_types(tree: exp.Expression) -> dict[str, str]:
 
 
 def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None) -> None:
+    from omnilake.engine import vector_search
     tree, ctx = bound.tree, bound.ctx
     cte_names = {ident(cte.args["alias"].this) for cte in tree.find_all(exp.CTE)}
     for number, node in enumerate(list(tree.find_all(exp.Table))):
@@ -168,6 +174,12 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
                     pending = []
             snapshot_id = _snapshot_for(ref, version)
             row_filter = _pruning_filter(node, ref)
+            search = vector_search.match(node, ref)
+            if search is not None:  # ORDER BY distance LIMIT k: only the k nearest rows
+                bound.scans.append(_search(session, ref, search, snapshot_id, row_filter, pending))
+                bound.register(private, bound.scans[-1].result)
+                node.replace(exp.Table(this=exp.to_identifier(private), alias=_alias(node, name)))
+                continue
             try:
                 frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
                                    row_filter, session.engine.plan_cache, private, pending)
@@ -180,8 +192,24 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
             bound.registered.extend(plan.registered)
             bound.register(private, frame)
             bound.scans.append(plan)
-        alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(name, quoted=True))
-        node.replace(exp.Table(this=exp.to_identifier(private), alias=alias.copy()))
+        node.replace(exp.Table(this=exp.to_identifier(private), alias=_alias(node, name)))
+
+
+def _alias(node: exp.Table, name: str) -> exp.TableAlias:
+    alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(name, quoted=True))
+    return alias.copy()
+
+
+def _search(session: "Session", ref: TableRef, search, snapshot_id, row_filter, pending):
+    from omnilake.engine import vector_search
+    try:
+        tables, plan = vector_search.run(session, ref, search, snapshot_id, row_filter, pending)
+    except E.Error:
+        raise
+    except Exception:  # a filter pyiceberg cannot bind must never fail the query
+        tables, plan = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending)
+    plan.result = tables[0]
+    return plan
 
 
 def _virtual_builder(session: "Session", namespace: str | None, name: str):

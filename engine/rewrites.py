@@ -31,34 +31,80 @@ def bytea_hex_literals(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _literal_array(node: exp.Expression) -> bool:
+    """Arrays of plain numbers (vector literals and parameters, often hundreds of elements)
+    hold nothing the vector rules look for: walks skip their elements."""
+    return isinstance(node, exp.Array) and all(isinstance(e, (exp.Literal, exp.Neg))
+                                               for e in node.expressions)
+
+
+# pgvector's distance functions, as the operator nodes the planner and generator know.
+_DISTANCE_FUNCTIONS = {"l2_distance": "L2Distance", "cosine_distance": "CosineDistance",
+                       "l1_distance": "L1Distance",
+                       "vector_negative_inner_product": "NegativeInnerProduct"}
+
+
+def vector_functions(tree: exp.Expression) -> exp.Expression:
+    """`l2_distance(a, b)` and friends become the operator nodes (`a <-> b`), so both
+    spellings plan the same way (index search included). sqlglot reads `cosine_distance`
+    as its own node; it becomes ours too."""
+    from omnilake.engine import dialect
+
+    for node in [n for n in tree.walk(prune=_literal_array) if isinstance(n, exp.Func)]:
+        if isinstance(node, dialect.VectorDistance):
+            continue
+        if isinstance(node, exp.Anonymous):
+            name, args = node.name.lower(), node.expressions
+        elif type(node).__name__ == "CosineDistance":
+            name, args = "cosine_distance", [node.this, node.expression]
+        else:
+            continue
+        kind = _DISTANCE_FUNCTIONS.get(name)
+        if kind is None or len(args) != 2:
+            continue
+        node.replace(getattr(dialect, kind)(this=args[0].copy(), expression=args[1].copy()))
+    return tree
+
+
+# Functions whose text arguments are vectors, as pgvector's signatures say.
+VECTOR_FUNCTIONS = ("inner_product", "cosine_similarity", "vector_dims", "l2_norm", "normalize_l2",
+                    "vector_add", "vector_sub", "vector_mul")
+
+
 def vector_literals(tree: exp.Expression) -> exp.Expression:
     """pgvector's text form as an array: `'[1,2]'::vector`, and a bare `'[1,2]'` beside a
-    distance operator (PostgreSQL types such a literal from the operator)."""
+    distance operator or as an argument of a vector function (PostgreSQL types such a
+    literal from the operator or function)."""
     from omnilake.engine.dialect import VectorDistance
 
-    def as_array(literal: exp.Literal) -> exp.Expression | None:
-        text = literal.this.strip()
-        if not (text.startswith("[") and text.endswith("]")):
-            return None
-        try:
-            values = [float(v) for v in text[1:-1].split(",")] if text[1:-1].strip() else []
-        except ValueError:
-            return None
-        return exp.Array(expressions=[exp.Literal.number(repr(v)) for v in values])
-
-    for cast in list(tree.find_all(exp.Cast)):
-        if cast.to.this == exp.DataType.Type.VECTOR and isinstance(cast.this, exp.Literal) \
-                and cast.this.is_string:
-            array = as_array(cast.this)
+    nodes = [n for n in tree.walk(prune=_literal_array)
+             if isinstance(n, (exp.Cast, exp.Anonymous, VectorDistance))]
+    for cast in nodes:
+        if isinstance(cast, exp.Cast) and cast.to.this == exp.DataType.Type.VECTOR \
+                and isinstance(cast.this, exp.Literal) and cast.this.is_string:
+            array = vector_array(cast.this)
             if array is not None:
                 cast.replace(array)
-    for op in list(tree.find_all(VectorDistance)):
-        for side in (op.this, op.expression):
+    vector_calls = [f for f in nodes if isinstance(f, exp.Anonymous) and f.name.lower() in VECTOR_FUNCTIONS]
+    for op in [n for n in nodes if isinstance(n, VectorDistance)] + vector_calls:
+        for side in op.expressions if isinstance(op, exp.Anonymous) else (op.this, op.expression):
             if isinstance(side, exp.Literal) and side.is_string:
-                array = as_array(side)
+                array = vector_array(side)
                 if array is not None:
                     side.replace(array)
     return tree
+
+
+def vector_array(literal: exp.Literal) -> exp.Expression | None:
+    """`'[1, 2]'` as an array literal; None when the text is not a vector."""
+    text = literal.this.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        values = [float(v) for v in text[1:-1].split(",")] if text[1:-1].strip() else []
+    except ValueError:
+        return None
+    return exp.Array(expressions=[exp.Literal.number(repr(v)) for v in values])
 
 
 def split_intersecting_in_lists(tree: exp.Expression) -> exp.Expression:
@@ -89,7 +135,7 @@ def split_intersecting_in_lists(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-RULES = (fold_identifiers, bytea_hex_literals, vector_literals, split_intersecting_in_lists)
+RULES = (fold_identifiers, bytea_hex_literals, vector_functions, vector_literals, split_intersecting_in_lists)
 
 
 def apply(tree: exp.Expression) -> exp.Expression:

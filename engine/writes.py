@@ -103,6 +103,8 @@ class Writer:
             pendings = [(key, self.memtable.add(key, rows, lsn, meta["uuid"]))
                         for meta, rows, key in parts]
         self.wal.wait_durable(lsn)
+        for ref, _ in writes:  # tables with vector indexes: index their new files later
+            self.engine.vectors.note_write(ref)
         for key, pending in pendings:
             if pending.rows >= self.flush_rows or pending.bytes >= self.flush_bytes:
                 try:

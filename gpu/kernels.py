@@ -9,6 +9,7 @@ Conventions (smaller is nearer, as in pgvector):
   l2      Euclidean distance                  (`<->`)
   cosine  1 - cosine similarity               (`<=>`); NaN when either vector is all zeros
   ip      negative inner product              (`<#>`)
+  l1      taxicab distance                    (`<+>`); no GEMM form, computed per block
 Distances that are NaN (a NaN element, a zero vector under cosine) rank after every number.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from omnilake.errors import DataError, InvalidParameterValue
 from omnilake.gpu.backend import Backend, get_backend
 
-METRICS = ("l2", "cosine", "ip")
+METRICS = ("l2", "cosine", "ip", "l1")
 
 
 def _check(queries, base, metric: str):
@@ -38,6 +39,8 @@ def pairwise_distances(queries, base, metric: str = "l2", backend: Backend | Non
     q = backend.asarray(queries)
     x = backend.asarray(base)
     _check(q, x, metric)
+    if metric == "l1":
+        return xp.abs(q[:, None, :] - x[None, :, :]).sum(axis=2)
     dots = q @ x.T
     if metric == "ip":
         return -dots
@@ -71,7 +74,10 @@ def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = No
     if n_queries == 0 or k == 0:
         return np.empty((n_queries, 0), np.float32), np.empty((n_queries, 0), np.int64)
     if block_rows is None:
-        block_rows = backend.rows_per_batch(4 * (n_queries + x.shape[1]) * 3, minimum=max(k, 1024))
+        per_row = 4 * (n_queries + x.shape[1]) * 3
+        if metric == "l1":  # the (queries x rows x dimensions) difference is the temporary
+            per_row = 4 * n_queries * x.shape[1] * 2
+        block_rows = backend.rows_per_batch(per_row, minimum=max(k, 1024))
     best_d = xp.full((n_queries, 0), xp.inf, dtype=xp.float32)
     best_i = xp.zeros((n_queries, 0), dtype=xp.int64)
     for start in range(0, n_base, block_rows):

@@ -53,6 +53,13 @@ class Settings:
                                       "younger than this many hours (time travel reaches this far).")
     device: str = _setting("auto", str, "Where vector kernels and embeddings run: `auto` (a GPU "
                            "through CuPy when present), `cpu`, or `gpu` (an error without one).")
+    vector_cache_bytes: int = _setting(
+        1024 * 1024 * 1024, int, "Memory for loaded vector-index segments and the data-file rows "
+        "that vector searches read (half each), least recently used dropped first.")
+    vector_exact_rows: int = _setting(
+        20_000, int, "A filtered vector search computes exact distances over a data file's "
+        "matching rows when at most this many match (filter-first); above that it searches "
+        "the index with the filter, widening until k rows come back.")
     model_dir: str | None = _setting(None, str, "Folder of downloaded models. Default: "
                                      "`$XDG_CACHE_HOME/omnilake/models` or `~/.cache/omnilake/models`.")
 

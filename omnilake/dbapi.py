@@ -124,6 +124,16 @@ class Connection:
         return insert_arrow(self.session, table, data, create=create)
 
 
+    def vector_search(self, table: str, queries, k: int = 10, filter: str | None = None,  # noqa: A002
+                      column: str | None = None, metric: str | None = None) -> pa.Table:
+        """Nearest-neighbour search for a batch of query vectors (ETL): the k nearest rows for
+        every row of `queries` (NumPy matrix), as Arrow with `query` (row number in `queries`),
+        `distance`, then the table's columns. `filter` is a SQL condition on the table;
+        `metric` is l2, cosine, ip or l1 (default: the column's index's, else l2). Uses the
+        table's vector index like `ORDER BY ... LIMIT k` does."""
+        from omnilake.engine.vector_search import batch_search
+        return batch_search(self.session, table, queries, k, filter, column, metric)
+
     def flush(self, table: str | None = None) -> None:
         """Commit acknowledged rows still in memory to Iceberg now (one table, or all), so
         other processes and engines see them. Writes are durable before this, in the WAL."""
