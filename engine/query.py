@@ -91,7 +91,10 @@ def new_context(settings: "Settings") -> SessionContext:
               .with_information_schema(False)
               .set("datafusion.sql_parser.dialect", "postgresql")
               .set("datafusion.execution.time_zone", "UTC"))
-    return SessionContext(config)
+    from omnilake.engine.timeseries import register_functions
+    ctx = SessionContext(config)
+    register_functions(ctx)
+    return ctx
 
 
 def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = None) -> BoundQuery:
