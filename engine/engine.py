@@ -58,6 +58,8 @@ class Engine:
         self.tables = TableCache()
         self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
         self.writer = Writer(self)  # replays what crashed processes left in the log
+        from omnilake.engine.retention import BackgroundWorker
+        self.timeseries = BackgroundWorker(self, settings.timeseries_interval)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -69,6 +71,7 @@ class Engine:
             if not self._closed:
                 self._closed = True
                 try:
+                    self.timeseries.close()
                     self.writer.close()  # flushes every pending row
                 finally:
                     self.warehouse.close()
@@ -180,6 +183,10 @@ def _has_placeholders(tree: exp.Expression) -> bool:
 
 # -- handlers ----------------------------------------------------------------------------
 def _query(session: Session, tree: exp.Expression) -> Result:
+    from omnilake.engine.timeseries import special_query
+    special = special_query(session, tree)  # drop_chunks(), time_bucket_gapfill
+    if special is not None:
+        return special
     table = bind(session, tree).to_arrow()
     return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
 

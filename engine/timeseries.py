@@ -271,3 +271,23 @@ def next_bucket(start_micros: int, interval: Interval) -> int:
 def _add_months(when: dt.datetime, months: int) -> dt.datetime:
     index = when.year * 12 + when.month - 1 + months
     return when.replace(year=index // 12, month=index % 12 + 1)
+
+
+# -- statements that are not plain queries -------------------------------------------------
+def special_query(session, tree: exp.Expression):
+    """`SELECT drop_chunks(...)` and queries with time_bucket_gapfill; None for the rest."""
+    if not isinstance(tree, exp.Select):
+        return None
+    projections = tree.expressions
+    if (len(projections) == 1 and tree.args.get("from_") is None
+            and isinstance(projections[0].unalias(), exp.Anonymous)
+            and projections[0].unalias().name.lower() == "drop_chunks"):
+        from omnilake.engine.engine import Result
+        from omnilake.engine.retention import drop_chunks
+        dropped = drop_chunks(session, projections[0].unalias().expressions)
+        table = pa.table({"drop_chunks": pa.array([dropped], pa.int64())})
+        return Result(status="SELECT 1", table=table, rowcount=1)
+    if any(c.name.lower() == "time_bucket_gapfill" for c in tree.find_all(exp.Anonymous)):
+        from omnilake.engine.gapfill import gapfill_query
+        return gapfill_query(session, tree)
+    return None
