@@ -197,6 +197,9 @@ def _create(session: Session, tree: exp.Create) -> Result:
         return ddl.create_table_statement(session, tree)
     if kind == "SCHEMA":
         return ddl.create_schema(session, tree)
+    if kind == "VIEW" and tree.find(exp.MaterializedProperty) is not None:
+        from omnilake.engine import continuous_aggregates
+        return continuous_aggregates.create(session, tree)
     raise E.NotSupportedError(f"CREATE {kind} is not supported yet")
 
 
@@ -206,6 +209,9 @@ def _drop(session: Session, tree: exp.Drop) -> Result:
         return ddl.drop_table_statement(session, tree)
     if kind == "SCHEMA":
         return ddl.drop_schema(session, tree)
+    if kind == "VIEW" and tree.args.get("materialized"):
+        from omnilake.engine import continuous_aggregates
+        return continuous_aggregates.drop(session, tree)
     raise E.NotSupportedError(f"DROP {kind} is not supported yet")
 
 
@@ -265,6 +271,9 @@ def _command(session: Session, tree: exp.Command) -> Result:
         return _show(session, rest.strip().rstrip(";"))
     if keyword in ("OPTIMIZE", "VACUUM"):
         return _maintain(session, keyword, rest.strip().rstrip(";"))
+    if keyword == "REFRESH":
+        from omnilake.engine.continuous_aggregates import refresh_statement
+        return refresh_statement(session, rest.strip().rstrip(";"))
     raise E.NotSupportedError(f"{keyword} is not supported yet")
 
 

@@ -93,6 +93,8 @@ def _timestamp_literal(text: str) -> str:
 # -- rewrites ------------------------------------------------------------------------------
 def rewrite(tree: exp.Expression) -> exp.Expression:
     """time_bucket, first/last and the counter functions into what DataFusion runs."""
+    if isinstance(tree, exp.Create) and tree.find(exp.MaterializedProperty) is not None:
+        return tree  # a continuous aggregate keeps its definition; rewritten when it runs
     for node in list(tree.find_all(exp.First, exp.Last)):
         if node.args.get("expression") is not None:
             node.replace(_first_last(node))
