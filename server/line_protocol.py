@@ -23,6 +23,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from omnilake import errors as E
@@ -58,10 +59,13 @@ class Measurement:
     kinds: dict[str, str] = field(default_factory=dict)  # field -> kind
     first_line: dict[str, int] = field(default_factory=dict)  # field or tag -> first line
     tag_keys: dict[str, None] = field(default_factory=dict)
+    prebuilt: pa.Table | None = None  # made by the columnar fast path
 
     def table(self) -> pa.Table:
+        if self.prebuilt is not None:
+            return self.prebuilt
         keys = list(self.points)
-        columns = {TIME: pa.array([k[1] // 1000 for k in keys], pa.timestamp("us", "UTC"))}
+        columns = {TIME: pa.array([k[1] for k in keys], pa.timestamp("us", "UTC"))}
         for tag in self.tag_keys:
             columns[tag] = pa.array([dict(k[0]).get(tag) for k in keys], pa.string())
         values = list(self.points.values())
@@ -93,6 +97,15 @@ def parse(text: str | bytes, precision: str = "ns", now_ns: int | None = None) -
     scale = PRECISIONS[precision]
     now_ns = time.time_ns() if now_ns is None else now_ns
     default_ts = now_ns - now_ns % scale  # the arrival time, in the request's precision
+    if "\\" not in text and '"' not in text:
+        fast = _parse_columnar(text, scale, default_ts)
+        if fast is not None:
+            return fast
+    return _parse_lines(text, scale, default_ts)
+
+
+def _parse_lines(text: str, scale: int, default_ts: int) -> Batch:
+    """Line by line; exact error messages. Used whenever the columnar path declines."""
     measurements: dict[str, Measurement] = {}
     count = 0
     for number, line in enumerate(text.split("\n"), start=1):
@@ -147,7 +160,7 @@ def _add(m: Measurement, number: int, tags: list[tuple[str, str]], fields: list,
                 raise LineProtocolError(number, f'field type conflict: "{key}" is {kind} here but '
                                                 f"{known} on line {m.first_line[key]}")
         values[key] = value
-    key = (tuple(sorted(tags)), ts)
+    key = (tuple(sorted(tags)), ts // 1000)  # stored in microseconds: points that equal there
     existing = m.points.get(key)
     if existing is None:
         m.points[key] = values
@@ -315,3 +328,170 @@ def _parse_escaped(line: str):
     elif stop is not None:
         raise _Bad(f"unexpected {stop!r} after the fields")
     return name, tags, fields, stamp
+
+
+# -- the columnar fast path ----------------------------------------------------------------
+class _Decline(Exception):
+    """The fast path cannot vouch for this body; the line-by-line parser decides."""
+
+
+def _parse_columnar(text: str, scale: int, default_ts: int) -> Batch | None:
+    """Bodies without escapes or quotes, parsed a series shape at a time: lines with the same
+    measurement, tags and field keys are grouped, their values converted by Arrow casts.
+    Returns None on anything unusual (a bad value, mixed kinds, duplicate points), and the
+    line-by-line parser then produces the result or the exact error."""
+    try:
+        return _columnar(text, scale, default_ts)
+    except (_Decline, _Bad, LineProtocolError, pa.ArrowInvalid, pa.ArrowTypeError,
+            pa.ArrowNotImplementedError, ValueError, IndexError):
+        return None
+
+
+def _columnar(text: str, scale: int, default_ts: int) -> Batch:
+    """Tokenised by Arrow kernels over all lines at once: split into head, fields and time
+    by a regular expression, heads (measurement + tags) parsed once per distinct head, field
+    values cast per column."""
+    import pyarrow.compute as pc
+    raw = pa.array(text.split("\n"), pa.string())
+    if any(c in text for c in "\r\t") or "  " in text or "\n " in text or " \n" in text:
+        raw = pc.utf8_trim(raw, " \t\r")
+    keep = pc.and_(pc.greater(pc.utf8_length(raw), 0),
+                   pc.invert(pc.starts_with(raw, "#")))
+    numbers = pc.filter(pa.array(np.arange(1, len(raw) + 1, dtype=np.int64)), keep)
+    lines = pc.filter(raw, keep)
+    count = len(lines)
+    if count == 0:
+        return Batch({}, 0)
+    parts = pc.split_pattern(lines, " ")
+    widths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    if widths.min() < 2 or widths.max() > 3 or widths.min() != widths.max():
+        raise _Decline  # odd spacing, or only some lines with a timestamp
+    head, body = pc.list_element(parts, 0), pc.list_element(parts, 1)
+    stamp = pc.list_element(parts, 2) if widths[0] == 3 else None
+    pairs = pc.split_pattern(body, ",")
+    offsets = pairs.offsets.to_numpy(zero_copy_only=False)
+    kv = pc.split_pattern(pc.list_flatten(pairs), "=")
+    if not pc.all(pc.equal(pc.list_value_length(kv), 2)).as_py():
+        raise _Decline
+    flat = pc.list_flatten(kv)
+    field_keys = flat.take(pa.array(np.arange(0, len(flat), 2)))
+    values = flat.take(pa.array(np.arange(1, len(flat), 2)))
+    if not pc.all(pc.greater(pc.utf8_length(field_keys), 0)).as_py():
+        raise _Decline  # an empty field key
+    keysig = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                                     field_keys), ",")
+    # heads: parsed once each
+    head_codes = head.dictionary_encode()
+    distinct = head_codes.dictionary.to_pylist()
+    parsed = [_head(h) for h in distinct]
+    head_index = head_codes.indices
+    names = pa.array([p[0] for p in parsed], pa.string())
+    row_names = names.take(head_index)
+    groups = pc.binary_join_element_wise(row_names, keysig, "\x00").dictionary_encode()
+    group_index = groups.indices.to_numpy(zero_copy_only=False)
+    line_numbers = numbers.to_numpy(zero_copy_only=False)
+    head_rows = head_index.to_numpy(zero_copy_only=False)
+    head_first = np.full(len(distinct), np.iinfo(np.int64).max)
+    np.minimum.at(head_first, head_rows, line_numbers)
+    by_measurement: dict[str, Measurement] = {}
+    selections: dict[str, list] = {}
+    for code, key in enumerate(groups.dictionary.to_pylist()):
+        name, sig = key.split("\x00", 1)
+        keys = sig.split(",")
+        if len(set(keys)) != len(keys) or TIME in keys:
+            raise _Decline
+        rows = np.flatnonzero(group_index == code)
+        m = by_measurement.get(name)
+        if m is None:
+            m = by_measurement[name] = Measurement(name)
+        first = int(line_numbers[rows[0]])
+        for key in keys:
+            if key not in m.kinds:
+                m.kinds[key] = ""
+                m.first_line[key] = first
+        selections.setdefault(name, []).append((rows, keys))
+    for h, (name, tags) in enumerate(parsed):
+        m = by_measurement[name]
+        for key, _ in tags:
+            if key in m.kinds:
+                raise _Decline
+            if key not in m.tag_keys or head_first[h] < m.first_line[key]:
+                m.tag_keys.setdefault(key, None)
+                m.first_line[key] = int(head_first[h])
+    for name, m in by_measurement.items():
+        m.tag_keys = dict.fromkeys(sorted(m.tag_keys, key=lambda k: m.first_line[k]))
+        chosen = np.concatenate([rows for rows, _ in selections[name]])
+        taken = pa.array(chosen)
+        columns = {TIME: _stamps(None if stamp is None else stamp.take(taken), len(chosen),
+                                 scale, default_ts, pc)}
+        heads_here = head_index.take(taken)
+        for key in m.tag_keys:
+            per_head = pa.array([dict(tags).get(key) for _, tags in parsed], pa.string())
+            columns[key] = per_head.take(heads_here)
+        field_parts: dict[str, list] = {k: [] for k in m.kinds}
+        for rows, keys in selections[name]:
+            starts = offsets[rows]
+            for j, key in enumerate(keys):
+                field_parts[key].append(values.take(pa.array(starts + j)))
+            for key in m.kinds:
+                if key not in keys:
+                    field_parts[key].append(pa.nulls(len(rows), pa.string()))
+        for key, chunks in field_parts.items():
+            m.kinds[key], columns[key] = _column(pa.concat_arrays(chunks), pc)
+        table = pa.table(columns)
+        if table.group_by([TIME, *m.tag_keys], use_threads=False).aggregate([]).num_rows \
+                != table.num_rows:
+            raise _Decline  # duplicate points: merged line by line
+        m.prebuilt = table
+    return Batch(by_measurement, count)
+
+
+def _stamps(stamp: pa.Array | None, n: int, scale: int, default_ts: int, pc) -> pa.Array:
+    if stamp is None:
+        ns = np.full(n, default_ts, dtype=np.int64)
+    else:
+        ns = pc.multiply_checked(stamp.cast(pa.int64()), scale).to_numpy(zero_copy_only=False)
+    return pa.array(np.floor_divide(ns, 1000), pa.int64()).cast(pa.timestamp("us", "UTC"))
+
+
+def _head(head: str) -> tuple[str, tuple]:
+    pieces = head.split(",")
+    name = pieces[0]
+    if not name:
+        raise _Decline
+    tags = []
+    for piece in pieces[1:]:
+        key, eq, value = piece.partition("=")
+        if not eq or not key or not value or "=" in value or key == TIME:
+            raise _Decline
+        tags.append((key, value))
+    if len({k for k, _ in tags}) != len(tags):
+        raise _Decline
+    return name, tuple(tags)
+
+
+def _column(array: pa.Array, pc) -> tuple[str, pa.Array]:
+    sample = pc.drop_null(array)[0].as_py()
+    if not sample:
+        raise _Decline
+    last = sample[-1:]
+    if last in ("i", "u"):
+        if not pc.all(pc.ends_with(array, last)).as_py():
+            raise _Decline
+        digits = pc.utf8_slice_codeunits(array, 0, -1)
+        if last == "i":
+            return "integer", digits.cast(pa.int64())
+        values = digits.cast(pa.uint64())
+        if pc.max(values).as_py() > _INT64_MAX:
+            raise _Decline
+        return "unsigned", values.cast(pa.int64())
+    if sample in _TRUE or sample in _FALSE:
+        truth = pc.is_in(array, value_set=pa.array(sorted(_TRUE)))
+        falsity = pc.is_in(array, value_set=pa.array(sorted(_FALSE)))
+        if not pc.all(pc.or_(pc.or_(truth, falsity), pc.is_null(array))).as_py():
+            raise _Decline
+        return "boolean", pc.if_else(pc.is_valid(array), truth, None)
+    values = array.cast(pa.float64())
+    if not pc.all(pc.is_finite(values)).as_py():
+        raise _Decline
+    return "float", values

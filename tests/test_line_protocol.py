@@ -159,3 +159,64 @@ def test_round_trip_of_escaped_names_and_strings(measurement, tag, field, value,
     batch = parse(line, now_ns=NOW)
     (row,) = batch.tables()[measurement].to_pylist()
     assert row[tag[0]] == tag[1] and row[field] == value and row["n"] == number
+
+
+def canonical(batch):
+    out = {}
+    for name, t in batch.tables().items():
+        rows = t.to_pylist()
+        out[name] = (sorted(t.column_names), t.schema.field("time").type,
+                     sorted(rows, key=lambda r: sorted((k, str(v)) for k, v in r.items())),
+                     {c: str(t.schema.field(c).type) for c in t.column_names})
+    return out
+
+
+value_of = {"a": st.floats(-1e9, 1e9, allow_nan=False).map(repr),
+            "b": st.integers(-2**63, 2**63 - 1).map(lambda i: f"{i}i"),
+            "c": st.sampled_from(["t", "F", "true", "FALSE"]),
+            "d": st.integers(0, 2**63 - 1).map(lambda i: f"{i}u")}
+lp_line = st.tuples(
+    st.sampled_from(["cpu", "mem"]),
+    st.dictionaries(st.sampled_from(["host", "dc"]), st.sampled_from(["x", "y", "z"])),
+    st.lists(st.sampled_from(list(value_of)), min_size=1, max_size=4, unique=True).flatmap(
+        lambda keys: st.tuples(*[st.tuples(st.just(k), value_of[k]) for k in keys])),
+    st.one_of(st.none(), st.integers(-10**12, 10**12)),
+    st.sampled_from(["", " ", "\r"]))
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(lines=st.lists(lp_line, min_size=1, max_size=25),
+       mixed=st.booleans(), precision=st.sampled_from(["ns", "us", "s", "h"]))
+def test_columnar_fast_path_equals_line_by_line(lines, mixed, precision):
+    from omnilake.server.line_protocol import PRECISIONS, _parse_lines
+    text = "\n".join(
+        f"{m}{''.join(f',{k}={v}' for k, v in tags.items())} "
+        + ",".join(f"{k}={'1.5' if mixed and k == 'b' and i % 3 == 1 else v}" for k, v in fields)
+        + ("" if ts is None else f" {ts}") + tail
+        for i, (m, tags, fields, ts, tail) in enumerate(lines))
+    try:
+        expected = _parse_lines(text, PRECISIONS[precision], NOW - NOW % PRECISIONS[precision])
+    except LineProtocolError as exc:
+        with pytest.raises(LineProtocolError) as info:
+            parse(text, precision, now_ns=NOW)
+        assert info.value.line == exc.line and str(info.value) == str(exc)
+        return
+    got = parse(text, precision, now_ns=NOW)
+    assert got.lines == expected.lines
+    assert canonical(got) == canonical(expected)
+    for name, m in got.measurements.items():
+        assert m.kinds == expected.measurements[name].kinds
+        assert m.first_line == expected.measurements[name].first_line
+
+
+def test_fast_path_is_taken_for_plain_bodies():
+    batch = parse("cpu,host=a u=1,n=2i 1\ncpu,host=b u=2,n=3i 2\nmem,host=a f=1u 1\n", now_ns=NOW)
+    assert all(m.prebuilt is not None for m in batch.measurements.values())
+    batch = parse("cpu,host=a u=1 1\ncpu,host=a u=2 1\n", now_ns=NOW)  # duplicate: declined
+    assert batch.measurements["cpu"].prebuilt is None
+    assert batch.tables()["cpu"].column("u").to_pylist() == [2.0]
+
+
+def test_points_equal_after_truncation_to_microseconds_are_one_point():
+    t = table("m v=1 1000000001\nm v=2 1000000999\nm v=3 1000001000\n")
+    assert t.column("v").to_pylist() == [2.0, 3.0]
