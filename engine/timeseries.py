@@ -125,28 +125,34 @@ def time_bucket_sql(args: list[exp.Expression]) -> exp.Expression:
         return _integer_bucket(width, value, args[2] if len(args) == 3 else None)
     interval = constant_interval(width, "time_bucket")
     origin = MONTH_ORIGIN if interval.months else DEFAULT_ORIGIN
-    origin_text = origin.replace(tzinfo=None).isoformat()
+    origin_sql: exp.Expression = exp.Literal.string(origin.replace(tzinfo=None).isoformat())
+    offset = None
     if len(args) == 3:
         third = interval_text(args[2])
-        offset = None
-        if third is not None:
-            try:
-                offset = parse_interval(third, "time_bucket offset")
-            except E.Error:
-                offset = None
-        if offset is not None and not (isinstance(args[2], exp.Literal)
-                                       and _looks_like_timestamp(third)):
-            if offset.months:
-                raise E.NotSupportedError("time_bucket(): a month offset is not supported")
-            origin_text = (origin + dt.timedelta(microseconds=offset.micros)).replace(
-                tzinfo=None).isoformat()
+        if third is not None and not _looks_like_timestamp(third):
+            offset = parse_interval(third, "time_bucket offset")  # an offset interval
+            if offset.months and offset.micros:
+                raise E.NotSupportedError("time_bucket(): an offset cannot mix months and time")
         elif third is not None:
-            origin_text = _timestamp_literal(third)
+            text = _timestamp_literal(third)
+            if interval.months:  # month buckets start at the origin's month (as DuckDB)
+                text = text[:7] + "-01T00:00:00"
+            origin_sql = exp.Literal.string(text)
         else:
-            return exp.Anonymous(this="date_bin", expressions=[
-                interval_sql(interval), value.copy(), args[2].copy()])
-    return exp.Anonymous(this="date_bin", expressions=[
-        interval_sql(interval), value.copy(), exp.Literal.string(origin_text)])
+            origin_sql = args[2].copy()
+            if interval.months:
+                origin_sql = exp.Anonymous(this="date_trunc", expressions=[
+                    exp.Literal.string("month"), origin_sql])
+    if offset is None:
+        return exp.Anonymous(this="date_bin", expressions=[
+            interval_sql(interval), value.copy(), origin_sql])
+    # time_bucket(i, ts, offset) = time_bucket(i, ts - offset) + offset
+    shift = exp.Interval(this=exp.Literal.string(
+        f"{offset.months} months" if offset.months else f"{offset.micros} microseconds"))
+    binned = exp.Anonymous(this="date_bin", expressions=[
+        interval_sql(interval), exp.Sub(this=exp.Paren(this=value.copy()), expression=shift),
+        origin_sql])
+    return exp.Paren(this=exp.Add(this=binned, expression=shift.copy()))
 
 
 def _looks_like_timestamp(text: str) -> bool:
@@ -250,6 +256,8 @@ def register_functions(ctx: SessionContext) -> None:
 def bucket_start(micros: int, interval: Interval, origin: dt.datetime | None = None) -> int:
     """time_bucket of one timestamp (microseconds since the epoch, UTC)."""
     origin = origin or (MONTH_ORIGIN if interval.months else DEFAULT_ORIGIN)
+    if interval.months:  # month buckets start at the origin's month, as in time_bucket_sql
+        origin = origin.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     origin_us = int((origin - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
                     / dt.timedelta(microseconds=1))
     if not interval.months:

@@ -49,19 +49,25 @@ def duck_buckets(data, interval, origin=None):
     con.execute("SET TimeZone = 'UTC'")
     table = pa.table({"ts": pa.array([p[0] for p in data], pa.timestamp("us"))})
     con.register("d", table)
-    origin_sql = f", TIMESTAMP '{origin}'" if origin else ""
+    origin_sql = ""
+    if origin:
+        origin_sql = f", TIMESTAMP '{origin}'" if origin[4:5] == "-" else f", INTERVAL '{origin}'"
     out = con.execute(f"SELECT time_bucket(INTERVAL '{interval}', ts{origin_sql}) FROM d").fetchall()
     return [r[0] for r in out]
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=points(), interval=st.sampled_from(INTERVALS),
        origin=st.one_of(st.none(), st.sampled_from(["2001-02-03 04:05:06", "1985-06-01 00:00:00",
-                                                   "2030-12-01 12:00:00"])))
+                                                   "2030-12-01 12:00:00", "-15 minutes",
+                                                   "3 hours", "2 days", "1 month"])))
 def test_time_bucket_matches_duckdb(mconn, data, interval, origin):
+    """origin: a timestamp, or an offset interval."""
     mconn.register("pts", arrow(data))
-    origin_sql = f", '{origin}+00'" if origin else ""
+    origin_sql = ""
+    if origin:
+        origin_sql = f", '{origin}+00'" if origin[4:5] == "-" else f", INTERVAL '{origin}'"
     got = [r[0] for r in mconn.sql(f"SELECT time_bucket('{interval}', ts{origin_sql}) FROM pts")
            .fetchall()]
     expected = duck_buckets(data, interval, origin)
