@@ -352,7 +352,8 @@ def _columnar(text: str, scale: int, default_ts: int) -> Batch:
     by a regular expression, heads (measurement + tags) parsed once per distinct head, field
     values cast per column."""
     import pyarrow.compute as pc
-    raw = pa.array(text.split("\n"), pa.string())
+    raw = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n")).cast(
+        pa.string())
     if any(c in text for c in "\r\t") or "  " in text or "\n " in text or " \n" in text:
         raw = pc.utf8_trim(raw, " \t\r")
     keep = pc.and_(pc.greater(pc.utf8_length(raw), 0),
@@ -368,12 +369,13 @@ def _columnar(text: str, scale: int, default_ts: int) -> Batch:
         raise _Decline  # odd spacing, or only some lines with a timestamp
     head, body = pc.list_element(parts, 0), pc.list_element(parts, 1)
     stamp = pc.list_element(parts, 2) if widths[0] == 3 else None
-    pairs = pc.split_pattern(body, ",")
-    offsets = pairs.offsets.to_numpy(zero_copy_only=False)
-    kv = pc.split_pattern(pc.list_flatten(pairs), "=")
-    if not pc.all(pc.equal(pc.list_value_length(kv), 2)).as_py():
+    # every field is key=value: as many "=" as fields, so one split gives key, value, key, ...
+    if not pc.all(pc.equal(pc.count_substring(body, "="),
+                           pc.add(pc.count_substring(body, ","), 1))).as_py():
         raise _Decline
-    flat = pc.list_flatten(kv)
+    tokens = pc.split_pattern(pc.replace_substring(body, "=", ","), ",")
+    offsets = tokens.offsets.to_numpy(zero_copy_only=False) // 2  # of the fields, per line
+    flat = pc.list_flatten(tokens)
     field_keys = flat.take(pa.array(np.arange(0, len(flat), 2)))
     values = flat.take(pa.array(np.arange(1, len(flat), 2)))
     if not pc.all(pc.greater(pc.utf8_length(field_keys), 0)).as_py():
@@ -391,8 +393,8 @@ def _columnar(text: str, scale: int, default_ts: int) -> Batch:
     group_index = groups.indices.to_numpy(zero_copy_only=False)
     line_numbers = numbers.to_numpy(zero_copy_only=False)
     head_rows = head_index.to_numpy(zero_copy_only=False)
-    head_first = np.full(len(distinct), np.iinfo(np.int64).max)
-    np.minimum.at(head_first, head_rows, line_numbers)
+    _, first_rows = np.unique(head_rows, return_index=True)  # rows are in line order
+    head_first = line_numbers[first_rows]
     by_measurement: dict[str, Measurement] = {}
     selections: dict[str, list] = {}
     for code, key in enumerate(groups.dictionary.to_pylist()):
