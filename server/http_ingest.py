@@ -92,6 +92,9 @@ class HttpIngest:
                     return
                 keep_alive = (headers.get("connection", "").lower() != "close"
                               and version.upper() == "HTTP/1.1")
+                if headers.get("expect", "").lower() == "100-continue":  # curl, large bodies
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    await writer.drain()
                 body, error = await self._body(reader, headers)
                 if error is not None:
                     await self._send(writer, error, close=True)

@@ -126,3 +126,21 @@ def test_writes_are_durable_and_visible_after_reopen(warehouse):
     conn.close()
     with omnilake.connect(warehouse) as again:
         assert again.sql("SELECT count(*), count(DISTINCT id) FROM sensor").fetchall() == [(500, 7)]
+
+
+def test_expect_100_continue_over_a_raw_socket(ingest):
+    import socket
+    conn, base = ingest
+    host, port = base.removeprefix("http://").split(":")
+    body = b"raw,h=a v=1i 1\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /api/v2/write?precision=s HTTP/1.1\r\nHost: x\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\nConnection: close\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        reply = b""
+        while chunk := sock.recv(1024):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 204")
+    assert conn.sql("SELECT v FROM raw").fetchall() == [(1,)]
