@@ -105,6 +105,27 @@ def _evolve(session: "Session", ref, rows: pa.Table, tags: list[str], fields: di
     if missing:
         actions = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote(n)} {t}" for n, t in missing)
         session.execute(f"ALTER TABLE {quote(ref.namespace)}.{quote(ref.name)} {actions}")
+    new_tags = [t for t in tags if options is not None and t not in options.tags]
+    if new_tags:
+        _add_tags(session, ref.namespace, ref.name, options, new_tags)
     if time_column != TIME:
         rows = rows.rename_columns([time_column if c == TIME else c for c in rows.column_names])
     return rows
+
+
+def _add_tags(session: "Session", namespace: str, name: str, options: TimeSeriesOptions,
+              new_tags: list[str]) -> None:
+    """New tags join the table's tags and its sort order (tags, then time)."""
+    from dataclasses import replace
+
+    from pyiceberg.transforms import IdentityTransform
+
+    from omnilake.catalog.table_options import TIMESERIES_PROPERTY
+    table = session.engine.warehouse.catalog.load_table((namespace, name))
+    options = replace(options, tags=options.tags + tuple(new_tags))
+    ids = {f.name: f.field_id for f in table.schema().fields}
+    with table.transaction() as tx:
+        with tx.update_sort_order() as order:
+            for column in (*options.tags, options.time_column):
+                order.asc(column, IdentityTransform())
+        tx.set_properties({TIMESERIES_PROPERTY: options.to_property(ids)})

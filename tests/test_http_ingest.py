@@ -59,6 +59,9 @@ def test_v2_write_gzip_precision_bucket_and_new_fields_evolve_the_schema(ingest)
     assert [tuple(r[1:]) for r in got] == [("a", None, 10, None, None, None),
                                           ("a", "x", 11, 0.5, True, "n")]
     assert [int(r[0]) for r in got] == [1700000000, 1700000001]
+    table = conn.session.engine.warehouse.catalog.load_table("telegraf.mem")
+    assert json.loads(table.properties["omnilake.timeseries"])["tags"] == [2, 4]  # host, dc
+    assert [f.source_id for f in table.sort_order().fields] == [2, 4, 1]
 
 
 def test_bad_line_reports_its_number_and_writes_nothing(ingest):
