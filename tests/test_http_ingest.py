@@ -147,3 +147,32 @@ def test_expect_100_continue_over_a_raw_socket(ingest):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 204")
     assert conn.sql("SELECT v FROM raw").fetchall() == [(1,)]
+
+
+def test_acknowledged_batches_survive_a_killed_process(warehouse):
+    """204 means durable: the server process is SIGKILLed right after the reply, and a new
+    process recovers every acknowledged batch from the write-ahead log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, omnilake\n"
+         "from omnilake.server.http_ingest import start_in_thread\n"
+         f"conn = omnilake.connect({warehouse!r}, flush_interval=3600)\n"
+         "server = start_in_thread(conn.session.engine)\n"
+         "print(server.port, flush=True)\n"
+         "time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())
+        for batch in range(3):
+            body = "\n".join(f"crash,h=h{i % 3} v={batch * 100 + i}i {batch * 100 + i}"
+                             for i in range(100)).encode()
+            assert post(f"http://127.0.0.1:{port}/write?precision=s", body)[0] == 204
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    with omnilake.connect(warehouse) as conn:
+        assert conn.sql("SELECT count(*), sum(v) FROM crash").fetchall() == [(300, sum(range(300)))]
