@@ -176,3 +176,18 @@ def test_acknowledged_batches_survive_a_killed_process(warehouse):
         child.wait()
     with omnilake.connect(warehouse) as conn:
         assert conn.sql("SELECT count(*), sum(v) FROM crash").fetchall() == [(300, sum(range(300)))]
+
+
+def test_writes_into_a_declared_time_series_table_and_refuses_plain_ones(ingest):
+    conn, base = ingest
+    conn.sql("CREATE TABLE weather (ts TIMESTAMPTZ NOT NULL, city TEXT, temp REAL) "
+             "WITH (time_column = 'ts', tags = 'city', partition = 'month', retention = '3650 days')")
+    assert post(f"{base}/write?precision=s", b"weather,city=Oslo temp=-3.5 1700000000\n")[0] == 204
+    assert conn.sql("SELECT extract(epoch FROM ts), city, temp FROM weather").fetchall() == \
+        [(1700000000, "Oslo", -3.5)]
+    conn.sql("CREATE TABLE plain (a INT)")
+    status, payload = post(f"{base}/write", b"plain a=1i 1\n")
+    assert status == 400 and 'no column "time"' in json.loads(payload)["error"]
+    status, payload = post(f"{base}/write", b"weather,city=Oslo temp=true 1\n")
+    assert status == 400 and "field type conflict" in json.loads(payload)["error"]
+    assert conn.sql("SELECT count(*) FROM weather").fetchall() == [(1,)]
