@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 MAX_BUCKETS = 1_000_000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_AGGREGATES = ("delta", "increase", "rate", "first_value", "last_value")
+# Aggregates that are not sqlglot AggFuncs, before and after engine/timeseries.py's rewrite.
+_AGGREGATES = ("delta", "increase", "rate", "__ol_delta", "__ol_increase", "__ol_rate",
+               "first_value", "last_value")
 
 
 def _is_aggregate(node: exp.Expression) -> bool:

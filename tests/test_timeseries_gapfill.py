@@ -131,3 +131,13 @@ def test_gapfill_errors(conn, query, sqlstate):
     with pytest.raises(E.Error) as info:
         conn.sql(query)
     assert info.value.sqlstate == sqlstate
+
+
+def test_gapfill_with_first_last_and_rate(conn):
+    conn.sql("CREATE TABLE c (ts TIMESTAMPTZ NOT NULL, v INT)")
+    conn.sql("INSERT INTO c VALUES ('2024-01-01 00:00:00+00', 10), ('2024-01-01 00:30:00+00', 16), "
+             "('2024-01-01 02:00:00+00', 20), ('2024-01-01 02:10:00+00', 50)")
+    got = conn.sql("SELECT time_bucket_gapfill('1 hour', ts, '2024-01-01 00:00:00+00', "
+                   "'2024-01-01 03:00:00+00') AS h, first(v, ts), locf(last(v, ts)), "
+                   "rate(v, ts) FROM c GROUP BY 1 ORDER BY 1").fetchall()
+    assert [r[1:] for r in got] == [(10, 16, 6 / 1800), (None, 16, None), (20, 50, 30 / 600)]
