@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 from sqlglot import exp
 
 from omnilake import errors as E
@@ -199,6 +200,9 @@ def _fill(result: pa.Table, roles, bucket_index, interval, start, finish) -> pa.
         if len(buckets) > MAX_BUCKETS:
             raise E.InvalidParameterValue(f"time_bucket_gapfill would make more than "
                                           f"{MAX_BUCKETS} buckets per group", sqlstate="54000")
+    # rows whose time is NULL fall in no bucket of the grid: left out, as the WHERE bounds
+    # that usually come with gap fill leave them out
+    result = result.filter(pa.compute.is_valid(result.column(bucket_index)))
     frame = result.to_pandas(types_mapper=pd.ArrowDtype)
     times = result.column(bucket_index).cast(pa.timestamp("us", bucket_type.tz)).cast(pa.int64())
     frame[bucket_name] = times.to_numpy(zero_copy_only=False)

@@ -141,3 +141,13 @@ def test_gapfill_with_first_last_and_rate(conn):
                    "'2024-01-01 03:00:00+00') AS h, first(v, ts), locf(last(v, ts)), "
                    "rate(v, ts) FROM c GROUP BY 1 ORDER BY 1").fetchall()
     assert [r[1:] for r in got] == [(10, 16, 6 / 1800), (None, 16, None), (20, 50, 30 / 600)]
+
+
+def test_gapfill_leaves_out_rows_without_time(conn):
+    conn.sql("CREATE TABLE n (ts TIMESTAMPTZ, v INT)")
+    conn.sql("INSERT INTO n VALUES ('2024-01-01 00:10:00+00', 1), (NULL, 5), "
+             "('2024-01-01 02:10:00+00', 3)")
+    got = conn.sql("SELECT time_bucket_gapfill('1 hour', ts, '2024-01-01 00:00:00+00', "
+                   "'2024-01-01 03:00:00+00'), sum(v), interpolate(sum(v)) FROM n GROUP BY 1 "
+                   "ORDER BY 1").fetchall()
+    assert [r[1:] for r in got] == [(1, 1.0), (None, 2.0), (3, 3.0)]
