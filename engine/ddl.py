@@ -135,8 +135,10 @@ def iceberg_schema(columns: list[tuple[str, SqlType, bool]], primary: list[str])
 
 def create_table(session: "Session", namespace: str, name: str,
                  columns: list[tuple[str, SqlType, bool]], primary: list[str],
-                 if_not_exists: bool = False, generated: dict[str, str] | None = None):
-    """Create the Iceberg table; returns its TableRef, or None if it existed (IF NOT EXISTS)."""
+                 if_not_exists: bool = False, generated: dict[str, str] | None = None,
+                 timeseries=None):
+    """Create the Iceberg table; returns its TableRef, or None if it existed (IF NOT EXISTS).
+    `timeseries` (catalog.table_options.TimeSeriesOptions) makes it a time-series table."""
     if not columns:
         raise E.SyntaxError(f'table "{name}" needs at least one column')
     schema = iceberg_schema(columns, primary)
@@ -145,10 +147,15 @@ def create_table(session: "Session", namespace: str, name: str,
     ids = {c[0]: i for i, c in enumerate(columns, start=1)}
     extra = {GENERATED_PROPERTY: json.dumps({str(ids[n]): e for n, e in generated.items()})} \
         if generated else {}
+    layout = {}
+    if timeseries is not None:
+        from omnilake.catalog.table_options import TIMESERIES_PROPERTY, iceberg_layout
+        extra[TIMESERIES_PROPERTY] = timeseries.to_property(ids)
+        layout = dict(zip(("partition_spec", "sort_order"), iceberg_layout(timeseries, ids)))
     try:
         table = warehouse.catalog.create_table(
             (namespace, name), schema, location=warehouse.table_location(namespace, name),
-            properties={**extra, SQL_TYPES_PROPERTY: encode_sql_types(types),
+            **layout, properties={**extra, SQL_TYPES_PROPERTY: encode_sql_types(types),
                         "write.parquet.compression-codec": "zstd",
                         # Row groups of 128k rows let statistics prune within a file.
                         "write.parquet.row-group-limit": "131072"})
@@ -166,6 +173,7 @@ def create_table(session: "Session", namespace: str, name: str,
         table.transaction().set_properties({
             SQL_TYPES_PROPERTY: encode_sql_types(fixed),
             GENERATED_PROPERTY: json.dumps({str(created[n]): e for n, e in (generated or {}).items()}),
+            **({TIMESERIES_PROPERTY: timeseries.to_property(created)} if timeseries else {}),
         }).commit_transaction()
     return load(session.engine, namespace, name)
 
@@ -173,9 +181,10 @@ def create_table(session: "Session", namespace: str, name: str,
 def create_table_statement(session: "Session", tree: exp.Create) -> "Result":
     from omnilake.engine.engine import Result
     target = tree.this
-    if tree.args.get("properties"):
-        raise E.NotSupportedError(f"table options {tree.args['properties'].sql('postgres')} are not "
-                                  "supported yet")
+    options = _with_options(tree.args.get("properties"))
+    if options and tree.expression is not None:
+        raise E.NotSupportedError("WITH (...) options are not supported with CREATE TABLE AS",
+                                  hint="create the table with its columns, then INSERT ... SELECT")
     if tree.expression is not None:
         from omnilake.engine.dml import create_table_as
         return create_table_as(session, tree)
@@ -183,8 +192,30 @@ def create_table_statement(session: "Session", tree: exp.Create) -> "Result":
         raise E.SyntaxError("CREATE TABLE needs a column list or AS SELECT")
     namespace, name = split_name(target.this, session.schema)
     columns, primary, generated = column_definitions(target)
-    create_table(session, namespace, name, columns, primary, bool(tree.args.get("exists")), generated)
+    timeseries = None
+    if options:
+        from omnilake.catalog.table_options import from_with
+        timeseries = from_with(options, {n: t.name for n, t, _ in columns})
+    create_table(session, namespace, name, columns, primary, bool(tree.args.get("exists")), generated,
+                 timeseries)
     return Result(status="CREATE TABLE")
+
+
+def _with_options(properties: exp.Properties | None) -> dict[str, str]:
+    """`WITH (key = 'value', ...)` as a dict; other table properties are refused."""
+    if properties is None:
+        return {}
+    options = {}
+    for prop in properties.expressions:
+        value = prop.args.get("value") if isinstance(prop, exp.Property) else None
+        if value is None or type(prop) is not exp.Property:
+            raise E.NotSupportedError(f"table option {prop.sql('postgres')} is not supported",
+                                      hint="time-series tables take WITH (time_column = 'ts', "
+                                           "tags = 'host', partition = 'day', retention = '30 days')")
+        if not isinstance(value, (exp.Literal, exp.Var, exp.Identifier, exp.Column)):
+            raise E.InvalidParameterValue(f"table option {prop.name} needs a literal value")
+        options[prop.name.lower()] = value.name
+    return options
 
 
 def drop_table_statement(session: "Session", tree: exp.Drop) -> "Result":

@@ -64,6 +64,13 @@ class Postgres(_Postgres):
         FACTOR = {**_Postgres.Parser.FACTOR, TokenType.LR_ARROW: L2Distance,
                   _NEG_IP: NegativeInnerProduct, _L1: L1Distance}
 
+        def _parse_property(self):
+            # `WITH (partition = 'day')`: a keyword followed by `=` is an option name.
+            if (self._curr and self._next and self._next.token_type == TokenType.EQ
+                    and self._curr.text.upper() in self.PROPERTY_PARSERS):
+                return self._parse_key_value_property()
+            return super()._parse_property()
+
     class Generator(_Postgres.Generator):
         TRANSFORMS = {
             **_Postgres.Generator.TRANSFORMS,

@@ -69,6 +69,8 @@ class Engine:
         self.virtual_schemas: dict[str, Callable] = {}
         self.rewriters: list[Callable] = []
         self.vectors = VectorIndexes(self)
+        from omnilake.engine.retention import BackgroundWorker
+        self.timeseries = BackgroundWorker(self, settings.timeseries_interval)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -81,6 +83,7 @@ class Engine:
                 self._closed = True
                 try:
                     self.vectors.close()
+                    self.timeseries.close()
                     self.writer.close()  # flushes every pending row
                 finally:
                     self.warehouse.close()
@@ -239,6 +242,10 @@ def _has_placeholders(tree: exp.Expression) -> bool:
 
 # -- handlers ----------------------------------------------------------------------------
 def _query(session: Session, tree: exp.Expression) -> Result:
+    from omnilake.engine.timeseries import special_query
+    special = special_query(session, tree)  # drop_chunks(), time_bucket_gapfill
+    if special is not None:
+        return special
     table = bind(session, tree).to_arrow()
     return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
 
@@ -251,6 +258,9 @@ def _create(session: Session, tree: exp.Create) -> Result:
         return ddl.create_schema(session, tree)
     if kind == "INDEX":
         return vector_index.create_index(session, tree)
+    if kind == "VIEW" and tree.find(exp.MaterializedProperty) is not None:
+        from omnilake.engine import continuous_aggregates
+        return continuous_aggregates.create(session, tree)
     raise E.NotSupportedError(f"CREATE {kind} is not supported yet")
 
 
@@ -262,6 +272,9 @@ def _drop(session: Session, tree: exp.Drop) -> Result:
         return ddl.drop_schema(session, tree)
     if kind == "INDEX":
         return vector_index.drop_index(session, tree)
+    if kind == "VIEW" and tree.args.get("materialized"):
+        from omnilake.engine import continuous_aggregates
+        return continuous_aggregates.drop(session, tree)
     raise E.NotSupportedError(f"DROP {kind} is not supported yet")
 
 
@@ -332,6 +345,9 @@ def _command(session: Session, tree: exp.Command) -> Result:
         return _maintain(session, keyword, rest.strip().rstrip(";"))
     if keyword == "REINDEX":
         return vector_index.reindex(session, rest)
+    if keyword == "REFRESH":
+        from omnilake.engine.continuous_aggregates import refresh_statement
+        return refresh_statement(session, rest.strip().rstrip(";"))
     raise E.NotSupportedError(f"{keyword} is not supported yet")
 
 

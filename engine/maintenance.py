@@ -127,6 +127,11 @@ def optimize_statement(session: "Session", namespace: str, name: str) -> Compact
 
 
 def vacuum_statement(session: "Session", namespace: str, name: str) -> VacuumResult:
+    from omnilake.engine.retention import drop_expired, options_of
     table = session.engine.warehouse.catalog.load_table((namespace, name))
+    options = options_of(table)
+    if options is not None and options.retention:  # a time series: expired partitions go first
+        drop_expired(session.engine, namespace, name)
+        table = session.engine.warehouse.catalog.load_table((namespace, name))
     retention = dt.timedelta(hours=session.engine.settings.retention_hours)
     return vacuum(table, retention)

@@ -93,8 +93,10 @@ def new_context(settings: "Settings") -> SessionContext:
               .with_information_schema(False)
               .set("datafusion.sql_parser.dialect", "postgresql")
               .set("datafusion.execution.time_zone", "UTC"))
+    from omnilake.engine.timeseries import register_functions
     ctx = SessionContext(config)
     vector_functions.register(ctx)
+    register_functions(ctx)
     return ctx
 
 

@@ -135,7 +135,14 @@ def split_intersecting_in_lists(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-RULES = (fold_identifiers, bytea_hex_literals, vector_functions, vector_literals, split_intersecting_in_lists)
+def time_series_functions(tree: exp.Expression) -> exp.Expression:
+    """time_bucket, first/last, delta/increase/rate (see engine/timeseries.py)."""
+    from omnilake.engine.timeseries import rewrite
+    return rewrite(tree)
+
+
+RULES = (fold_identifiers, bytea_hex_literals, vector_functions, vector_literals,
+         split_intersecting_in_lists, time_series_functions)
 
 
 def apply(tree: exp.Expression) -> exp.Expression:

@@ -59,6 +59,23 @@ def conform(tables: list[pa.Table], table) -> pa.Table:
     return pa.concat_tables(parts, promote_options="permissive")
 
 
+def sorted_rows(table, rows: pa.Table) -> pa.Table:
+    """Rows in the table's Iceberg sort order (a time series: tags, then time), so each
+    flush writes sorted files."""
+    order = table.sort_order()
+    if not order.fields or rows.num_rows < 2:
+        return rows
+    schema = table.schema()
+    keys = []
+    for f in order.fields:
+        name = schema.find_column_name(f.source_id)
+        if name is None or str(f.transform) != "identity" or name not in rows.column_names:
+            return rows
+        keys.append((name, "descending" if str(f.direction).lower().startswith("desc")
+                     else "ascending"))
+    return rows.sort_by(keys)
+
+
 class Writer:
     def __init__(self, engine: "Engine"):
         settings = engine.settings
@@ -177,7 +194,7 @@ class Writer:
                 log.warning("table %s.%s was dropped; %d pending row(s) dropped with it",
                             namespace, name, pending.rows)
                 return
-            rows = conform(pending.tables, table)
+            rows = sorted_rows(table, conform(pending.tables, table))
             try:
                 with table.transaction() as tx:
                     tx.append(rows)

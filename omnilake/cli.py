@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5433, help="port (default 5433; 0 picks a free one)")
     serve.add_argument("--tls-cert", default=None, help="certificate file (PEM) to offer TLS")
     serve.add_argument("--tls-key", default=None, help="private key file (PEM) for --tls-cert")
+    serve.add_argument("--http-port", type=int, default=None,
+                       help="also accept InfluxDB line protocol (/write, /api/v2/write) over HTTP "
+                            "on this port (loopback only; 8086 is InfluxDB's)")
     serve.add_argument("--log-statements", action="store_true",
                        help="log the text of every statement clients send (for debugging clients)")
     _add_settings(serve)
@@ -247,11 +250,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("omnilake.server.statements").setLevel(logging.DEBUG)
 
     def ready(server) -> None:
+        http = f", line protocol on http://{server.host}:{server.http_port}" if server.http else ""
         print(f"omnilake: serving {server.engine.settings.warehouse} on "
-              f"{server.host}:{server.port} (database omnilake)", flush=True)
+              f"{server.host}:{server.port} (database omnilake){http}", flush=True)
 
     with _connect(args) as conn:
-        serve(conn.session.engine, args.host, args.port, args.tls_cert, args.tls_key, ready)
+        serve(conn.session.engine, args.host, args.port, args.tls_cert, args.tls_key, ready,
+              http_port=args.http_port)
     return 0
 
 

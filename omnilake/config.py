@@ -51,6 +51,10 @@ class Settings:
                                   "this many data files after a flush; 0 turns it off.")
     retention_hours: float = _setting(168.0, float, "VACUUM keeps snapshots and unreferenced files "
                                       "younger than this many hours (time travel reaches this far).")
+    timeseries_interval: float = _setting(
+        60.0, float, "Seconds between background runs that drop expired partitions of "
+        "time-series tables (their `retention`) and refresh continuous aggregates; 0 turns "
+        "them off (VACUUM and REFRESH MATERIALIZED VIEW still do it on demand).")
     device: str = _setting("auto", str, "Where vector kernels and embeddings run: `auto` (a GPU "
                            "through CuPy when present), `cpu`, or `gpu` (an error without one).")
     vector_cache_bytes: int = _setting(

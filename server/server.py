@@ -34,8 +34,11 @@ class Server:
                 "is_superuser", "session_authorization", "application_name")
 
     def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 5433,
-                 tls_cert: str | None = None, tls_key: str | None = None, workers: int = 32):
+                 tls_cert: str | None = None, tls_key: str | None = None, workers: int = 32,
+                 http_port: int | None = None):
         self.engine = engine
+        self.http_port = http_port  # InfluxDB line protocol over HTTP, when given
+        self.http = None
         self.host, self.port = host, port
         self.users = Users(engine.warehouse)
         self.auth = Authenticator(self.users)
@@ -53,7 +56,12 @@ class Server:
         PgCatalog.install(engine, self)
 
     def check_bind(self) -> None:
-        """Without users, anyone who can reach the port is trusted: loopback only."""
+        """Without users, anyone who can reach the port is trusted: loopback only. The HTTP
+        ingest endpoint has no authentication yet: loopback only, always."""
+        if self.http_port is not None and not _is_loopback(self.host):
+            raise E.InvalidAuthorization(
+                f"refusing HTTP line-protocol ingest on {self.host}: it has no authentication yet",
+                hint="listen on 127.0.0.1, or leave out --http-port")
         if self.users.any():
             return
         if not _is_loopback(self.host):
@@ -107,10 +115,17 @@ class Server:
                                                   limit=1 << 20)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("omnilake serving on %s:%d", self.host, self.port)
+        if self.http_port is not None:
+            from omnilake.server.http_ingest import start_http_ingest
+            self.http = await start_http_ingest(self.engine, self.host, self.http_port)
+            self.http_port = self.http.port
+            log.info("line-protocol ingest on http://%s:%d/write", self.host, self.http_port)
 
     async def stop(self, grace: float = 10.0) -> None:
         if self._server is not None:
             self._server.close()
+        if self.http is not None:
+            await self.http.stop()
         for conn in list(self.connections.values()):
             await conn.shutdown()
         tasks = list(self._tasks)
@@ -144,6 +159,6 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(engine: Engine, host: str, port: int, tls_cert: str | None = None,
-          tls_key: str | None = None, ready=None) -> None:
-    server = Server(engine, host, port, tls_cert, tls_key)
+          tls_key: str | None = None, ready=None, http_port: int | None = None) -> None:
+    server = Server(engine, host, port, tls_cert, tls_key, http_port=http_port)
     asyncio.run(server.serve_until_signal(ready))

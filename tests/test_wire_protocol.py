@@ -327,3 +327,26 @@ def test_set_reports_changed_parameters(server):
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             c.execute("SET TIME ZONE 'Europe/Paris'")
         assert c.execute("SHOW timezone").fetchone() == ("UTC",)
+
+
+def test_serve_with_http_line_protocol_ingest(tmp_path):
+    import urllib.request
+    srv = start_server(str(tmp_path / "wh"), "--http-port", "0")
+    try:
+        assert srv.http_port
+        body = b"weather,city=paris temp=21.5,hum=40i 1700000000000000000\n"
+        request = urllib.request.Request(f"http://127.0.0.1:{srv.http_port}/write?db=metrics",
+                                         data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 204
+        with psycopg.connect(srv.conninfo(), autocommit=True) as c:  # the same engine
+            assert c.execute("SELECT city, temp, hum FROM metrics.weather").fetchall() == [("paris", 21.5, 40)]
+    finally:
+        assert srv.stop() == 0
+
+
+def test_http_ingest_refuses_non_loopback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "omnilake", "serve", "-w", str(tmp_path / "wh"),
+                           "--host", "0.0.0.0", "--port", "0", "--http-port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "no authentication" in done.stderr

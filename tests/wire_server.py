@@ -17,6 +17,7 @@ class ServerProcess:
     host: str
     port: int
     warehouse: str
+    http_port: int | None = None
 
     def dsn(self, user: str = "tester", password: str | None = None) -> str:
         from urllib.parse import quote
@@ -54,7 +55,9 @@ def start_server(warehouse: str, *args: str, timeout: float = 60) -> ServerProce
         found = re.search(r"serving .* on ([\d.]+):(\d+)", line)
         if found:
             _drain(process)
-            return ServerProcess(process, found.group(1), int(found.group(2)), warehouse)
+            http = re.search(r"line protocol on http://[\d.]+:(\d+)", line)
+            return ServerProcess(process, found.group(1), int(found.group(2)), warehouse,
+                                 int(http.group(1)) if http else None)
     process.kill()
     raise RuntimeError("server did not start:\n" + "".join(lines))
 

@@ -1,0 +1,131 @@
+"""Writing measurements (line protocol, one Arrow table per measurement) into tables.
+
+A measurement's table is created on its first write as a time-series table: `time
+TIMESTAMPTZ NOT NULL`, one TEXT column per tag, one column per field (DOUBLE PRECISION,
+BIGINT, BOOLEAN or TEXT), `WITH (time_column = 'time', tags = <the tags>, partition = 'day')`.
+Tags and fields seen later are added as columns (Iceberg schema evolution; existing rows read
+NULL). Then every measurement's rows go into the write-ahead log as one record: a batch is
+acknowledged, and recovered after a crash, all or none. A field whose type does not fit its
+column fails the batch before anything is written (columns added for it stay).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from omnilake import errors as E
+from omnilake.catalog.table_options import TimeSeriesOptions
+from omnilake.catalog.types import SqlType
+
+if TYPE_CHECKING:
+    from omnilake.engine.engine import Session
+
+TIME = "time"
+COLUMN_TYPES = {"float": "double precision", "integer": "bigint", "unsigned": "bigint",
+                "boolean": "boolean", "string": "text"}
+# Column types a field of each kind may be written into.
+FITS = {
+    "float": {"double precision", "real", "numeric"},
+    "integer": {"bigint", "integer", "smallint", "double precision", "real", "numeric"},
+    "unsigned": {"bigint", "integer", "smallint", "double precision", "real", "numeric"},
+    "boolean": {"boolean"},
+    "string": {"text", "varchar", "json"},
+}
+_ddl_lock = threading.Lock()  # one schema change at a time per process
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def write_measurements(session: "Session", namespace: str, tables: dict[str, pa.Table],
+                       kinds: dict[str, dict[str, str]], lines: dict[str, dict[str, int]]
+                       | None = None) -> int:
+    """Create or evolve the tables, then write all rows as one WAL record; rows written.
+
+    `tables`: measurement -> rows (a `time` column, tag columns as strings, field columns);
+    `kinds`: measurement -> field -> float|integer|unsigned|boolean|string; `lines`: where each
+    field first appeared, for error messages."""
+    from omnilake.engine import ddl
+    from omnilake.engine.dml import insert_rows
+    from omnilake.engine.tables import load
+    from omnilake.engine.transaction import Transaction
+    catalog = session.engine.warehouse.catalog
+    if (namespace,) not in catalog.list_namespaces():
+        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(namespace)}")
+    prepared = []
+    with _ddl_lock:
+        for name, rows in tables.items():
+            fields = kinds.get(name, {})
+            tags = [c for c in rows.column_names if c != TIME and c not in fields]
+            if not catalog.table_exists((namespace, name)):
+                columns = [(TIME, SqlType("timestamptz"), True)]
+                columns += [(t, SqlType("text"), False) for t in tags]
+                columns += [(f, SqlType(COLUMN_TYPES[k]), False) for f, k in fields.items()]
+                ddl.create_table(session, namespace, name, columns, [], if_not_exists=True,
+                                 timeseries=TimeSeriesOptions(TIME, tuple(tags), "day"))
+            ref = load(session.engine, namespace, name)
+            rows = _evolve(session, ref, rows, tags, fields, (lines or {}).get(name, {}))
+            prepared.append((load(session.engine, namespace, name), rows))
+    tx = Transaction()
+    saved, session.transaction = session.transaction, tx
+    try:
+        for ref, rows in prepared:
+            insert_rows(session, ref, rows, list(rows.column_names))
+    finally:
+        session.transaction = saved
+    session.engine.writer.write_all(tx.parts())
+    return sum(rows.num_rows for _, rows in prepared)
+
+
+def _evolve(session: "Session", ref, rows: pa.Table, tags: list[str], fields: dict[str, str],
+            lines: dict[str, int]) -> pa.Table:
+    """Add missing columns; check field kinds; rename `time` to the table's time column."""
+    from omnilake.engine.retention import options_of
+    columns = {c.name: c.sql_type.name for c in ref.columns()}
+    options = options_of(ref.table)
+    time_column = options.time_column if options is not None else TIME
+    if time_column not in columns:
+        raise E.UndefinedColumn(f'table "{ref.name}" has no column "{TIME}" for the timestamps',
+                                hint="line protocol writes into time-series tables")
+    missing = [(t, "text") for t in tags if t not in columns]
+    missing += [(f, COLUMN_TYPES[k]) for f, k in fields.items() if f not in columns]
+    for name, kind in fields.items():
+        if name in columns and columns[name] not in FITS[kind]:
+            where = f"line {lines[name]}: " if name in lines else ""
+            raise E.DatatypeMismatch(f'{where}field type conflict: "{name}" is {kind} but column '
+                                     f'"{name}" of "{ref.name}" is {columns[name]}')
+    for tag in tags:
+        if tag in columns and columns[tag] not in FITS["string"]:
+            raise E.DatatypeMismatch(f'tag "{tag}" is text but column "{tag}" of "{ref.name}" '
+                                     f"is {columns[tag]}")
+    if missing:
+        actions = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote(n)} {t}" for n, t in missing)
+        session.execute(f"ALTER TABLE {quote(ref.namespace)}.{quote(ref.name)} {actions}")
+    new_tags = [t for t in tags if options is not None and t not in options.tags]
+    if new_tags:
+        _add_tags(session, ref.namespace, ref.name, options, new_tags)
+    if time_column != TIME:
+        rows = rows.rename_columns([time_column if c == TIME else c for c in rows.column_names])
+    return rows
+
+
+def _add_tags(session: "Session", namespace: str, name: str, options: TimeSeriesOptions,
+              new_tags: list[str]) -> None:
+    """New tags join the table's tags and its sort order (tags, then time)."""
+    from dataclasses import replace
+
+    from pyiceberg.transforms import IdentityTransform
+
+    from omnilake.catalog.table_options import TIMESERIES_PROPERTY
+    table = session.engine.warehouse.catalog.load_table((namespace, name))
+    options = replace(options, tags=options.tags + tuple(new_tags))
+    ids = {f.name: f.field_id for f in table.schema().fields}
+    with table.transaction() as tx:
+        with tx.update_sort_order() as order:
+            for column in (*options.tags, options.time_column):
+                order.asc(column, IdentityTransform())
+        tx.set_properties({TIMESERIES_PROPERTY: options.to_property(ids)})
