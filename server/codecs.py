@@ -185,21 +185,24 @@ _TEXT_BY_NAME: dict[str, Callable[[pa.ChunkedArray], Encoded]] = {
 }
 
 
-def _array_text(element: pa.Field) -> Callable[[pa.ChunkedArray], Encoded]:
-    """PostgreSQL's array text form: {a,"b c",NULL}."""
-    encode_items = text_encoder(element)
-
+def _per_array(element: pa.Field, encode_items, join) -> Callable[[pa.ChunkedArray], Encoded]:
+    """An encoder of list values: each list's items encoded as one column, then joined."""
     def encode(column: pa.ChunkedArray) -> Encoded:
         out = []
         for value in column.to_pylist():
             if value is None:
                 out.append(None)
                 continue
-            items = encode_items(pa.chunked_array([pa.array(value, element.type)]))
-            out.append(b"{" + b",".join(b"NULL" if i is None else _quote_item(i)
-                                         for i in items) + b"}")
+            items = encode_items(pa.chunked_array([pa.array(value, element.type)])) if value else []
+            out.append(join(items))
         return out
     return encode
+
+
+def _array_text(element: pa.Field) -> Callable[[pa.ChunkedArray], Encoded]:
+    """PostgreSQL's array text form: {a,"b c",NULL}."""
+    return _per_array(element, text_encoder(element), lambda items: b"{" + b",".join(
+        b"NULL" if i is None else _quote_item(i) for i in items) + b"}")
 
 
 def _quote_item(item: bytes) -> bytes:
@@ -255,13 +258,13 @@ def _time_micros(column: pa.ChunkedArray) -> Encoded:
 def numeric_binary(value: decimal.Decimal) -> bytes:
     """PostgreSQL's numeric send format: base-10000 digits, weight, sign, display scale."""
     sign, digits, exponent = value.as_tuple()
-    scale = max(-exponent, 0)
     text = "".join(map(str, digits))
-    if exponent > 0:
-        text += "0" * exponent
-        exponent = 0
-    integer = text[:len(text) + exponent] if exponent else text
-    fraction = text[len(text) + exponent:] if exponent else ""
+    if exponent >= 0:
+        integer, fraction, scale = text + "0" * exponent, "", 0
+    else:
+        scale = -exponent
+        text = text.rjust(scale + 1, "0")  # 0.0001: at least one integer digit
+        integer, fraction = text[:-scale], text[-scale:]
     integer = integer.lstrip("0")
     integer = "0" * (-len(integer) % 4) + integer
     fraction = fraction + "0" * (-len(fraction) % 4)
@@ -301,23 +304,14 @@ _BINARY_BY_NAME: dict[str, Callable[[pa.ChunkedArray], Encoded]] = {
 
 
 def _array_binary(element: pa.Field, element_oid: int) -> Callable[[pa.ChunkedArray], Encoded]:
-    encode_items = binary_encoder(element)
-
-    def encode(column: pa.ChunkedArray) -> Encoded:
-        out = []
-        for value in column.to_pylist():
-            if value is None:
-                out.append(None)
-                continue
-            items = encode_items(pa.chunked_array([pa.array(value, element.type)])) if value else []
-            has_null = any(i is None for i in items)
-            parts = [struct.pack("!iiI", 1, int(has_null), element_oid),
-                     struct.pack("!ii", len(items), 1)]
-            for i in items:
-                parts.append(b"\xff\xff\xff\xff" if i is None else struct.pack("!i", len(i)) + i)
-            out.append(b"".join(parts))
-        return out
-    return encode
+    """PostgreSQL's array send form: dimensions, null flag, element type, then the items."""
+    def join(items: list) -> bytes:
+        parts = [struct.pack("!iiI", 1, int(any(i is None for i in items)), element_oid),
+                 struct.pack("!ii", len(items), 1)]
+        for i in items:
+            parts.append(b"\xff\xff\xff\xff" if i is None else struct.pack("!i", len(i)) + i)
+        return b"".join(parts)
+    return _per_array(element, binary_encoder(element), join)
 
 
 def binary_encoder(field: pa.Field) -> Callable[[pa.ChunkedArray], Encoded]:

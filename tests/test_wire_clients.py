@@ -45,6 +45,10 @@ def test_psycopg_text_binary_and_parameters(server):
         assert got == (1, "apple", decimal.Decimal("1.25"),
                        dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), 1.5, True,
                        dt.date(2024, 2, 3), uuid.UUID("6c7f4f7a-9a63-4a4e-9d0f-4c0f0d5f8e11"))
+        tricky = cur.execute("SELECT 0.0001::numeric(10,4), 12345678.9::numeric(12,1), -0.5::numeric(3,1), "
+                             "10000::numeric(10,0), 0::numeric(5,2)").fetchone()
+        assert tricky == (decimal.Decimal("0.0001"), decimal.Decimal("12345678.9"), decimal.Decimal("-0.5"),
+                          decimal.Decimal("10000"), decimal.Decimal("0.00"))
         # prepared statements (psycopg prepares after repeated use, or when asked)
         for i in (1, 2, 3):
             assert c.execute("SELECT id FROM items WHERE id = %s", (i,), prepare=True).fetchone() == (i,)
