@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -51,6 +51,9 @@ class Result:
     status: str
     table: pa.Table | None = None
     rowcount: int = -1
+    # Session.stream(): a query's rows as batches, produced while they are read (`table` None)
+    schema: pa.Schema | None = None
+    batches: Iterator[pa.RecordBatch] | None = None
 
 
 class Engine:
@@ -172,6 +175,24 @@ class Session:
         for rewrite in self.engine.rewriters:
             tree = rewrite(self, tree)
         return tree
+
+    def stream(self, tree: exp.Expression) -> Result:
+        """Like run(), but a plain query's rows come as an iterator of batches
+        (`Result.batches`, its columns in `Result.schema`); other statements as run() does."""
+        return self.run(tree, self._stream)
+
+    def _stream(self, tree: exp.Expression) -> Result:
+        from omnilake.engine.timeseries import special_query
+        if not isinstance(tree, (exp.Query, exp.Values)):
+            return self._run(tree)
+        prepared = self.prepare(tree)
+        if not isinstance(prepared, (exp.Query, exp.Values)):
+            return self._run(tree)
+        special = special_query(self, prepared)  # gap fill, drop_chunks(): materialised
+        if special is not None:
+            return special
+        schema, batches = bind(self, prepared).stream()
+        return Result(status="SELECT", schema=schema, batches=batches)
 
     def _run(self, tree: exp.Expression) -> Result:
         tree = self.prepare(tree)

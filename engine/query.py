@@ -11,6 +11,7 @@ the statement started, or the one named by `FOR VERSION AS OF` / `FOR TIMESTAMP 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -78,6 +79,33 @@ class BoundQuery:
         finally:
             self.close()
         return result if explain else normalise_output(result, self.renames, self.declared)
+
+    def stream(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Execute, and yield the result's batches as DataFusion produces them, so a large
+        result is never held whole. The statement's tables stay registered until the
+        iterator is exhausted or closed."""
+        try:
+            frame = self.ctx.sql(self.sql())
+            batches = frame.execute_stream()
+            schema = normalise_output(frame.schema().empty_table(), self.renames,
+                                      self.declared).schema
+        except Exception as exc:  # DataFusion raises plain Exceptions
+            self.close()
+            raise from_datafusion(exc) from exc
+
+        def produce() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in batches:
+                    table = normalise_output(pa.Table.from_batches([batch.to_pyarrow()]),
+                                             self.renames, self.declared)
+                    yield from table.cast(schema).to_batches()
+            except E.Error:
+                raise
+            except Exception as exc:
+                raise from_datafusion(exc) from exc
+            finally:
+                self.close()
+        return schema, produce()
 
     def close(self) -> None:
         for name in self.registered:

@@ -51,9 +51,58 @@ class Portal:
     result_formats: list[int]
     values: list = field(default_factory=list)
     result: Result | None = None
-    rows: list[bytes] | None = None  # encoded DataRows not yet sent
+    rows: list[bytes] | None = None  # encoded DataRows not yet sent (materialised results)
     sent: int = 0
     prefix: bytes = b""
+    stream: RowStream | None = None  # a query's rows, pulled as Execute asks for them
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+CHUNK_ROWS = 8192  # rows encoded per trip to the pool while a result streams out
+
+
+@dataclass
+class RowStream:
+    """A query result being sent: DataFusion batches pulled on demand and encoded to
+    DataRows, so a large result is never held whole (rows, or their encoded form)."""
+
+    schema: pa.Schema
+    batches: object  # iterator of Arrow record batches
+    formats: list[int]
+    pending: list[bytes] = field(default_factory=list)
+    sent: int = 0
+    done: bool = False
+
+    def __post_init__(self):
+        self.encoders = [binary_encoder(f) if _format(self.formats, i) == 1 else text_encoder(f)
+                         for i, f in enumerate(self.schema)]
+
+    def pull(self, limit: int) -> list[bytes]:
+        """Up to `limit` encoded rows (fewer only at the end of the result)."""
+        while len(self.pending) < limit and not self.done:
+            batch = next(self.batches, None)
+            if batch is None:
+                self.done = True
+                break
+            self.pending.extend(_encode_columns(
+                [encode(pa.chunked_array([column], type=column.type))
+                 for encode, column in zip(self.encoders, batch.columns)], batch.num_rows))
+        rows, self.pending = self.pending[:limit], self.pending[limit:]
+        self.sent += len(rows)
+        return rows
+
+    @property
+    def exhausted(self) -> bool:
+        return self.done and not self.pending
+
+    def close(self) -> None:
+        closer = getattr(self.batches, "close", None)
+        if closer is not None:
+            closer()  # releases the statement's registered tables
+        self.done, self.pending = True, []
 
 
 @dataclass
@@ -84,6 +133,7 @@ class Connection:
             await self._fatal(err)
         finally:
             self.server.forget(self)
+            self._close_portals()
             if self.session is not None and self.session.transaction is not None:
                 self.session.transaction = None  # an open transaction ends with its client
             try:
@@ -167,6 +217,8 @@ class Connection:
                 continue
             if kind == b"S":
                 skipping = False
+                if self.session.transaction is None:  # portals end with their transaction
+                    self._close_portals()
                 await self._send(M.ready_for_query(self._status()))
                 continue
             if kind == b"H":
@@ -192,6 +244,11 @@ class Connection:
                 skipping = True
                 self._fail_transaction()
                 await self._send(M.error_response(E.InternalError(f"internal error: {exc}")))
+
+    def _close_portals(self) -> None:
+        for portal in self.portals.values():
+            portal.close()
+        self.portals.clear()
 
     def _fail_transaction(self) -> None:
         if self.session.transaction is not None:
@@ -227,17 +284,25 @@ class Connection:
     # -- simple query ---------------------------------------------------------------------
     async def _simple_query(self, body: bytes) -> None:
         self._task = asyncio.current_task()
+        stream = None
         try:
             text = M.Reader(body).cstring()
-            out, rest = await self._run(self._simple_batch, text,
-                                        abandon_on_cancel=_reads_only(text))
+            out, stream, rest = await self._run(self._simple_batch, text,
+                                                abandon_on_cancel=_reads_only(text))
             await self._send(out)
-            for tree in rest:  # from the first COPY on, one statement at a time
-                if isinstance(tree, exp.Copy):
-                    await self._copy(tree)
+            while stream is not None or rest:
+                if stream is not None:  # a result larger than one chunk: send it as it comes
+                    while not stream.exhausted:
+                        rows = await self._run(stream.pull, CHUNK_ROWS, abandon_on_cancel=True)
+                        await self._send(b"".join(rows))
+                    await self._send(M.command_complete(f"SELECT {stream.sent}"))
+                    stream = None
                     continue
-                out = await self._run(self._execute_simple, tree,
-                                      abandon_on_cancel=_is_read(tree))
+                if isinstance(rest[0], exp.Copy):
+                    await self._copy(rest.pop(0))
+                    continue
+                out, stream, rest = await self._run(self._simple_trees, rest,
+                                                    abandon_on_cancel=_is_read(rest[0]))
                 await self._send(out)
         except asyncio.CancelledError:
             if not self.canceled:
@@ -255,34 +320,44 @@ class Connection:
             await self._send(M.error_response(E.InternalError(f"internal error: {exc}")))
         finally:
             self._task = None
+            if stream is not None:
+                stream.close()
         await self._send(M.ready_for_query(self._status()))
 
-    def _simple_batch(self, text: str) -> tuple[bytes, list[exp.Expression]]:
-        """Parse a simple query and run its statements up to the first COPY in one trip to
-        the pool; an error stops the batch (the caller reports it after what ran)."""
+    def _simple_batch(self, text: str):
         statements.debug("simple: %s", text)
         trees = self.session.parse(text)
         if not trees:
-            return M.EMPTY_QUERY, []
+            return M.EMPTY_QUERY, None, []
+        return self._simple_trees(trees)
+
+    def _simple_trees(self, trees: list[exp.Expression]):
+        """Run statements in one trip to the pool, up to a COPY or a result too large for one
+        chunk: (messages so far, the unfinished result or None, statements left). An error
+        stops the batch; the caller reports it after the messages of what ran."""
         out = []
         for i, tree in enumerate(trees):
             if isinstance(tree, exp.Copy):
-                return b"".join(out), trees[i:]
+                return b"".join(out), None, trees[i:]
             try:
-                out.append(self._execute_simple(tree))
+                result = self.session.stream(tree)
+                out.append(self._after(result))
+                if result.batches is None:
+                    if result.table is not None:
+                        out.append(self._row_description(result.table.schema, [0]))
+                        out.extend(encode_rows(result.table, [0]))
+                    out.append(M.command_complete(result.status))
+                    continue
+                stream = RowStream(result.schema, result.batches, [0])
+                out.append(self._row_description(stream.schema, [0]))
+                out.extend(stream.pull(CHUNK_ROWS))
+                if not stream.exhausted:
+                    return b"".join(out), stream, trees[i + 1:]
+                out.append(M.command_complete(f"SELECT {stream.sent}"))
             except E.Error as err:
                 err.partial_output = b"".join(out)
                 raise
-        return b"".join(out), []
-
-    def _execute_simple(self, tree: exp.Expression) -> bytes:
-        result = self.session.run(tree)
-        out = [self._after(result)]
-        if result.table is not None:
-            out.append(self._row_description(result.table.schema, [0]))
-            out.extend(encode_rows(result.table, [0]))
-        out.append(M.command_complete(result.status))
-        return b"".join(out)
+        return b"".join(out), None, []
 
     def _after(self, result: Result) -> bytes:
         """Server-side effects of session commands: forgotten statements, and a
@@ -356,6 +431,8 @@ class Connection:
                 tree = bind_params(tree, values)
         if portal_name and portal_name in self.portals:
             raise E.Error(f'cursor "{portal_name}" already exists', sqlstate="42P03")
+        if portal_name in self.portals:
+            self.portals[portal_name].close()
         self.portals[portal_name] = Portal(statement, tree, result_formats, values)
         await self._send(M.BIND_COMPLETE)
 
@@ -389,9 +466,10 @@ class Connection:
                 await self._send(M.NO_DATA)
                 return
             await self._execute_portal(portal)
-            table = portal.result.table
-            await self._send(M.NO_DATA if table is None else
-                             self._row_description(table.schema, portal.result_formats))
+            schema = portal.stream.schema if portal.stream is not None else (
+                portal.result.table.schema if portal.result.table is not None else None)
+            await self._send(M.NO_DATA if schema is None else
+                             self._row_description(schema, portal.result_formats))
         else:
             raise M.ProtocolViolation(f"invalid DESCRIBE message subtype {kind!r}")
 
@@ -416,8 +494,11 @@ class Connection:
             table = known.answer(portal.values)
             result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
         else:
-            result = self.session.run(portal.tree)
+            result = self.session.stream(portal.tree)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
+        if result.batches is not None:
+            portal.stream = RowStream(result.schema, result.batches, portal.result_formats)
+            return result, None
         rows = encode_rows(result.table, portal.result_formats) if result.table is not None else None
         return result, rows
 
@@ -433,6 +514,9 @@ class Connection:
             return
         await self._execute_portal(portal)
         prefix, portal.prefix = portal.prefix, b""
+        if portal.stream is not None:
+            await self._execute_stream(portal, limit, prefix)
+            return
         if portal.rows is None:
             await self._send(prefix + M.command_complete(portal.result.status))
             return
@@ -444,13 +528,32 @@ class Connection:
         else:
             await self._send(prefix + b"".join(chunk) + M.command_complete(portal.result.status))
 
+    async def _execute_stream(self, portal: Portal, limit: int, prefix: bytes) -> None:
+        stream = portal.stream
+        wanted = limit if limit > 0 else None
+        if prefix:
+            await self._send(prefix)
+        while wanted is None or wanted > 0:
+            step = CHUNK_ROWS if wanted is None else min(wanted, CHUNK_ROWS)
+            rows = await self._run(stream.pull, step, abandon_on_cancel=True)
+            if wanted is not None:
+                wanted -= len(rows)
+            if rows:
+                await self._send(b"".join(rows))
+            if stream.exhausted:
+                await self._send(M.command_complete(f"SELECT {stream.sent}"))
+                return
+        await self._send(M.PORTAL_SUSPENDED)
+
     async def _close(self, body: bytes) -> None:
         r = M.Reader(body)
         kind, name = r.byte(), r.cstring()
         if kind == b"S":
             self.statements.pop(name, None)
         elif kind == b"P":
-            self.portals.pop(name, None)
+            portal = self.portals.pop(name, None)
+            if portal is not None:
+                portal.close()
         else:
             raise M.ProtocolViolation(f"invalid CLOSE message subtype {kind!r}")
         await self._send(M.CLOSE_COMPLETE)
@@ -528,12 +631,16 @@ def _is_read(tree: exp.Expression | None) -> bool:
 
 def encode_rows(table: pa.Table, formats: list[int]) -> list[bytes]:
     """DataRow messages for every row of `table`, columns encoded a whole column at a time."""
-    if table.num_columns == 0:
-        return [M.data_row([]) for _ in range(table.num_rows)]
     columns = []
     for i, (f, column) in enumerate(zip(table.schema, table.columns)):
         encoder = binary_encoder(f) if _format(formats, i) == 1 else text_encoder(f)
         columns.append(encoder(column))
+    return _encode_columns(columns, table.num_rows)
+
+
+def _encode_columns(columns: list[list], rows: int) -> list[bytes]:
+    if not columns:
+        return [M.data_row([]) for _ in range(rows)]
     return [M.data_row(list(values)) for values in zip(*columns)]
 
 

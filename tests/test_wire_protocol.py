@@ -350,3 +350,34 @@ def test_http_ingest_refuses_non_loopback(tmp_path):
                            "--host", "0.0.0.0", "--port", "0", "--http-port", "0"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "no authentication" in done.stderr
+
+
+def test_large_results_stream_in_chunks(server):
+    """More rows than one encoded chunk (8192): simple protocol, extended protocol, and a
+    portal read 5000 rows at a time, all complete and in order."""
+    query = "SELECT a.n * 600 + b.n AS k FROM nums a, nums b WHERE a.n < 60 AND b.n < 600 ORDER BY k"
+    expected = list(range(36_000))
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        simple = psycopg.ClientCursor(c)
+        assert [r[0] for r in simple.execute(query).fetchall()] == expected
+        assert [r[0] for r in c.execute(query, prepare=True).fetchall()] == expected
+        # the rest of a simple-query batch still runs after a streamed result
+        simple.execute(query + "; SELECT 'after'")
+        assert simple.fetchall()[-1:] == [(35_999,)]
+        assert simple.nextset() and simple.fetchall() == [("after",)]
+
+    async def chunks():
+        c = await asyncpg.connect(server.dsn())
+        try:
+            async with c.transaction():
+                cursor = await c.cursor(query)
+                got = []
+                while True:
+                    rows = await cursor.fetch(5000)
+                    if not rows:
+                        break
+                    got.extend(r["k"] for r in rows)
+            return got
+        finally:
+            await c.close()
+    assert asyncio.run(chunks()) == expected
