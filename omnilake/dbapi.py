@@ -13,6 +13,7 @@ from omnilake import errors as E
 from omnilake.config import Settings
 from omnilake.engine import Engine, Result, Session
 from omnilake.engine.dml import insert_arrow
+from omnilake.engine.params import bind as bind_parameters
 from omnilake.types import sql_type_of, type_code
 
 apilevel = "2.0"
@@ -110,6 +111,21 @@ class Connection:
         """Run a statement and keep its result as Arrow: `.to_arrow()`, `.to_pandas()`."""
         results = self.session.execute(sql, params)
         return Relation(results[-1])
+
+    def stream(self, sql: str, params=None) -> pa.RecordBatchReader:
+        """Run one query and read its result as Arrow record batches while DataFusion produces
+        them, so a result larger than memory can be processed batch by batch (ETL). Other
+        statements run as usual and return their rows (if any) as one reader."""
+        session = self.session
+        trees = session.parse(sql)
+        if len(trees) != 1:
+            raise E.ProgrammingError("stream() takes exactly one statement")
+        tree = bind_parameters(trees[0], params) if params is not None else trees[0]
+        result = session.stream(tree)
+        if result.batches is not None:
+            return pa.RecordBatchReader.from_batches(result.schema, result.batches)
+        table = result.table if result.table is not None else pa.table({})
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
     def register(self, name: str, data) -> None:
         """Make an Arrow table, record batch or pandas DataFrame queryable as `name`."""

@@ -150,3 +150,25 @@ def test_multiple_statements_return_the_last_result(cur):
 def test_postgres_output_names(cur):
     cur.execute("SELECT 1, count(*), 1 AS x, 2 AS x, CAST('1' AS INT), upper('a')")
     assert [d[0] for d in cur.description] == ["?column?", "count", "x", "x", "int", "upper"]
+
+
+def test_stream_reads_a_result_batch_by_batch(conn):
+    conn.execute("CREATE TABLE big (n BIGINT)")
+    conn.insert("big", {"n": list(range(50_000))})
+    conn.flush()
+    reader = conn.stream("SELECT n * 2 AS m FROM big WHERE n >= %s ORDER BY n", (10,))
+    assert reader.schema.names == ["m"]
+    total, batches = 0, 0
+    for batch in reader:
+        total += pc_sum(batch.column(0))
+        batches += 1
+    assert total == sum(2 * n for n in range(10, 50_000)) and batches >= 2
+    # a non-query statement still answers through a reader
+    assert conn.stream("INSERT INTO big VALUES (1)").read_all().num_rows == 0
+    with pytest.raises(omnilake.ProgrammingError, match="exactly one"):
+        conn.stream("SELECT 1; SELECT 2")
+
+
+def pc_sum(array) -> int:
+    import pyarrow.compute as pc
+    return pc.sum(array).as_py()
