@@ -60,7 +60,8 @@ def run_demo(conn, rows: int = 200_000, out=print) -> int:
         out(f"Time: {elapsed:.1f} ms")
     snapshot = conn.sql("SELECT count(*) AS n FROM demo.orders").to_arrow().column("n")[0].as_py()
     out(f"\nDone in {time.perf_counter() - started:.1f} s: {snapshot:,} orders, {rows:,} readings "
-        f"in {conn.warehouse}. Try: omnilake sql \"SELECT * FROM demo.customers LIMIT 5\"")
+        f"in {conn.warehouse}. Try: omnilake sql \"SELECT * FROM demo.customers LIMIT 5\", or "
+        "omnilake serve and then psql -h 127.0.0.1 -p 5433 -d omnilake")
     return 0
 
 
