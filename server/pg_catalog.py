@@ -503,8 +503,10 @@ class PgCatalog:
     def rewrite(self, session: "Session", tree: exp.Expression) -> exp.Expression:
         if not _mentions_catalog(tree):
             return tree
+        expanding = any(isinstance(n, exp.Anonymous) and n.name.lower() == "_pg_expandarray"
+                        for n in tree.walk())
         for node in reversed(list(tree.walk())):  # children before their parents
-            new = self._rewrite_node(session, node)
+            new = (expanding and _expandarray(node)) or self._rewrite_node(session, node)
             if new is not node:
                 if node is tree:
                     tree = new
@@ -751,7 +753,7 @@ def _mentions_catalog(tree: exp.Expression) -> bool:
         if isinstance(node, exp.Column) and not node.table and node.name.lower() in (
                 "current_user", "session_user", "user", "current_role", "current_catalog"):
             return True
-    return False
+    return False  # (information_schema._pg_expandarray sits beside pg_catalog tables)
 
 
 # Option and ACL arrays OmniLake's catalog never fills (always NULL).
@@ -769,6 +771,39 @@ def _unnests_null_column(select: exp.Select) -> bool:
     argument = table.this.this if isinstance(table.this, exp.Explode) else \
         (table.this.expressions or [None])[0]
     return isinstance(argument, exp.Column) and argument.name in _NULL_ARRAYS
+
+
+def _expandarray_argument(node: exp.Expression) -> exp.Expression | None:
+    """The array of `information_schema._pg_expandarray(arr)`, else None."""
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Anonymous) \
+            and node.expression.name.lower() == "_pg_expandarray" and node.expression.expressions:
+        return node.expression.expressions[0]
+    return None
+
+
+def _expandarray(node: exp.Expression) -> exp.Expression | None:
+    """pgJDBC's getPrimaryKeys: `_pg_expandarray(a)` yields rows (x = element, n = position).
+    `(_pg_expandarray(a)).n` becomes unnest(1..len(a)), the call itself and its `.x` unnest(a),
+    and `(keys).x` of a column holding the call's result the column itself; unnests in one
+    select list advance together."""
+    if not isinstance(node, exp.Dot):
+        return None
+    array = _expandarray_argument(node)
+    if array is not None:
+        return exp.Explode(this=array.copy())
+    inner = node.this.this if isinstance(node.this, exp.Paren) else None
+    field = node.expression.name.lower() if isinstance(node.expression, exp.Identifier) else ""
+    if isinstance(inner, exp.Explode):  # the call, rewritten already (children go first)
+        if field == "n":
+            length = exp.cast(exp.Anonymous(this="array_length", expressions=[inner.this.copy()]),
+                              "BIGINT")
+            return exp.Explode(this=exp.Anonymous(this="generate_series", expressions=[
+                exp.Literal.number(1), length]))
+        if field == "x":
+            return inner.copy()
+    if isinstance(inner, exp.Column) and field == "x":
+        return inner.copy()
+    return None
 
 
 def _array_literal(text: str) -> exp.Expression:

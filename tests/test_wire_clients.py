@@ -230,6 +230,7 @@ public class Probe {
       DatabaseMetaData md = c.getMetaData();
       try (ResultSet r = md.getTables(null, "public", "items", null)) { while (r.next()) System.out.println("table " + r.getString("TABLE_NAME")); }
       try (ResultSet r = md.getColumns(null, "public", "items", null)) { while (r.next()) System.out.println("column " + r.getString("COLUMN_NAME")); }
+      try (ResultSet r = md.getPrimaryKeys(null, "public", "items")) { while (r.next()) System.out.println("pk " + r.getString("COLUMN_NAME") + " " + r.getInt("KEY_SEQ")); }
       try (PreparedStatement p = c.prepareStatement("SELECT name FROM items WHERE id = ?")) {
         p.setLong(1, 2); try (ResultSet r = p.executeQuery()) { r.next(); System.out.println("name " + r.getString(1)); } }
     }
@@ -241,6 +242,7 @@ public class Probe {
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "table items" in done.stdout and "column emb" in done.stdout and "name pear" in done.stdout
+    assert "pk id 1" in done.stdout
 
 
 NODE_SCRIPT = """
