@@ -133,7 +133,7 @@ def create(session: "Session", tree: exp.Create) -> "Result":
     catalog = session.engine.warehouse.catalog
     if catalog.table_exists((namespace, name)):
         if tree.args.get("exists"):
-            return Result(status="CREATE MATERIALIZED VIEW")
+            return Result(status="CREATE MATERIALIZED VIEW")  # PostgreSQL: a notice, this tag
         raise E.DuplicateTable(f'relation "{name}" already exists')
     query = tree.expression
     if query is None:
@@ -159,7 +159,7 @@ def create(session: "Session", tree: exp.Create) -> "Result":
     except BaseException:
         ddl.drop_table(session, namespace, name)
         raise
-    return Result(status="CREATE MATERIALIZED VIEW")
+    return Result(status=f"SELECT {rows.num_rows}", rowcount=rows.num_rows)  # PostgreSQL's tag
 
 
 def _compute(session: "Session", text: str, ref, bounds: tuple[int, int] | None,

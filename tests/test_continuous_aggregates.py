@@ -156,3 +156,15 @@ def test_refresh_and_drop_errors(conn):
     conn.sql("DROP MATERIALIZED VIEW agg")
     conn.sql("DROP MATERIALIZED VIEW IF EXISTS agg")
     assert conn.sql("SELECT count(*) FROM information_schema.tables").fetchall() == [(0,)]
+
+
+def test_command_tags(conn):
+    make_source(conn)
+    insert(conn, [(10, "a", 1), (7200, "b", 2)])
+    cur = conn.cursor()
+    cur.execute(f"CREATE MATERIALIZED VIEW agg AS {VIEW_QUERY.format(interval='1 hour')}")
+    assert (cur.statusmessage, cur.rowcount) == ("SELECT 2", 2)
+    cur.execute("REFRESH MATERIALIZED VIEW agg")
+    assert cur.statusmessage == "REFRESH MATERIALIZED VIEW"
+    cur.execute("DROP MATERIALIZED VIEW agg")
+    assert cur.statusmessage == "DROP MATERIALIZED VIEW"
