@@ -247,8 +247,10 @@ def _touched(source_table, watermark: int | None, time_field_id: int):
     low = high = dropped = None
     io = source_table.io
     for snap in chain:
-        by_retention = (snap.summary is not None and
-                        snap.summary.get("omnilake.operation") == RETENTION_OPERATION)
+        operation = snap.summary.get("omnilake.operation") if snap.summary is not None else None
+        if operation == "optimize":
+            continue  # compaction rewrites files, not rows (engine/maintenance.py)
+        by_retention = operation == RETENTION_OPERATION
         for manifest in snap.manifests(io):
             if manifest.added_snapshot_id != snap.snapshot_id:
                 continue
