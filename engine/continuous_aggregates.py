@@ -9,8 +9,14 @@ bounds of the time column), widens it to whole buckets, recomputes the query for
 buckets and replaces them in the view, in one Iceberg commit that also moves the watermark:
 rows and watermark change together or not at all. Buckets that no new data touches are not
 read again. When the watermark snapshot was expired, or a file has no bounds or carries
-deletes, the refresh recomputes everything. Retention on the source drops old buckets from
-the view too (the view always equals the query over the source).
+deletes, the refresh recomputes everything (from the floor, below).
+
+Retention on the source does not empty the view: partitions dropped by retention (snapshots
+marked `omnilake.operation = retention`) are not changes, and the buckets up to the newest
+dropped time (the *floor*, table property `omnilake.cagg.floor`) are kept as they are and
+never recomputed from the partial data left, as TimescaleDB keeps aggregates of dropped
+chunks. Rows arriving late for such buckets do not change them. Above the floor the view
+equals the query over the source.
 
 `REFRESH MATERIALIZED VIEW m` flushes the source's pending rows first and refreshes; the
 background worker (engine/retention.py) refreshes views whose source has new snapshots
@@ -41,6 +47,9 @@ if TYPE_CHECKING:
 
 CAGG_PROPERTY = "omnilake.cagg"
 WATERMARK_PROPERTY = "omnilake.cagg.watermark"
+FLOOR_PROPERTY = "omnilake.cagg.floor"  # buckets before it outlived the source's retention
+RETENTION_OPERATION = "retention"  # engine/retention.py marks its snapshots so
+END_OF_TIME = 7258118400000000  # 2200-01-01 UTC in microseconds (DataFusion: nanoseconds)
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -133,7 +142,7 @@ def create(session: "Session", tree: exp.Create) -> "Result":
     catalog = session.engine.warehouse.catalog
     if catalog.table_exists((namespace, name)):
         if tree.args.get("exists"):
-            return Result(status="CREATE MATERIALIZED VIEW")
+            return Result(status="CREATE MATERIALIZED VIEW")  # PostgreSQL: a notice, this tag
         raise E.DuplicateTable(f'relation "{name}" already exists')
     query = tree.expression
     if query is None:
@@ -159,7 +168,7 @@ def create(session: "Session", tree: exp.Create) -> "Result":
     except BaseException:
         ddl.drop_table(session, namespace, name)
         raise
-    return Result(status="CREATE MATERIALIZED VIEW")
+    return Result(status=f"SELECT {rows.num_rows}", rowcount=rows.num_rows)  # PostgreSQL's tag
 
 
 def _compute(session: "Session", text: str, ref, bounds: tuple[int, int] | None,
@@ -188,7 +197,8 @@ def _timestamp_sql(micros: int) -> exp.Expression:
 
 
 def _commit(session: "Session", namespace: str, name: str, rows: pa.Table,
-            bounds: tuple[int, int] | None, snapshot_id: int | None) -> None:
+            bounds: tuple[int, int] | None, snapshot_id: int | None,
+            properties: dict[str, str] | None = None) -> None:
     """Replace the view's rows (all, or those whose bucket is in [bounds)) and move the
     watermark, in one commit."""
     from omnilake.engine.coerce import to_storage
@@ -209,20 +219,22 @@ def _commit(session: "Session", namespace: str, name: str, rows: pa.Table,
                 tx.overwrite(stored)
             else:
                 tx.overwrite(stored, overwrite_filter=row_filter)
-            tx.set_properties({WATERMARK_PROPERTY: str(snapshot_id or 0)})
+            tx.set_properties({WATERMARK_PROPERTY: str(snapshot_id or 0), **(properties or {})})
     except CommitFailedException as exc:
         raise E.SerializationFailure(f"refresh of {namespace}.{name} lost to a concurrent commit",
                                      hint="run REFRESH MATERIALIZED VIEW again") from exc
 
 
 def _touched(source_table, watermark: int | None, time_field_id: int):
-    """(low, high) micros of data added or removed since `watermark`; 'all' when unknown;
-    None when nothing changed."""
+    """(change, dropped): `change` is (low, high) micros of data added or removed since
+    `watermark`, 'all' when unknown, 'empty' when no timed data changed, None when nothing
+    was committed; `dropped` is the newest time in partitions that retention dropped since
+    (None if none): those removals are not changes for the view, which keeps its buckets."""
     current = source_table.current_snapshot()
     if current is None:
-        return None if not watermark else "all"
+        return (None if not watermark else "all"), None
     if watermark is not None and current.snapshot_id == watermark:
-        return None
+        return None, None
     chain = []
     snapshot = current
     while snapshot is not None and snapshot.snapshot_id != watermark:
@@ -230,11 +242,15 @@ def _touched(source_table, watermark: int | None, time_field_id: int):
         parent = snapshot.parent_snapshot_id
         snapshot = source_table.snapshot_by_id(parent) if parent is not None else None
     if watermark and snapshot is None:
-        return "all"  # the watermark snapshot is gone (expired) or not an ancestor
+        return "all", None  # the watermark snapshot is gone (expired) or not an ancestor
     field = source_table.schema().find_field(time_field_id)
-    low = high = None
+    low = high = dropped = None
     io = source_table.io
     for snap in chain:
+        operation = snap.summary.get("omnilake.operation") if snap.summary is not None else None
+        if operation == "optimize":
+            continue  # compaction rewrites files, not rows (engine/maintenance.py)
+        by_retention = operation == RETENTION_OPERATION
         for manifest in snap.manifests(io):
             if manifest.added_snapshot_id != snap.snapshot_id:
                 continue
@@ -243,21 +259,24 @@ def _touched(source_table, watermark: int | None, time_field_id: int):
                     continue
                 data_file = entry.data_file
                 if data_file.content != DataFileContent.DATA:
-                    return "all"
+                    return "all", dropped
                 lower = (data_file.lower_bounds or {}).get(time_field_id)
                 upper = (data_file.upper_bounds or {}).get(time_field_id)
                 if lower is None or upper is None:
                     if data_file.record_count and (data_file.null_value_counts or {}).get(
                             time_field_id) == data_file.record_count:
                         continue  # only NULL times: in no bucket
-                    return "all"
+                    return "all", dropped
                 lo = from_bytes(field.field_type, lower)
                 hi = from_bytes(field.field_type, upper)
+                if by_retention and entry.status == ManifestEntryStatus.DELETED:
+                    dropped = hi if dropped is None else max(dropped, hi)
+                    continue
                 low = lo if low is None else min(low, lo)
                 high = hi if high is None else max(high, hi)
     if low is None:
-        return "empty"
-    return low, high
+        return "empty", dropped
+    return (low, high), dropped
 
 
 def refresh(session: "Session", namespace: str, name: str, flush: bool = True) -> int:
@@ -284,29 +303,50 @@ def refresh(session: "Session", namespace: str, name: str, flush: bool = True) -
                                    hint="drop the view and create it again")
         watermark = int(view.table.properties.get(WATERMARK_PROPERTY, "0")) or None
         time_id = ref.column(definition.time_column).field_id
-        touched = _touched(ref.table, watermark, time_id)
+        touched, dropped = _touched(ref.table, watermark, time_id)
         if touched is None:
             return 0
         snapshot_id = ref.table.current_snapshot().snapshot_id if ref.table.current_snapshot() \
             else None
-        if touched == "empty":  # only commits without time values (e.g. an empty append)
-            with view.table.transaction() as tx:
-                tx.set_properties({WATERMARK_PROPERTY: str(snapshot_id or 0)})
-            return 0
-        if touched == "all":
-            snapshot, rows = _compute(session, definition.query, ref, None)
-            _commit(session, namespace, name, rows, None, snapshot)
-            return -1
         origin = None
         if definition.origin_micros is not None:
             origin = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
                 microseconds=definition.origin_micros)
+        # Buckets before the floor hold data retention dropped from the source: kept as they
+        # are, never recomputed from what is left (TimescaleDB keeps them too).
+        floor = int(view.table.properties[FLOOR_PROPERTY]) \
+            if FLOOR_PROPERTY in view.table.properties else None
+        if dropped is not None:
+            after = next_bucket(bucket_start(dropped, definition.interval, origin),
+                                definition.interval)
+            floor = after if floor is None else max(floor, after)
+        extra = {FLOOR_PROPERTY: str(floor)} if floor is not None else {}
+        if touched == "empty":  # no timed data changed (e.g. only partitions dropped)
+            with view.table.transaction() as tx:
+                tx.set_properties({WATERMARK_PROPERTY: str(snapshot_id or 0), **extra})
+            return 0
+        if touched == "all":
+            if floor is None:
+                snapshot, rows = _compute(session, definition.query, ref, None)
+                _commit(session, namespace, name, rows, None, snapshot, extra)
+            else:
+                bounds = (floor, END_OF_TIME)
+                snapshot, rows = _compute(session, definition.query, ref, bounds,
+                                          definition.time_column)
+                _commit(session, namespace, name, rows, bounds, snapshot, extra)
+            return -1
         low = bucket_start(touched[0], definition.interval, origin)
         high = next_bucket(bucket_start(touched[1], definition.interval, origin),
                            definition.interval)
+        if floor is not None:
+            low = max(low, floor)
+        if low >= high:  # only late rows for buckets retention already dropped
+            with view.table.transaction() as tx:
+                tx.set_properties({WATERMARK_PROPERTY: str(snapshot_id or 0), **extra})
+            return 0
         snapshot, rows = _compute(session, definition.query, ref, (low, high),
                                   definition.time_column)
-        _commit(session, namespace, name, rows, (low, high), snapshot)
+        _commit(session, namespace, name, rows, (low, high), snapshot, extra)
         buckets, current = 0, low
         while current < high and buckets < 10**6:
             current = next_bucket(current, definition.interval)

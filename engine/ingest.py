@@ -12,6 +12,7 @@ column fails the batch before anything is written (columns added for it stay).
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -34,7 +35,47 @@ FITS = {
     "boolean": {"boolean"},
     "string": {"text", "varchar", "json"},
 }
-_ddl_lock = threading.Lock()  # one schema change at a time per process
+ATTEMPTS = 10
+
+
+class _SharedLock:
+    """Writes share it, schema changes hold it alone. ALTER TABLE commits through the cached
+    table object that concurrent writers hold too, which updates it in place: a write that
+    built its rows before and checked the table after would log rows of the old layout and
+    pass the check (see the closing note of issue 8)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def shared(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            self._writer = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+_schema_lock = _SharedLock()
 
 
 def quote(name: str) -> str:
@@ -49,15 +90,41 @@ def write_measurements(session: "Session", namespace: str, tables: dict[str, pa.
     `tables`: measurement -> rows (a `time` column, tag columns as strings, field columns);
     `kinds`: measurement -> field -> float|integer|unsigned|boolean|string; `lines`: where each
     field first appeared, for error messages."""
-    from omnilake.engine import ddl
     from omnilake.engine.dml import insert_rows
-    from omnilake.engine.tables import load
     from omnilake.engine.transaction import Transaction
-    catalog = session.engine.warehouse.catalog
-    if (namespace,) not in catalog.list_namespaces():
+    if (namespace,) not in session.engine.warehouse.catalog.list_namespaces():
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(namespace)}")
+    for attempt in range(ATTEMPTS):
+        prepared = _prepare(session, namespace, tables, kinds, lines)
+        try:
+            # Rows are checked against the table and logged with no schema change of ours in
+            # between (a commit updates the shared cached table object in place).
+            with _schema_lock.shared():
+                tx = Transaction()
+                saved, session.transaction = session.transaction, tx
+                try:
+                    for ref, rows in prepared:
+                        insert_rows(session, ref, rows, list(rows.column_names))
+                finally:
+                    session.transaction = saved
+                session.engine.writer.write_all(tx.parts())
+        except E.SerializationFailure:
+            # another writer added columns between our check and our write: check again
+            if attempt == ATTEMPTS - 1:
+                raise
+            continue
+        return sum(rows.num_rows for _, rows in prepared)
+    raise AssertionError("unreachable")
+
+
+def _prepare(session: "Session", namespace: str, tables: dict[str, pa.Table],
+             kinds: dict[str, dict[str, str]], lines) -> list:
+    """Create or evolve each measurement's table; (table, rows) pairs ready to insert."""
+    from omnilake.engine import ddl
+    from omnilake.engine.tables import load
+    catalog = session.engine.warehouse.catalog
     prepared = []
-    with _ddl_lock:
+    with _schema_lock.exclusive():
         for name, rows in tables.items():
             fields = kinds.get(name, {})
             tags = [c for c in rows.column_names if c != TIME and c not in fields]
@@ -70,15 +137,7 @@ def write_measurements(session: "Session", namespace: str, tables: dict[str, pa.
             ref = load(session.engine, namespace, name)
             rows = _evolve(session, ref, rows, tags, fields, (lines or {}).get(name, {}))
             prepared.append((load(session.engine, namespace, name), rows))
-    tx = Transaction()
-    saved, session.transaction = session.transaction, tx
-    try:
-        for ref, rows in prepared:
-            insert_rows(session, ref, rows, list(rows.column_names))
-    finally:
-        session.transaction = saved
-    session.engine.writer.write_all(tx.parts())
-    return sum(rows.num_rows for _, rows in prepared)
+    return prepared
 
 
 def _evolve(session: "Session", ref, rows: pa.Table, tags: list[str], fields: dict[str, str],

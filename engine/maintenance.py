@@ -59,6 +59,8 @@ def compact(table: Table, target_bytes: int, min_files: int = 2) -> CompactionRe
     if len(small) < min_files and not any(t.delete_files for t in small):
         return CompactionResult(len(tasks), 0, 0, 0)
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(small)
+    from omnilake.engine.writes import sorted_rows
+    rows = sorted_rows(table, rows)  # a time series: compacted files sorted by tags, time
     written = []
     if rows.num_rows:
         written = list(_dataframe_to_data_files(table.metadata, rows, table.io))

@@ -84,9 +84,10 @@ def expired_files(table: Table, options: TimeSeriesOptions, cutoff: dt.datetime)
 
 
 def drop_expired(engine: "Engine", namespace: str, name: str, older_than: Interval | None = None,
-                 now: dt.datetime | None = None) -> RetentionResult:
+                 now: dt.datetime | None = None, flush: bool = True) -> RetentionResult:
     """Drop the partitions of a time-series table that are entirely older than its retention
-    window (or `older_than`). Pending rows are flushed first, so they are dropped too."""
+    window (or `older_than`). Pending rows are flushed first (unless `flush` is False: the
+    background worker leaves flushing to the flusher), so they are dropped too."""
     table = engine.warehouse.catalog.load_table((namespace, name))
     options = options_of(table)
     if options is None:
@@ -96,7 +97,8 @@ def drop_expired(engine: "Engine", namespace: str, name: str, older_than: Interv
     if window is None:
         return RetentionResult(0, 0, 0)
     cutoff = cutoff_of(window, now or dt.datetime.now(dt.timezone.utc))
-    engine.writer.flush(namespace, name)
+    if flush:
+        engine.writer.flush(namespace, name)
     for attempt in range(8):
         table = engine.warehouse.catalog.load_table((namespace, name))
         expired = expired_files(table, options, cutoff)
@@ -166,7 +168,7 @@ class BackgroundWorker:
             try:
                 options = options_of(table)
                 if options is not None and options.retention:
-                    done = drop_expired(self.engine, namespace, name)
+                    done = drop_expired(self.engine, namespace, name, flush=False)
                     if done.files_dropped:
                         log.info("retention dropped %d partition(s) of %s.%s",
                                  done.partitions_dropped, namespace, name)

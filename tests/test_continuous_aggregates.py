@@ -87,23 +87,34 @@ def test_refresh_recomputes_only_touched_buckets(conn):
     assert refresh(session, "public", "agg") == 7
     assert view(conn) == scratch(conn, "1 hour")
     assert len(view(conn)) == 50
+    conn.sql("OPTIMIZE m")  # rewrites files, not rows: nothing to recompute
+    assert refresh(session, "public", "agg") == 0
+    assert view(conn) == scratch(conn, "1 hour")
 
 
-def test_retention_on_the_source_and_reopen(warehouse):
+def test_the_view_outlives_retention_on_its_source_and_reopen(warehouse):
+    recent = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
     with omnilake.connect(warehouse, timeseries_interval=0) as conn:
         make_source(conn)
         insert(conn, [(d * 86400 + 10, "a", d) for d in range(5)])
         conn.flush()
         conn.sql(f"CREATE MATERIALIZED VIEW agg AS {VIEW_QUERY.format(interval='1 day')}")
+        before = view(conn)
+        assert len(before) == 5
         conn.sql("SELECT drop_chunks('m', INTERVAL '1 day')")
         assert conn.sql("SELECT count(*) FROM m").fetchall() == [(0,)]  # all of 2024-01 is old
     with omnilake.connect(warehouse, timeseries_interval=0) as conn:
-        assert len(view(conn)) == 5
         conn.sql("REFRESH MATERIALIZED VIEW agg")
-        assert view(conn) == scratch(conn, "1 day") == []
-        insert(conn, [(10, "z", 1)])
+        assert view(conn) == before  # the aggregates of dropped partitions are kept
+        insert(conn, [(2 * 86400 + 99, "late", 1)])  # late data for a dropped bucket: ignored
+        conn.sql(f"INSERT INTO m VALUES ('{recent.isoformat()}', 'new', 7)")
         conn.sql("REFRESH MATERIALIZED VIEW agg")
-        assert view(conn) == scratch(conn, "1 day") and len(view(conn)) == 1
+        got = view(conn)
+        assert got[:5] == before
+        assert [r[1:] for r in got[5:]] == [("new", 7.0, 1, 7, 7, 7)]
+        # above the floor the view is the query: everything dropped or late is below it
+        floor = dt.datetime(2024, 1, 6, tzinfo=dt.timezone.utc)
+        assert got[5:] == [r for r in scratch(conn, "1 day") if r[0] >= floor]
 
 
 def test_background_refresh(warehouse):
@@ -156,3 +167,15 @@ def test_refresh_and_drop_errors(conn):
     conn.sql("DROP MATERIALIZED VIEW agg")
     conn.sql("DROP MATERIALIZED VIEW IF EXISTS agg")
     assert conn.sql("SELECT count(*) FROM information_schema.tables").fetchall() == [(0,)]
+
+
+def test_command_tags(conn):
+    make_source(conn)
+    insert(conn, [(10, "a", 1), (7200, "b", 2)])
+    cur = conn.cursor()
+    cur.execute(f"CREATE MATERIALIZED VIEW agg AS {VIEW_QUERY.format(interval='1 hour')}")
+    assert (cur.statusmessage, cur.rowcount) == ("SELECT 2", 2)
+    cur.execute("REFRESH MATERIALIZED VIEW agg")
+    assert cur.statusmessage == "REFRESH MATERIALIZED VIEW"
+    cur.execute("DROP MATERIALIZED VIEW agg")
+    assert cur.statusmessage == "DROP MATERIALIZED VIEW"

@@ -191,3 +191,21 @@ def test_writes_into_a_declared_time_series_table_and_refuses_plain_ones(ingest)
     status, payload = post(f"{base}/write", b"weather,city=Oslo temp=true 1\n")
     assert status == 400 and "field type conflict" in json.loads(payload)["error"]
     assert conn.sql("SELECT count(*) FROM weather").fetchall() == [(1,)]
+
+
+def test_concurrent_clients_creating_and_evolving_the_same_tables(ingest):
+    from concurrent.futures import ThreadPoolExecutor
+    conn, base = ingest
+
+    def client(n):
+        body = "\n".join(f"shared,c=c{n} f{n}={i}i,common={i} {n * 1000 + i}"
+                         for i in range(50)).encode()
+        return post(f"{base}/write?precision=s", body)[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(client, range(8))) == [204] * 8
+    assert conn.sql("SELECT count(*), count(DISTINCT c), sum(common) FROM shared").fetchall() == \
+        [(400, 8, 8 * sum(range(50)))]
+    columns = {r[0] for r in conn.sql("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_name = 'shared'").fetchall()}
+    assert columns == {"time", "c", "common", *(f"f{n}" for n in range(8))}

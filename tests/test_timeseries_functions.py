@@ -207,3 +207,22 @@ def test_integer_time_bucket(mconn):
     mconn.register("ints", pa.table({"n": [-11, -10, -1, 0, 9, 10, 25]}))
     assert [r[0] for r in mconn.sql("SELECT time_bucket(10, n) FROM ints").fetchall()] == \
         [-20, -10, -10, 0, 0, 10, 20]
+
+
+@pytest.mark.parametrize("text, months, micros", [
+    ("5 minutes", 0, 300_000_000), ("1 hour 30 minutes", 0, 5_400_000_000),
+    ("01:30:00", 0, 5_400_000_000), ("-00:00:01.5", 0, -1_500_000), ("1.5 hours", 0, 5_400_000_000),
+    ("2 weeks", 0, 14 * 86_400_000_000), ("@ 1 day", 0, 86_400_000_000), ("15m", 0, 900_000_000),
+    ("250 ms", 0, 250_000), ("3 months", 3, 0), ("1 year 2 mons", 14, 0), ("1 DAY", 0, 86_400_000_000),
+])
+def test_interval_parsing(text, months, micros):
+    from omnilake.catalog.table_options import parse_interval
+    assert (parse_interval(text).months, parse_interval(text).micros) == (months, micros)
+
+
+@pytest.mark.parametrize("text", ["", "5", "five minutes", "1.5 months", "5 minutes ago x", "1:2:3:4"])
+def test_bad_intervals(text):
+    from omnilake.catalog.table_options import parse_interval
+    with pytest.raises(E.DataError) as info:
+        parse_interval(text)
+    assert info.value.sqlstate == "22007"

@@ -127,3 +127,18 @@ def test_retention_errors(conn, cur):
         cur.execute("SELECT drop_chunks('m', '3 fortnights')")
     assert info.value.sqlstate == "22007"
     assert rows(cur, "SELECT drop_chunks('m')") == [(0,)]  # no retention set: nothing to drop
+
+
+def test_optimize_keeps_time_series_files_sorted_by_tags_then_time(conn, cur):
+    import pyarrow.parquet as pq
+    cur.execute("CREATE TABLE s (ts TIMESTAMPTZ NOT NULL, host TEXT, v INT) "
+                "WITH (time_column = 'ts', tags = 'host', partition = 'day')")
+    for i, host in enumerate(["c", "a", "b", "a", "c"]):
+        conn.sql(f"INSERT INTO s VALUES ('2024-01-01 0{9 - i}:00:00+00', '{host}', {i})")
+        conn.flush()
+    cur.execute("OPTIMIZE s")
+    table = conn.session.engine.warehouse.catalog.load_table("public.s")
+    (task,) = list(table.scan().plan_files())
+    written = pq.read_table(task.file.file_path.removeprefix("file://")).to_pylist()
+    assert [(r["host"], r["ts"].hour) for r in written] == \
+        [("a", 6), ("a", 8), ("b", 7), ("c", 5), ("c", 9)]
