@@ -98,6 +98,10 @@ def cast_column(data: pa.ChunkedArray | pa.Array, sql_type: SqlType, what: str) 
         data = pc.round(data, ndigits=sql_type.params[1], round_mode="half_towards_infinity")
     elif kind == "numeric" and pa.types.is_integer(data.type):
         data = pc.cast(data, pa.decimal128(38, sql_type.params[1]))
+    if pa.types.is_floating(target) and pa.types.is_decimal(data.type):
+        # Arrow's decimal -> float cast is not correctly rounded (10.2 became
+        # 10.200000000000001); the shortest decimal text parses to the nearest float.
+        data = pc.cast(pc.cast(data, pa.large_string()), pa.float64())
     try:
         options = pc.CastOptions(target, allow_time_truncate=True, allow_float_truncate=False)
         result = pc.cast(data, options=options)

@@ -193,5 +193,5 @@ def _temporal(text: str, kind: str) -> str:
     if kind == "timestamp":
         return value.isoformat() if value.tzinfo is None else _fail()
     if value.tzinfo is None:
-        return _fail()  # session time zone: left to DataFusion
+        value = value.replace(tzinfo=dt.timezone.utc)  # sessions run in UTC (SET TIME ZONE)
     return value.astimezone(dt.timezone.utc).isoformat()

@@ -180,7 +180,7 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     if pending:
         plan.pending_rows = sum(t.num_rows for t in pending)
         plan.registered.append(f"{private}_pending")
-        frames.append(ctx.from_arrow(_to_scan_types(pa.concat_tables(pending), columns),
+        frames.append(ctx.from_arrow(pending_in_scan_types(pending, columns),
                                      name=plan.registered[-1]))
     if not frames:
         schema = engine_schema(columns)
@@ -230,9 +230,16 @@ def _escape(name: str) -> str:
 def _read_with_pyiceberg(table: Table, tasks: list[FileScanTask], columns: list[Column]) -> pa.Table:
     """Files DataFusion must not read itself (delete files, NaN), through pyiceberg's reader."""
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-    return _to_scan_types(scan.to_table(tasks), columns)
+    return pending_in_scan_types([scan.to_table(tasks)], columns)
 
 
-def _to_scan_types(data: pa.Table, columns: list[Column]) -> pa.Table:
-    return pa.table([data.column(c.name).cast(scan_type(c.sql_type)) for c in columns],
-                    schema=engine_schema(columns))
+def pending_in_scan_types(pending: list[pa.Table], columns: list[Column]) -> pa.Table:
+    """Memtable rows in the columns a scan returns, matched by name. Rows written just as an
+    ALTER TABLE committed can have the older layout: a column added since reads as NULL."""
+    schema = engine_schema(columns)
+    parts = []
+    for data in pending:
+        arrays = [data.column(c.name).cast(scan_type(c.sql_type)) if c.name in data.column_names
+                  else pa.nulls(data.num_rows, scan_type(c.sql_type)) for c in columns]
+        parts.append(pa.Table.from_arrays(arrays, schema=schema))
+    return pa.concat_tables(parts)

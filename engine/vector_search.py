@@ -32,7 +32,7 @@ from omnilake import errors as E
 from omnilake.catalog.indexes import VectorIndexDef, read_indexes
 from omnilake.engine import dialect
 from omnilake.engine.query import batches_of, new_statement_name
-from omnilake.engine.scan import Column, _read_with_pyiceberg, _to_scan_types, engine_schema
+from omnilake.engine.scan import Column, _read_with_pyiceberg, engine_schema, pending_in_scan_types
 from omnilake.engine.tables import TableRef, ident
 from omnilake.engine.vector_functions import as_matrix
 from omnilake.engine.vector_index import setting
@@ -234,7 +234,7 @@ def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | No
         plan.files_exact += len(with_deletes)
     if pending:
         plan.pending_rows = sum(t.num_rows for t in pending)
-        sources.append(_Source(_to_scan_types(pa.concat_tables(pending), columns)))
+        sources.append(_Source(pending_in_scan_types(pending, columns)))
     n_queries = search.query.shape[0]
     found: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[] for _ in range(n_queries)]
     for number, source in enumerate(sources):

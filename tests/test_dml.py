@@ -221,3 +221,25 @@ def test_not_equal_keeps_null_rows_in_a_single_file(conn, cur):
     cur.execute("DELETE FROM ne WHERE i <> 50")
     assert cur.rowcount == 2
     assert rows(cur, "SELECT i, s FROM ne") == [(None, "b")]
+
+
+def test_memtable_rows_of_an_older_layout_read_with_the_new_column_as_null():
+    """Rows acknowledged just as ALTER TABLE ADD COLUMN committed keep the old layout in the
+    memtable; a scan must read them (the new column NULL), not fail."""
+    import pyarrow as pa
+    from omnilake.catalog.types import SqlType
+    from omnilake.engine.scan import Column, pending_in_scan_types
+    columns = [Column(1, "a", SqlType("integer"), False), Column(2, "b", SqlType("text"), False)]
+    old = pa.table({"a": pa.array([1], pa.int32())})
+    new = pa.table({"a": pa.array([2], pa.int32()), "b": pa.array(["x"], pa.large_string())})
+    rows = pending_in_scan_types([old, new], columns)
+    assert rows.to_pylist() == [{"a": 1, "b": None}, {"a": 2, "b": "x"}]
+
+
+def test_decimal_literals_into_float_columns_are_correctly_rounded(cur):
+    cur.execute("CREATE TABLE f (d DOUBLE PRECISION, r REAL)")
+    cur.execute("INSERT INTO f VALUES (10.2, 10.2), (0.1, 0.3)")
+    cur.execute("SELECT d, r FROM f ORDER BY d")
+    got = cur.fetchall()
+    assert got[0][0] == 0.1 and got[1][0] == 10.2
+    assert abs(got[1][1] - 10.2) < 1e-6 and abs(got[0][1] - 0.3) < 1e-6

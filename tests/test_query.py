@@ -170,3 +170,17 @@ def test_nan_values_read_back_as_nan(conn, cur):
 
 def test_same_column_twice(shop):
     assert rows(shop, "SELECT id, id FROM customers WHERE id = 1") == [(1, 1)]
+
+
+def test_timestamptz_literal_without_zone_prunes_as_utc(conn):
+    """Sessions run in UTC, so '2024-01-02 00:00:00' against a TIMESTAMPTZ column is pushed
+    down as UTC (it used to be left out of the Iceberg filter) and gives the same rows."""
+    conn.execute("CREATE TABLE ev (ts TIMESTAMPTZ, n INT)")
+    conn.execute("INSERT INTO ev VALUES ('2024-01-01 12:00:00+00', 1)")
+    conn.flush()
+    conn.execute("INSERT INTO ev VALUES ('2024-01-03 12:00:00+00', 2)")
+    conn.flush()
+    query = "SELECT n FROM ev WHERE ts >= '2024-01-02 00:00:00'"
+    assert conn.execute(query).fetchall() == [(2,)]
+    plan = "\n".join(r[1] for r in conn.execute("EXPLAIN " + query).fetchall())
+    assert "files=1/2" in plan
