@@ -101,7 +101,10 @@ class RowStream:
     def close(self) -> None:
         closer = getattr(self.batches, "close", None)
         if closer is not None:
-            closer()  # releases the statement's registered tables
+            try:
+                closer()  # releases the statement's registered tables
+            except ValueError:
+                pass  # still running on a pool thread (a canceled read): it ends by itself
         self.done, self.pending = True, []
 
 
