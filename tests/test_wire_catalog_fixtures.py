@@ -12,7 +12,7 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
-from tests.wire_server import start_server  # noqa: E402
+from wire_server import start_server  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "client_queries"
 CASES = [(path.stem, i, text) for path in sorted(FIXTURES.glob("*.json"))

@@ -17,7 +17,7 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 asyncpg = pytest.importorskip("asyncpg")
 
-from tests.wire_server import start_server  # noqa: E402
+from wire_server import start_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

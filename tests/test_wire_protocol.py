@@ -17,7 +17,7 @@ psycopg = pytest.importorskip("psycopg")
 asyncpg = pytest.importorskip("asyncpg")
 
 import omnilake  # noqa: E402
-from tests.wire_server import start_server  # noqa: E402
+from wire_server import start_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
