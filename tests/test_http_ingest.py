@@ -164,7 +164,8 @@ def test_acknowledged_batches_survive_a_killed_process(warehouse):
          "server = start_in_thread(conn.session.engine)\n"
          "print(server.port, flush=True)\n"
          "time.sleep(600)\n"],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True,
+        cwd=os.path.expanduser("~"))  # not the checkout: its omnilake/ would shadow the install
     try:
         port = int(child.stdout.readline())
         for batch in range(3):

@@ -4,6 +4,7 @@ raw sockets for what no client library would send."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import subprocess
@@ -269,7 +270,8 @@ def test_scram_authentication(tmp_path):
 
 def test_non_loopback_without_users_refuses_to_start(tmp_path):
     done = subprocess.run([sys.executable, "-m", "omnilake", "serve", "-w", str(tmp_path / "wh"),
-                           "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=120)
+                           "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.expanduser("~"))
     assert done.returncode == 1
     assert "CREATE USER" in done.stderr and "28000" in done.stderr
 
@@ -348,7 +350,7 @@ def test_serve_with_http_line_protocol_ingest(tmp_path):
 def test_http_ingest_refuses_non_loopback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "omnilake", "serve", "-w", str(tmp_path / "wh"),
                            "--host", "0.0.0.0", "--port", "0", "--http-port", "0"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=os.path.expanduser("~"))
     assert done.returncode == 1 and "no authentication" in done.stderr
 
 

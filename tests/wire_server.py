@@ -44,7 +44,8 @@ def start_server(warehouse: str, *args: str, timeout: float = 60) -> ServerProce
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "omnilake", "serve", "-w", warehouse, "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=os.path.expanduser("~"))  # not the checkout: its omnilake/ would shadow the install
     deadline = time.monotonic() + timeout
     lines = []
     while time.monotonic() < deadline:
