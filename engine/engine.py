@@ -37,6 +37,7 @@ from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
 from omnilake.engine.writes import Writer
+from omnilake.storage.objectstore import split as split_uri, translate as storage_error
 
 log = logging.getLogger(__name__)
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" is expected
@@ -56,9 +57,14 @@ class Engine:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.warehouse = Warehouse.open(settings.warehouse, settings.catalog)
+        self.warehouse = Warehouse.open(settings.warehouse, settings.catalog,
+                                        s3=settings.s3_options(), local_dir=settings.local_dir)
         self.plan_cache = PlanCache(settings.plan_cache_size)
         self.datafusion = new_context(settings)
+        if self.warehouse.s3 is not None:  # scans read data files straight from the bucket
+            bucket, _ = split_uri(self.warehouse.location)
+            self.datafusion.register_object_store(
+                "s3://", self.warehouse.s3.datafusion_store(bucket), bucket)
         self.tables = TableCache()
         self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
         self.writer = Writer(self)  # replays what crashed processes left in the log
@@ -153,7 +159,10 @@ class Session:
                 tree, (exp.Transaction, exp.Commit, exp.Rollback)):
             self.transaction = Transaction()  # DB-API with autocommit off: implicit BEGIN
         try:
-            return (handler or self._run)(tree)
+            try:
+                return (handler or self._run)(tree)
+            except OSError as exc:  # storage (local disk or object store) failed under pyiceberg
+                raise storage_error(exc, "storage error") from exc
         except E.Error:
             if self.transaction is not None:
                 self.transaction.failed = True

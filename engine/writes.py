@@ -69,7 +69,7 @@ class Writer:
         self.memtable = Memtable()
         self._flushed: dict[str, int] = {}
         self._closed = False
-        root = engine.warehouse.local_root / "_wal"
+        root = engine.warehouse.wal_root
         self.recovered = self._recover(root)
         self.wal = WriteAheadLog.create(root, settings.durability)
         self._stop = threading.Event()
