@@ -179,12 +179,14 @@ def translate(exc: BaseException, what: str) -> E.OperationalError:
 def check_bucket(fs: pafs.FileSystem, uri: str) -> None:
     """Fail fast, and clearly, when the store is unreachable, refuses the credentials or has
     no such bucket: one listing of the warehouse prefix."""
-    bucket, prefix = split(uri)
+    bucket, _ = split(uri)
     try:
-        fs.get_file_info(pafs.FileSelector(f"{bucket}/{prefix}".rstrip("/"),
-                                           allow_not_found=True, recursive=False))
+        info = fs.get_file_info(bucket)
     except OSError as exc:
         raise translate(exc, f"cannot open warehouse {uri}") from exc
+    if info.type == pafs.FileType.NotFound:
+        raise E.OperationalError(f"cannot open warehouse {uri}: bucket {bucket!r} does not exist",
+                                 sqlstate="58P01", hint=_KINDS[2][2])
 
 
 def remove_prefix(fs: pafs.FileSystem, uri: str) -> None:
