@@ -123,6 +123,17 @@ def test_unreachable_endpoint_is_a_clear_error_not_a_hang(tmp_path):
     assert time.monotonic() - started < 120  # generous: a hang would be caught, timing is not
 
 
+def test_wrong_credentials_are_a_clear_error(tmp_path):
+    server = MotoServer(free_port(), check_credentials=True).start()
+    try:
+        with pytest.raises(E.OperationalError) as info:
+            omnilake.connect("s3://bucket/lake", local_dir=str(tmp_path), **server.settings())
+        assert info.value.sqlstate == "28000"
+        assert "credentials" in info.value.hint
+    finally:
+        server.stop()
+
+
 def test_bad_addressing_setting(tmp_path):
     with pytest.raises(E.DataError, match="path"):
         omnilake.connect("s3://bucket/lake", local_dir=str(tmp_path), s3_addressing="sideways")
