@@ -174,3 +174,26 @@ def test_server_killed_mid_ingest(tmp_path):
         warehouse.close()
     finally:
         server.stop()
+
+
+def test_serve_an_s3_warehouse_over_the_wire(s3_server, monkeypatch, tmp_path):
+    """`omnilake serve -w s3://...` as a real child process, configured by AWS variables."""
+    psycopg = pytest.importorskip("psycopg")
+    from s3server import ACCESS_KEY, SECRET_KEY
+    from wire_server import start_server
+    bucket = s3_server.create_bucket("served")
+    for name, value in {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                        "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1",
+                        "XDG_DATA_HOME": str(tmp_path / "xdg")}.items():
+        monkeypatch.setenv(name, value)
+    server = start_server(f"s3://{bucket}/lake")
+    try:
+        with psycopg.connect(server.conninfo(), autocommit=True) as c:
+            c.execute("CREATE TABLE t (id INT, name TEXT)")
+            c.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+            assert c.execute("SELECT name FROM t ORDER BY id").fetchall() == [("a",), ("b",)]
+    finally:
+        assert server.stop() == 0
+    with omnilake.connect(f"s3://{bucket}/lake") as conn:  # flushed at shutdown, same catalog
+        assert conn.cursor().execute("SELECT count(*) FROM t").fetchall() == [(2,)]
+    assert objects(s3_server, f"s3://{bucket}/lake")
