@@ -4,8 +4,8 @@ A fact table is written through OmniLake into a local-folder warehouse and into 
 warehouse (`s3://<bucket>/bench`), then each query runs on both, best of `--repeat` after one
 warm-up. S3 is a `moto_server` on loopback started here (pip install 'moto[server]'), or the
 endpoint in AWS_ENDPOINT_URL with `--bucket` when given. moto is a single Python process: its
-numbers measure OmniLake's S3 path against a slow local server, not AWS S3. There is no read
-cache yet, so every S3 scan reads its objects again ("cold" and "warm" are the same path).
+numbers measure OmniLake's S3 path against a slow local server, not AWS S3. S3 is measured
+without the read cache (`cache_size=0`) and with it warm.
 
 Usage: python bench/s3_bench.py [--rows 2000000] [--repeat 3] [--results bench/RESULTS.md]
 """
@@ -102,31 +102,38 @@ def run(rows: int, repeat: int, bucket: str | None) -> tuple[dict, dict, int, fl
         bucket = "bench"
     try:
         local = omnilake.connect(tempfile.mkdtemp(prefix="omnilake-bench-local-"))
-        remote = omnilake.connect(f"s3://{bucket}/bench-{os.getpid()}",
-                                  local_dir=tempfile.mkdtemp(prefix="omnilake-bench-state-"),
-                                  **settings)
+        location = f"s3://{bucket}/bench-{os.getpid()}"
+        state = tempfile.mkdtemp(prefix="omnilake-bench-state-")
+        remote = omnilake.connect(location, local_dir=state, cache_size=0, **settings)
         load_local = build(local, rows)
         load_s3 = build(remote, rows)
         size = data_bytes(local)
         print(f"loaded {rows:,} rows: local {load_local:.1f} s, S3 {load_s3:.1f} s; "
               f"{size / 1e6:.1f} MB of Parquet", file=sys.stderr)
-        results_local, results_s3 = {}, {}
+        remote.close()
+        remote = omnilake.connect(location, local_dir=state, cache_size=0, **settings)
+        cached = omnilake.connect(location, local_dir=state, cache_size=4 * size,
+                                  cache_dir=tempfile.mkdtemp(prefix="omnilake-bench-cache-"),
+                                  **settings)
+        results_local, results_s3, results_cached = {}, {}, {}
         for label, sql in QUERIES.items():
             mine, theirs = local.sql(sql).fetchall(), remote.sql(sql).fetchall()
             assert _rounded(mine) == _rounded(theirs), (label, mine, theirs)
             results_local[label] = timed(local, sql, repeat)
             results_s3[label] = timed(remote, sql, repeat)
-            print(f"{label:14} local {results_local[label]:8.1f} ms   S3 {results_s3[label]:8.1f} ms",
-                  file=sys.stderr)
+            results_cached[label] = timed(cached, sql, repeat)
+            print(f"{label:14} local {results_local[label]:8.1f} ms   S3 {results_s3[label]:8.1f} "
+                  f"ms   S3 warm cache {results_cached[label]:8.1f} ms", file=sys.stderr)
         local.close()
         remote.close()
-        return results_local, results_s3, size, load_local, load_s3
+        cached.close()
+        return results_local, results_s3, results_cached, size, load_local, load_s3
     finally:
         if moto is not None:
             moto.kill()
 
 
-def report(rows, repeat, local, s3, size, load_local, load_s3) -> str:
+def report(rows, repeat, local, s3, cached, size, load_local, load_s3) -> str:
     lines = [
         "## Object storage: scans on S3 (moto_server on loopback) vs a local folder",
         "",
@@ -137,18 +144,21 @@ def report(rows, repeat, local, s3, size, load_local, load_s3) -> str:
         f"{repeat} after one warm-up. Loading took {load_local:.1f} s locally and "
         f"{load_s3:.1f} s to S3.",
         "",
-        "| query | local ms | S3 ms | S3 / local | S3 MB/s (table bytes / time) |",
-        "|---|---:|---:|---:|---:|",
+        "| query | local ms | S3, no cache ms | S3, warm cache ms | S3 no cache / local | "
+        "S3 warm / local | S3 no cache MB/s (table bytes / time) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label in local:
         mbs = size / 1e6 / (s3[label] / 1000)
-        lines.append(f"| {label} | {local[label]:.1f} | {s3[label]:.1f} | "
-                     f"{s3[label] / local[label]:.2f} | {mbs:.0f} |")
+        lines.append(f"| {label} | {local[label]:.1f} | {s3[label]:.1f} | {cached[label]:.1f} | "
+                     f"{s3[label] / local[label]:.2f} | {cached[label] / local[label]:.2f} | "
+                     f"{mbs:.0f} |")
     lines += ["", "Reading the numbers: the S3 server is moto, one Python process sharing the "
               "same CPUs with the client, so the S3 column includes moto's own cost per request; "
               "it says what OmniLake's S3 path costs against a loopback server, not what AWS S3 "
-              "or MinIO would give. There is no local read cache yet: every S3 scan reads the "
-              "objects again (DataFusion's object store, ranged GETs)."]
+              "or MinIO would give. \"No cache\" (`cache_size=0`) reads the objects on every "
+              "scan (DataFusion's object store, ranged GETs); \"warm cache\" reads local copies "
+              "made by the warm-up run (the first, cold run downloads whole objects)."]
     return "\n".join(lines) + "\n"
 
 
@@ -160,8 +170,8 @@ def main() -> None:
                         help="an existing bucket on the AWS_* endpoint instead of moto")
     parser.add_argument("--results", default=None, help="write the table into this Markdown file")
     args = parser.parse_args()
-    local, s3, size, load_local, load_s3 = run(args.rows, args.repeat, args.bucket)
-    text = report(args.rows, args.repeat, local, s3, size, load_local, load_s3)
+    local, s3, cached, size, load_local, load_s3 = run(args.rows, args.repeat, args.bucket)
+    text = report(args.rows, args.repeat, local, s3, cached, size, load_local, load_s3)
     print(text)
     if args.results:
         from results import write_section

@@ -32,7 +32,7 @@ from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
 from omnilake.engine.scan import PlanCache
-from omnilake.engine import session_commands
+from omnilake.engine import session_commands, system_views
 from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
@@ -70,7 +70,7 @@ class Engine:
         self.writer = Writer(self)  # replays what crashed processes left in the log
         # Front ends add schemas of virtual tables (the wire server's pg_catalog) and rewrites
         # of their own; information_schema is built in. Builders: (session, name) -> Arrow.
-        self.virtual_schemas: dict[str, Callable] = {}
+        self.virtual_schemas: dict[str, Callable] = {system_views.SCHEMA: system_views.system_table}
         self.rewriters: list[Callable] = []
         self._lock = threading.Lock()
         self._closed = False

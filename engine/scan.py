@@ -202,7 +202,10 @@ def _has_nan(task: FileScanTask, io=None) -> bool:
 def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column], io=None) -> DataFrame:
     """One data file through DataFusion's Parquet reader: a local path, or an object-store
     URI read through the object store the engine registered for the warehouse's bucket."""
-    path = local_path(uri) if is_local(uri) else uri
+    if is_local(uri):
+        path = local_path(uri)
+    else:  # through the local read cache when it is on (storage/objectstore.py)
+        path = io.local_copy(uri) if hasattr(io, "local_copy") else uri
     file_schema = parquet_schema(path, io)
     by_id = top_level_field_ids(file_schema)
     if not by_id:

@@ -55,6 +55,12 @@ class Settings:
     s3_request_timeout: float = _setting(
         30.0, float, "Seconds to wait for an S3 response before the request counts as failed "
         "(and is retried).")
+    cache_size: int = _setting(
+        1024 ** 3, int, "Bytes of the local read cache of an `s3://` warehouse's objects (data "
+        "files, manifests, metadata; least recently used go first); 0 turns it off.")
+    cache_dir: str | None = _setting(
+        None, str, "Folder of the read cache, shared safely by every process that names it. "
+        "Default: `$XDG_CACHE_HOME/omnilake/objects` or `~/.cache/omnilake/objects`.")
     s3_max_attempts: int = _setting(
         5, int, "Tries per S3 request (the first included); retries back off exponentially "
         "with jitter on 5xx, throttling, timeouts and dropped connections.")
@@ -126,7 +132,8 @@ class Settings:
             endpoint=self.s3_endpoint, region=self.s3_region,
             access_key_id=self.s3_access_key_id, secret_access_key=self.s3_secret_access_key,
             addressing=self.s3_addressing, connect_timeout=self.s3_connect_timeout,
-            request_timeout=self.s3_request_timeout, max_attempts=self.s3_max_attempts)
+            request_timeout=self.s3_request_timeout, max_attempts=self.s3_max_attempts,
+            cache_dir=self.cache_dir, cache_bytes=self.cache_size)
 
     def effective_partitions(self) -> int:
         return self.target_partitions or os.cpu_count() or 1

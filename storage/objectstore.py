@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pyarrow.fs as pafs
+from pyiceberg.io import InputFile
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from omnilake import errors as E
@@ -34,6 +35,8 @@ DEFAULT_REGION = "us-east-1"
 # Catalog/table property keys: pyiceberg's, plus ours for what pyiceberg has no key for.
 RETRIES_PROPERTY = "omnilake.s3.max-attempts"
 ADDRESSING_PROPERTY = "omnilake.s3.addressing"
+CACHE_DIR_PROPERTY = "omnilake.cache.dir"
+CACHE_BYTES_PROPERTY = "omnilake.cache.max-bytes"
 
 
 def is_object_store(location: str | None) -> bool:
@@ -58,6 +61,8 @@ class S3Options:
     connect_timeout: float = 5.0
     request_timeout: float = 30.0
     max_attempts: int = 5             # first try included
+    cache_dir: str | None = None      # local read cache folder (None: the default one)
+    cache_bytes: int = 0              # its size limit; 0 turns the cache off
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **given: Any) -> "S3Options":
@@ -86,7 +91,16 @@ class S3Options:
             connect_timeout=float(given.get("connect_timeout") or cls.connect_timeout),
             request_timeout=float(given.get("request_timeout") or cls.request_timeout),
             max_attempts=max(1, int(given.get("max_attempts") or cls.max_attempts)),
+            cache_dir=given.get("cache_dir") or None,
+            cache_bytes=max(0, int(given.get("cache_bytes") or 0)),
         )
+
+    def read_cache(self):
+        """The local read cache (storage.readcache), or None when it is off."""
+        if self.cache_bytes <= 0:
+            return None
+        from omnilake.storage.readcache import ReadCache, default_folder
+        return ReadCache(self.cache_dir or default_folder(), self.cache_bytes)
 
     # -- the three clients -----------------------------------------------------------------
     def fileio_properties(self) -> dict[str, str]:
@@ -98,7 +112,10 @@ class S3Options:
             "s3.request-timeout": str(self.request_timeout),
             RETRIES_PROPERTY: str(self.max_attempts),
             ADDRESSING_PROPERTY: self.addressing,
+            CACHE_BYTES_PROPERTY: str(self.cache_bytes),
         }
+        if self.cache_dir:
+            props[CACHE_DIR_PROPERTY] = self.cache_dir
         optional = {"s3.endpoint": self.endpoint, "s3.access-key-id": self.access_key_id,
                     "s3.secret-access-key": self.secret_access_key,
                     "s3.session-token": self.session_token}
@@ -138,7 +155,9 @@ class S3Options:
                    addressing=props.get(ADDRESSING_PROPERTY, "path"),
                    connect_timeout=float(props.get("s3.connect-timeout", cls.connect_timeout)),
                    request_timeout=float(props.get("s3.request-timeout", cls.request_timeout)),
-                   max_attempts=int(props.get(RETRIES_PROPERTY, cls.max_attempts)))
+                   max_attempts=int(props.get(RETRIES_PROPERTY, cls.max_attempts)),
+                   cache_dir=props.get(CACHE_DIR_PROPERTY),
+                   cache_bytes=int(props.get(CACHE_BYTES_PROPERTY, 0)))
 
 
 class ObjectFileIO(PyArrowFileIO):
@@ -146,8 +165,54 @@ class ObjectFileIO(PyArrowFileIO):
     jitter, timeouts, path-style addressing. Chosen through the catalog property
     `py-io-impl`, so tables loaded from the catalog get it too."""
 
+    def __init__(self, properties: Mapping[str, str] = {}):  # noqa: B006 - pyiceberg's signature
+        super().__init__(properties)
+        self.options = S3Options.from_properties(self.properties)
+        self.cache = self.options.read_cache()
+
     def _initialize_s3_fs(self, netloc: str | None) -> pafs.FileSystem:
-        return S3Options.from_properties(self.properties).filesystem()
+        return self.options.filesystem()
+
+    def new_input(self, location: str) -> InputFile:
+        """Objects are read through the local read cache when it is on (every Iceberg file
+        is immutable, so a cached copy never goes stale)."""
+        if self.cache is None or not is_object_store(location):
+            return super().new_input(location)
+        return _CachedInput(location, self)
+
+    def local_copy(self, uri: str) -> str:
+        """A local path of the object (through the cache), or `uri` itself when it is off."""
+        if self.cache is None or not is_object_store(uri):
+            return uri
+        try:
+            return self._fetch(uri)
+        except OSError as exc:
+            raise translate(exc, f"cannot read {uri}") from exc
+
+    def _fetch(self, uri: str) -> str:
+        bucket, key = split(uri)
+        fs = self.fs_by_scheme("s3", bucket)
+        return self.cache.fetch(uri, lambda: fs.open_input_stream(f"{bucket}/{key}"))
+
+
+class _CachedInput(InputFile):
+    """An InputFile that downloads into the read cache when first opened."""
+
+    def __init__(self, location: str, io: ObjectFileIO):
+        super().__init__(location)
+        self._io = io
+
+    def _local(self) -> InputFile:
+        return PyArrowFileIO.new_input(self._io, self._io._fetch(self.location))
+
+    def __len__(self) -> int:
+        return len(self._local())
+
+    def exists(self) -> bool:
+        return PyArrowFileIO.new_input(self._io, self.location).exists()  # asks the store
+
+    def open(self, seekable: bool = True):
+        return self._local().open(seekable)
 
 
 # -- errors ----------------------------------------------------------------------------------

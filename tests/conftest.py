@@ -41,7 +41,7 @@ def s3_warehouse(s3_server, tmp_path, request):
     import uuid
     bucket = s3_server.create_bucket(f"wh-{uuid.uuid4().hex[:12]}")
     return {"warehouse": f"s3://{bucket}/lake", "local_dir": str(tmp_path / "state"),
-            **s3_server.settings()}
+            "cache_dir": str(tmp_path / "cache"), **s3_server.settings()}
 
 
 @pytest.fixture(params=["local", "s3"])

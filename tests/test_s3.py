@@ -95,6 +95,7 @@ def test_aws_environment_variables_suffice(s3_server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     with omnilake.connect(f"s3://{bucket}/prefix") as conn:
         conn.sql("CREATE TABLE t (a INT); INSERT INTO t VALUES (42)")
         conn.flush()
@@ -147,6 +148,7 @@ def test_server_killed_mid_ingest(tmp_path):
     try:
         bucket = server.create_bucket("killed")
         settings = {"warehouse": f"s3://{bucket}/lake", "local_dir": str(tmp_path / "state"),
+                    "cache_dir": str(tmp_path / "cache"),
                     "flush_interval": 3600, "s3_max_attempts": 2, "s3_request_timeout": 5,
                     **server.settings()}
         conn = omnilake.connect(**settings)
@@ -184,7 +186,8 @@ def test_serve_an_s3_warehouse_over_the_wire(s3_server, monkeypatch, tmp_path):
     bucket = s3_server.create_bucket("served")
     for name, value in {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                         "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1",
-                        "XDG_DATA_HOME": str(tmp_path / "xdg")}.items():
+                        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+                        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}.items():
         monkeypatch.setenv(name, value)
     server = start_server(f"s3://{bucket}/lake")
     try:
