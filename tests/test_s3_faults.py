@@ -33,13 +33,17 @@ def _check_table(s3_warehouse: dict, expected_rows: int, expected_sum: int) -> N
                 manifest.fetch_manifest_entry(table.io, discard_deleted=False)
 
 
-@pytest.mark.slow  # ~35 s, mostly retry backoff
-def test_ingest_through_a_faulty_network_loses_nothing(s3_server, s3_warehouse):
+@pytest.mark.slow  # ~35 s each, mostly retry backoff
+@pytest.mark.parametrize("cache_size", [0, 1 << 30], ids=["datafusion-reads", "read-cache"])
+def test_ingest_through_a_faulty_network_loses_nothing(s3_server, s3_warehouse, cache_size):
+    """Scans read data files through DataFusion's S3 store (no cache) or through pyarrow into
+    the read cache: both paths meet the faults."""
     proxy = FaultProxy(s3_server.port, error_rate=0.06, drop_rate=0.04, delay_rate=0.06,
                        stall_rate=0.01, stall_s=1.5, seed=6).start()
     try:
         settings = _settings(s3_warehouse, proxy.endpoint, s3_max_attempts=10,
-                             s3_request_timeout=1.0, s3_connect_timeout=1.0)
+                             s3_request_timeout=1.0, s3_connect_timeout=1.0,
+                             cache_size=cache_size)
         with omnilake.connect(**settings) as conn:
             cur = conn.cursor()
             cur.execute("CREATE TABLE t (a INT NOT NULL, note TEXT)")
