@@ -200,3 +200,24 @@ def test_serve_an_s3_warehouse_over_the_wire(s3_server, monkeypatch, tmp_path):
     with omnilake.connect(f"s3://{bucket}/lake") as conn:  # flushed at shutdown, same catalog
         assert conn.cursor().execute("SELECT count(*) FROM t").fetchall() == [(2,)]
     assert objects(s3_server, f"s3://{bucket}/lake")
+
+
+def test_two_nodes_share_a_warehouse_through_a_shared_catalog(s3_warehouse, tmp_path):
+    """Nodes with their own local state (WAL, cache) share the bucket and a `catalog=` URI
+    (here a SQLite file standing in for a PostgreSQL database)."""
+    shared = {**s3_warehouse, "catalog": f"sqlite:///{tmp_path / 'shared-catalog.db'}"}
+    node_a = omnilake.connect(**{**shared, "local_dir": str(tmp_path / "a"),
+                                 "cache_dir": str(tmp_path / "cache-a")})
+    node_b = omnilake.connect(**{**shared, "local_dir": str(tmp_path / "b"),
+                                 "cache_dir": str(tmp_path / "cache-b")})
+    try:
+        node_a.sql("CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (2)")
+        node_a.flush()  # other nodes see rows once they are flushed
+        assert node_b.cursor().execute("SELECT sum(a) FROM t").fetchall() == [(3,)]
+        node_b.sql("INSERT INTO t VALUES (10)")
+        node_b.flush()
+        assert node_a.cursor().execute("SELECT sum(a) FROM t").fetchall() == [(13,)]
+    finally:
+        node_a.close()
+        node_b.close()
+    assert not (tmp_path / "a" / "catalog.db").exists()  # the catalog= URI was used
