@@ -218,11 +218,12 @@ class _CachedInput(InputFile):
 # -- errors ----------------------------------------------------------------------------------
 _KINDS: list[tuple[tuple[str, ...], str, str]] = [
     (("NETWORK_CONNECTION", "Could not connect", "Couldn't connect", "connection refused",
-      "error sending request", "Connection refused", "timed out", "Timeout", "dns error",
-      "Could not resolve"),
+      "error sending request", "timed out", "Timeout was reached", "REQUEST_TIMEOUT",
+      "dns error", "Could not resolve"),
      "08001", "check that the S3 endpoint (s3_endpoint / AWS_ENDPOINT_URL) is reachable"),
     (("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-      "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "Forbidden", "403"),
+      "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "Forbidden", "HTTP status 403",
+      "status 403"),
      "28000", "check the S3 credentials (s3_access_key_id / AWS_ACCESS_KEY_ID and the secret)"),
     (("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist"),
      "58P01", "create the bucket first, or check its name in the warehouse URI"),

@@ -221,3 +221,17 @@ def test_two_nodes_share_a_warehouse_through_a_shared_catalog(s3_warehouse, tmp_
         node_a.close()
         node_b.close()
     assert not (tmp_path / "a" / "catalog.db").exists()  # the catalog= URI was used
+
+
+@pytest.mark.parametrize("message, sqlstate", [
+    ("When reading information for key 'lake/t-403abc/x.parquet' in bucket 'b': AWS Error "
+     "NO_SUCH_KEY during HeadObject operation", "58030"),  # a 403 inside a name is no denial
+    ("AWS Error UNKNOWN (HTTP status 403) during HeadBucket operation", "28000"),
+    ("Object Store error: Generic S3 error: Error performing GET http://127.0.0.1:1/b/k in 2s, "
+     "after 10 retries - HTTP error: error sending request", "08001"),
+    ("AWS Error NO_SUCH_BUCKET during ListObjectsV2 operation", "58P01"),
+])
+def test_storage_errors_are_classified(message, sqlstate):
+    from omnilake.storage.objectstore import translate
+    error = translate(OSError(message), "reading")
+    assert isinstance(error, E.OperationalError) and error.sqlstate == sqlstate and error.hint
