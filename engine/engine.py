@@ -32,13 +32,14 @@ from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
 from omnilake.engine.scan import PlanCache
-from omnilake.engine import session_commands
+from omnilake.engine import session_commands, system_views
 from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
 from omnilake.engine import vector_index
 from omnilake.engine.vector_index import VectorIndexes
 from omnilake.engine.writes import Writer
+from omnilake.storage.objectstore import split as split_uri, translate as storage_error
 
 log = logging.getLogger(__name__)
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" is expected
@@ -61,15 +62,20 @@ class Engine:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.warehouse = Warehouse.open(settings.warehouse, settings.catalog)
+        self.warehouse = Warehouse.open(settings.warehouse, settings.catalog,
+                                        s3=settings.s3_options(), local_dir=settings.local_dir)
         self.plan_cache = PlanCache(settings.plan_cache_size)
         self.datafusion = new_context(settings)
+        if self.warehouse.s3 is not None:  # scans read data files straight from the bucket
+            bucket, _ = split_uri(self.warehouse.location)
+            self.datafusion.register_object_store(
+                "s3://", self.warehouse.s3.datafusion_store(bucket), bucket)
         self.tables = TableCache()
         self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
         self.writer = Writer(self)  # replays what crashed processes left in the log
         # Front ends add schemas of virtual tables (the wire server's pg_catalog) and rewrites
         # of their own; information_schema is built in. Builders: (session, name) -> Arrow.
-        self.virtual_schemas: dict[str, Callable] = {}
+        self.virtual_schemas: dict[str, Callable] = {system_views.SCHEMA: system_views.system_table}
         self.rewriters: list[Callable] = []
         self.vectors = VectorIndexes(self)
         from omnilake.engine.retention import BackgroundWorker
@@ -163,7 +169,10 @@ class Session:
                 tree, (exp.Transaction, exp.Commit, exp.Rollback)):
             self.transaction = Transaction()  # DB-API with autocommit off: implicit BEGIN
         try:
-            return (handler or self._run)(tree)
+            try:
+                return (handler or self._run)(tree)
+            except OSError as exc:  # storage (local disk or object store) failed under pyiceberg
+                raise storage_error(exc, "storage error") from exc
         except E.Error:
             if self.transaction is not None:
                 self.transaction.failed = True

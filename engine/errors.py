@@ -41,6 +41,9 @@ def _clean(message: str) -> str:
 
 def from_datafusion(exc: BaseException) -> E.Error:
     message = _clean(str(exc))
+    if "Object Store error" in message:  # S3 unreachable, refused, missing objects
+        from omnilake.storage.objectstore import translate
+        return translate(exc, "cannot read from object storage")
     for pattern, cls in _DATAFUSION_PATTERNS:
         if pattern.search(message):
             return cls(message)

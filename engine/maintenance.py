@@ -26,7 +26,8 @@ from pyiceberg.table import Table
 
 from omnilake import errors as E
 from omnilake.catalog.indexes import read_indexes
-from omnilake.storage.files import local_path
+from omnilake.storage import objectstore
+from omnilake.storage.files import is_local, local_path
 
 if TYPE_CHECKING:
     from omnilake.engine.engine import Session
@@ -90,36 +91,51 @@ def vacuum(table: Table, retention: dt.timedelta, now: float | None = None) -> V
     table = table.refresh()
     expired = before - len(table.snapshots())
     referenced = _referenced_files(table)
-    root = Path(local_path(table.location()))
     removed = removed_bytes = 0
-    for path in root.rglob("*"):
-        if not path.is_file() or str(path) in referenced:
+    for uri, size, mtime in _files_under(table):
+        if _key(uri) in referenced:
             continue
-        if path.stat().st_mtime > cutoff.timestamp():
+        if mtime > cutoff.timestamp():
             continue  # may belong to a commit in progress
-        removed_bytes += path.stat().st_size
-        path.unlink()
+        table.io.delete(uri)
+        removed_bytes += size
         removed += 1
     return VacuumResult(expired, removed, removed_bytes)
 
 
+def _files_under(table: Table) -> list[tuple[str, int, float]]:
+    """(uri, size, mtime) of every file in the table's folder, local or on object storage."""
+    location = table.location()
+    if is_local(location):
+        root = Path(local_path(location))
+        return [(str(p), p.stat().st_size, p.stat().st_mtime)
+                for p in root.rglob("*") if p.is_file()]
+    options = objectstore.S3Options.from_properties(table.io.properties)
+    return objectstore.list_files(options.filesystem(), location)
+
+
+def _key(uri: str) -> str:
+    """Local files compare by real path, objects by URI."""
+    return os.path.realpath(local_path(uri)) if is_local(uri) else uri
+
+
 def _referenced_files(table: Table) -> set[str]:
     metadata = table.metadata
-    files = {local_path(table.metadata_location)}
-    files.update(local_path(entry.metadata_file) for entry in metadata.metadata_log)
+    files = {table.metadata_location}
+    files.update(entry.metadata_file for entry in metadata.metadata_log)
     for snapshot in metadata.snapshots:
-        files.add(local_path(snapshot.manifest_list))
+        files.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(table.io):
-            files.add(local_path(manifest.manifest_path))
+            files.add(manifest.manifest_path)
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
-                files.add(local_path(entry.data_file.file_path))
+                files.add(entry.data_file.file_path)
     for statistics in metadata.statistics:
-        files.add(local_path(statistics.statistics_path))
+        files.add(statistics.statistics_path)
     # Vector-index segments live beside the data (see catalog/indexes.py); those of files no
     # longer in any snapshot are dropped from the registry, and then removed here.
     for index in read_indexes(table.properties).values():
-        files.update(local_path(location) for location in index.segments.values() if location)
-    return {os.path.realpath(f) for f in files}
+        files.update(location for location in index.segments.values() if location)
+    return {_key(f) for f in files}
 
 
 def optimize_statement(session: "Session", namespace: str, name: str) -> CompactionResult:

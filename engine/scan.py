@@ -26,8 +26,8 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, Table
 
 from omnilake.catalog.types import SQL_TYPE_KEY, SqlType
-from omnilake.storage.files import (has_single_valued_float_column, local_path, parquet_schema,
-                                    top_level_field_ids)
+from omnilake.storage.files import (has_single_valued_float_column, is_local, local_path,
+                                    parquet_schema, top_level_field_ids)
 
 
 @dataclass(frozen=True)
@@ -168,11 +168,11 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     tasks, total = cache.plan(table, snapshot_id, row_filter)
     plan = ScanPlan(name, snapshot_id, tasks, total, describe_filter(row_filter), columns=columns)
     frames: list[DataFrame] = []
-    by_pyiceberg = [t for t in tasks if t.delete_files or _has_nan(t)]
+    by_pyiceberg = [t for t in tasks if t.delete_files or _has_nan(t, table.io)]
     plan.files_with_deletes = sum(1 for t in tasks if t.delete_files)
     for task in tasks:
-        if not (task.delete_files or _has_nan(task)):
-            frames.append(_read_data_file(ctx, task.file.file_path, columns))
+        if not (task.delete_files or _has_nan(task, table.io)):
+            frames.append(_read_data_file(ctx, task.file.file_path, columns, table.io))
     if by_pyiceberg:
         plan.registered.append(f"{private}_pyiceberg")
         frames.append(ctx.from_arrow(_read_with_pyiceberg(table, by_pyiceberg, columns),
@@ -190,18 +190,23 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     return reduce(lambda a, b: a.union(b), frames), plan
 
 
-def _has_nan(task: FileScanTask) -> bool:
+def _has_nan(task: FileScanTask, io=None) -> bool:
     """Files that may hold NaN in a float column DataFusion would take for a constant are read
     by pyiceberg's reader (see storage.files.has_single_valued_float_column). Iceberg's NaN
     counts would say it directly, but pyiceberg does not write them."""
     if any(count for count in (task.file.nan_value_counts or {}).values()):
         return True
-    return has_single_valued_float_column(local_path(task.file.file_path))
+    return has_single_valued_float_column(task.file.file_path, io)
 
 
-def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column]) -> DataFrame:
-    path = local_path(uri)
-    file_schema = parquet_schema(path)
+def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column], io=None) -> DataFrame:
+    """One data file through DataFusion's Parquet reader: a local path, or an object-store
+    URI read through the object store the engine registered for the warehouse's bucket."""
+    if is_local(uri):
+        path = local_path(uri)
+    else:  # through the local read cache when it is on (storage/objectstore.py)
+        path = io.local_copy(uri) if hasattr(io, "local_copy") else uri
+    file_schema = parquet_schema(path, io)
     by_id = top_level_field_ids(file_schema)
     if not by_id:
         # A file without field ids (added from another tool): match columns by name.

@@ -25,6 +25,7 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 
 from omnilake import errors as E
 from omnilake.storage.memtable import Memtable, Pending
+from omnilake.storage.objectstore import translate as storage_error
 from omnilake.storage.wal import WriteAheadLog, orphaned_logs, read_log, remove_log
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class Writer:
         self.memtable = Memtable()
         self._flushed: dict[str, int] = {}
         self._closed = False
-        root = engine.warehouse.local_root / "_wal"
+        root = engine.warehouse.wal_root
         self.recovered = self._recover(root)
         self.wal = WriteAheadLog.create(root, settings.durability)
         self._stop = threading.Event()
@@ -189,7 +190,10 @@ class Writer:
                 table_uuid: str | None = None) -> None:
         uuid = table_uuid or pending.table_uuid
         for attempt in range(COMMIT_ATTEMPTS):
-            table = self._find(namespace, name, uuid)
+            try:
+                table = self._find(namespace, name, uuid)
+            except OSError as exc:  # the object store holding its metadata is unreachable
+                raise storage_error(exc, f"could not flush {namespace}.{name}") from exc
             if table is None:
                 log.warning("table %s.%s was dropped; %d pending row(s) dropped with it",
                             namespace, name, pending.rows)
@@ -209,7 +213,9 @@ class Writer:
                 time.sleep(random.uniform(0.005, 0.01 * 2 ** attempt))
             except E.Error:
                 raise
-            except Exception as exc:  # the catalog database busy or gone, files unwritable
+            except OSError as exc:  # files unwritable: disk full, object store unreachable
+                raise storage_error(exc, f"could not flush {namespace}.{name}") from exc
+            except Exception as exc:  # the catalog database busy or gone
                 raise E.OperationalError(f"could not flush {namespace}.{name}: {exc}",
                                          hint="the rows stay in the write-ahead log") from exc
 

@@ -22,6 +22,7 @@ QUICK = {
     "encoder": ["--sentences", "300", "--base", "20000"],
     "wire": ["--seconds", "1", "--rows", "20000"],
     "tpch": ["--sf", "0.1", "--repeat", "1"],
+    "s3": ["--rows", "300000", "--repeat", "2"],
 }
 
 

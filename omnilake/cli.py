@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     bench.set_defaults(func=cmd_bench)
 
+    stats = sub.add_parser("stats", help="read cache counters (hits, misses, bytes)",
+                           description="Prints the counters of the local read cache of "
+                           "object-storage warehouses, summed over every process sharing its "
+                           "folder (also in SQL: SELECT * FROM omnilake_system.read_cache).")
+    _add_settings(stats)
+    stats.set_defaults(func=cmd_stats)
+
     models = sub.add_parser("models", help="download the built-in embedding model",
                             description="Manage model files kept in the model cache.")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -111,6 +118,19 @@ def _progress(total: int):
             def update(self, n): pass
             def close(self): pass
         return Plain()
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from omnilake.engine.system_views import read_cache_stats
+    settings = Settings.load(**{name: getattr(args, name) for name, *_ in Settings.declarations()
+                                if getattr(args, name, None) is not None})
+    stats = read_cache_stats(settings)
+    lookups = stats["hits"] + stats["misses"]
+    for key, value in stats.items():
+        print(f"read_cache.{key}: {value}")
+    print(f"read_cache.hit_ratio: {stats['hits'] / lookups:.3f}" if lookups else
+          "read_cache.hit_ratio: -")
+    return 0
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:

@@ -27,11 +27,43 @@ def _setting(default: Any, kind: type, help: str) -> Any:  # noqa: A002 - mirror
 @dataclass(frozen=True)
 class Settings:
     warehouse: str | None = _setting(
-        None, str, "Warehouse location: a local folder (created if missing). Empty means a "
-        "temporary warehouse removed when the connection closes.")
+        None, str, "Warehouse location: a local folder (created if missing) or an object-storage "
+        "URI `s3://bucket/prefix` (the bucket must exist). Empty means a temporary warehouse "
+        "removed when the connection closes.")
     catalog: str | None = _setting(
         None, str, "Iceberg catalog URI (SQLAlchemy form). Default: SQLite file "
-        "`catalog.db` inside the warehouse folder.")
+        "`catalog.db` inside the warehouse folder, or, for an `s3://` warehouse, inside "
+        "`local_dir`. Name a shared database when several machines open one S3 warehouse.")
+    local_dir: str | None = _setting(
+        None, str, "Local folder of an `s3://` warehouse's SQLite catalog and write-ahead log. "
+        "Default: `$XDG_DATA_HOME/omnilake/warehouses/<bucket>-<hash of the URI>` "
+        "(`~/.local/share/...`), shared by every process on the machine.")
+    s3_endpoint: str | None = _setting(
+        None, str, "S3 endpoint URL, e.g. `http://127.0.0.1:9000` for MinIO. Default: "
+        "`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, else AWS itself.")
+    s3_region: str | None = _setting(
+        None, str, "S3 region. Default: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.")
+    s3_access_key_id: str | None = _setting(
+        None, str, "S3 access key. Default: `AWS_ACCESS_KEY_ID` (with `AWS_SESSION_TOKEN`), "
+        "else the AWS SDK's usual chain (profile, instance role).")
+    s3_secret_access_key: str | None = _setting(
+        None, str, "S3 secret key. Default: `AWS_SECRET_ACCESS_KEY`.")
+    s3_addressing: str = _setting(
+        "path", str, "`path` (http://endpoint/bucket/key: MinIO, moto, most servers) or "
+        "`virtual` (http://bucket.endpoint/key) requests.")
+    s3_connect_timeout: float = _setting(5.0, float, "Seconds to wait for a connection to S3.")
+    s3_request_timeout: float = _setting(
+        30.0, float, "Seconds to wait for an S3 response before the request counts as failed "
+        "(and is retried).")
+    cache_size: int = _setting(
+        1024 ** 3, int, "Bytes of the local read cache of an `s3://` warehouse's objects (data "
+        "files, manifests, metadata; least recently used go first); 0 turns it off.")
+    cache_dir: str | None = _setting(
+        None, str, "Folder of the read cache, shared safely by every process that names it. "
+        "Default: `$XDG_CACHE_HOME/omnilake/objects` or `~/.cache/omnilake/objects`.")
+    s3_max_attempts: int = _setting(
+        5, int, "Tries per S3 request (the first included); retries back off exponentially "
+        "with jitter on 5xx, throttling, timeouts and dropped connections.")
     schema: str = _setting("public", str, "Schema (Iceberg namespace) that unqualified table names use.")
     dialect: str = _setting("postgres", str, "SQL dialect of incoming statements: `postgres` or `mysql`.")
     target_partitions: int = _setting(
@@ -103,6 +135,16 @@ class Settings:
             raise InvalidParameterValue(
                 f"dialect must be 'postgres' or 'mysql', not {settings.dialect!r}")
         return settings
+
+    def s3_options(self):
+        """How to reach the object store of an `s3://` warehouse (AWS variables fill gaps)."""
+        from omnilake.storage.objectstore import S3Options
+        return S3Options.resolve(
+            endpoint=self.s3_endpoint, region=self.s3_region,
+            access_key_id=self.s3_access_key_id, secret_access_key=self.s3_secret_access_key,
+            addressing=self.s3_addressing, connect_timeout=self.s3_connect_timeout,
+            request_timeout=self.s3_request_timeout, max_attempts=self.s3_max_attempts,
+            cache_dir=self.cache_dir, cache_bytes=self.cache_size)
 
     def effective_partitions(self) -> int:
         return self.target_partitions or os.cpu_count() or 1

@@ -1,8 +1,10 @@
-"""Data-file helpers that know nothing of SQL: local paths of file URIs and Parquet footers."""
+"""Data-file helpers that know nothing of SQL: local paths of file URIs and Parquet footers
+(of local files, or of objects read through a pyiceberg FileIO)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -18,31 +20,70 @@ def local_path(uri: str) -> str:
     if uri.startswith("file:"):
         return unquote(urlparse(uri).path)
     if "://" in uri:
-        raise OperationalError(f"{uri}: only local files are supported in this version")
+        raise OperationalError(f"{uri}: not a local file")
     return uri
 
 
-@lru_cache(maxsize=4096)
-def parquet_schema(path: str) -> pa.Schema:
-    """Arrow schema of a Parquet file, read once: data files are immutable once committed."""
+def is_local(uri: str) -> bool:
+    return uri.startswith("file:") or "://" not in uri
+
+
+class _Footers:
+    """Parquet footers by file URI, read once: data files are immutable once committed."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._items: OrderedDict[str, pq.FileMetaData] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, uri: str, io=None) -> pq.FileMetaData:
+        with self._lock:
+            if uri in self._items:
+                self._items.move_to_end(uri)
+                return self._items[uri]
+        metadata = _read_footer(uri, io)
+        with self._lock:
+            self._items[uri] = metadata
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return metadata
+
+
+def _read_footer(uri: str, io) -> pq.FileMetaData:
     try:
-        return pq.read_schema(path)
+        if is_local(uri) or io is None:
+            return pq.read_metadata(local_path(uri))
+        with io.new_input(uri).open() as stream:
+            return pq.read_metadata(stream)
     except FileNotFoundError as exc:
-        raise OperationalError(f"data file {path} is missing",
-                               hint="the warehouse folder was changed outside OmniLake") from exc
+        raise OperationalError(f"data file {uri} is missing", sqlstate="58P01",
+                               hint="the warehouse was changed outside OmniLake") from exc
     except OSError as exc:
-        raise OperationalError(f"cannot read data file {path}: {exc}") from exc
+        if is_local(uri):
+            raise OperationalError(f"cannot read data file {uri}: {exc}") from exc
+        from omnilake.storage.objectstore import translate
+        raise translate(exc, f"cannot read data file {uri}") from exc
 
 
-@lru_cache(maxsize=4096)
-def has_single_valued_float_column(path: str) -> bool:
+_FOOTERS = _Footers()
+
+
+def parquet_schema(uri: str, io=None) -> pa.Schema:
+    """Arrow schema of a Parquet file: a local path or URI, or any URI `io` (a pyiceberg
+    FileIO) can open."""
+    return _FOOTERS.get(uri, io).schema.to_arrow_schema()
+
+
+def has_single_valued_float_column(uri: str, io=None) -> bool:
     """Whether a floating-point column's Parquet statistics say min == max over the file.
     Parquet statistics leave NaN out, so such a column may still hold NaN beside that value;
     DataFusion 55 plans it as a constant and would return the value in place of the NaN."""
     try:
-        metadata = pq.read_metadata(path)
-    except OSError:
-        return False
+        metadata = _FOOTERS.get(uri, io)
+    except OperationalError:
+        if is_local(uri):
+            return False
+        raise
     bounds: dict[str, list] = {}
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)

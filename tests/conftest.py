@@ -22,3 +22,31 @@ def cur(conn):
 def rows(cur, sql, params=None):
     cur.execute(sql, params)
     return cur.fetchall()
+
+
+# -- S3 on loopback ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto_server process for the session (tests that kill a server start their own)."""
+    pytest.importorskip("moto.server", reason="needs moto[server] (the test extra)")
+    from s3server import MotoServer, free_port
+    server = MotoServer(free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_warehouse(s3_server, tmp_path, request):
+    """connect() arguments for a fresh S3 warehouse: its own bucket, local state in tmp_path."""
+    import uuid
+    bucket = s3_server.create_bucket(f"wh-{uuid.uuid4().hex[:12]}")
+    return {"warehouse": f"s3://{bucket}/lake", "local_dir": str(tmp_path / "state"),
+            "cache_dir": str(tmp_path / "cache"), **s3_server.settings()}
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_warehouse(request, tmp_path):
+    """connect() arguments for a local folder and for S3: one contract, both backends."""
+    if request.param == "local":
+        return {"warehouse": str(tmp_path / "wh")}
+    return request.getfixturevalue("s3_warehouse")

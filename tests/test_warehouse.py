@@ -62,7 +62,7 @@ def test_unusable_warehouse_is_an_operational_error(tmp_path):
     with pytest.raises(E.OperationalError, match="cannot create warehouse"):
         omnilake.connect(str(blocker / "wh"))
     with pytest.raises(E.OperationalError, match="only local folders"):
-        omnilake.connect("s3://bucket/prefix")
+        omnilake.connect("gs://bucket/prefix")
 
 
 def test_missing_data_file_is_a_clear_error(warehouse):
