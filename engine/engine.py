@@ -10,9 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +23,7 @@ from sqlglot.tokens import TokenType
 from omnilake import errors as E
 from omnilake.catalog.warehouse import Warehouse
 from omnilake.config import Settings
-from omnilake.engine import ddl, dml, rewrites
+from omnilake.engine import ddl, dml, rewrites, session_commands, system_views, vector_index
 from omnilake.engine.catalog_views import table_names
 from omnilake.engine.dialect import INPUT_DIALECTS, space_parameters
 from omnilake.engine.embeddings import Embeddings
@@ -32,11 +31,9 @@ from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
 from omnilake.engine.scan import PlanCache
-from omnilake.engine import session_commands, system_views
 from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
-from omnilake.engine import vector_index
 from omnilake.engine.vector_index import VectorIndexes
 from omnilake.engine.writes import Writer
 from omnilake.storage.objectstore import split as split_uri, translate as storage_error
