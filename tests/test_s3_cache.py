@@ -43,7 +43,8 @@ def test_scans_read_through_the_cache(s3_warehouse, tmp_path):
     assert len(objects) == third["entries"]
     # The CLI reads the same counters (summed over processes) from the same folder.
     out = subprocess.run([sys.executable, "-m", "omnilake", "stats", "--cache-dir",
-                          str(tmp_path / "cache")], capture_output=True, text=True, timeout=60)
+                          str(tmp_path / "cache")], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.expanduser("~"))  # not the checkout: its omnilake/ would shadow the install
     assert out.returncode == 0, out.stderr
     assert f"read_cache.hits: {third['hits']}" in out.stdout
 
