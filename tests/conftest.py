@@ -1,6 +1,12 @@
+import os
+
 import pytest
 
 import omnilake
+
+# Child Pythons the tests start (CLI, server, workers) must import the installed package: with
+# the checkout as working directory its omnilake/ folder (a part of the package) would shadow it.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 
 @pytest.fixture
