@@ -25,7 +25,7 @@ from omnilake.engine.coerce import cast_column, normalise_input, to_storage
 from omnilake.engine.dialect import Postgres, to_datafusion
 from omnilake.engine.errors import from_datafusion
 from omnilake.engine.ddl import create_table
-from omnilake.engine.query import bind
+from omnilake.engine.query import bind, snapshot_and_pending
 from omnilake.engine.scan import scan_type
 from omnilake.engine.tables import TableRef, ident, load, split_name
 
@@ -318,11 +318,31 @@ def _exact_filter(ref: TableRef, alias: str, where: exp.Expression | None):
 
 def _target(session: "Session", node: exp.Table) -> tuple[TableRef, str]:
     """The table an UPDATE/DELETE rewrites, with its pending rows flushed first (copy-on-write
-    works on snapshots only)."""
+    works on snapshots only). In a transaction: the table as the transaction first read it."""
     namespace, name = split_name(node, session.schema)
+    tx = session.transaction
+    if tx is not None:
+        key = (namespace, name)
+        ref, _ = tx.pin(key, lambda: snapshot_and_pending(session, key, None))
+        return ref, node.alias or ref.name
     session.engine.writer.flush(namespace, name)
     ref = load(session.engine, namespace, name)
     return ref, node.alias or ref.name
+
+
+def _rewrite_filter(session: "Session", ref: TableRef, alias: str, where: exp.Expression | None):
+    """The exact Iceberg filter of a file-level rewrite, or None for the general path (always
+    inside a transaction, which replaces the table's rows as it sees them at COMMIT)."""
+    return None if session.transaction is not None else _exact_filter(ref, alias, where)
+
+
+def _replace_all(session: "Session", ref: TableRef, rows: pa.Table) -> None:
+    """The table's rows are now `rows`: one overwrite commit, or, inside a transaction, the
+    transaction's version of the table until COMMIT."""
+    if session.transaction is not None:
+        session.transaction.replace(ref, rows)
+    else:
+        _commit_overwrite(ref, rows, AlwaysTrue())
 
 
 def _scan_select(ref: TableRef, alias: str, projections: list[exp.Expression],
@@ -351,7 +371,7 @@ def update(session: "Session", tree: exp.Update) -> "Result":
             raise E.SyntaxError(f'multiple assignments to same column "{name}"')
         assignments[name] = eq.expression
     where = tree.args["where"].this if tree.args.get("where") else None
-    exact = _exact_filter(ref, alias, where)
+    exact = _rewrite_filter(session, ref, alias, where)
 
     def column_expr(name: str, value: exp.Expression) -> exp.Expression:
         return exp.alias_(value.copy(), name, quoted=True)
@@ -365,7 +385,7 @@ def update(session: "Session", tree: exp.Update) -> "Result":
         if stored.num_rows:
             _commit_overwrite(ref, stored, exact)
         return _result(f"UPDATE {stored.num_rows}", stored.num_rows)
-    matched = exp.func("coalesce", where.copy(), exp.false())
+    matched = exp.func("coalesce", where.copy(), exp.false()) if where is not None else exp.true()
     projections = []
     for c in columns:
         current = exp.column(c.name, quoted=True)
@@ -385,7 +405,7 @@ def update(session: "Session", tree: exp.Update) -> "Result":
         rows = pa.concat_tables([rows.filter(pc.invert(flags)), changed.cast(rows.schema)])
     stored = to_storage(rows, columns, [c.name for c in columns], ref.name)
     if count:
-        _commit_overwrite(ref, stored, AlwaysTrue())
+        _replace_all(session, ref, stored)
     return _result(f"UPDATE {count}", count)
 
 
@@ -403,7 +423,7 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
         raise E.NotSupportedError("DELETE ... USING / RETURNING is not supported yet")
     ref, alias = _target(session, tree.this)
     where = tree.args["where"].this if tree.args.get("where") else None
-    exact = _exact_filter(ref, alias, where)
+    exact = _rewrite_filter(session, ref, alias, where)
     if exact is not None:
         counted = _query_rows(session, _scan_select(ref, alias, [exp.alias_(
             exp.Count(this=exp.Star()), "n")], where), ref)
@@ -411,7 +431,8 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
         if count:
             _commit(ref, lambda tx: tx.delete(exact))
         return _result(f"DELETE {count}", count)
-    matched = exp.alias_(exp.func("coalesce", where.copy(), exp.false()), "__ol_matched", quoted=True)
+    condition = exp.func("coalesce", where.copy(), exp.false()) if where is not None else exp.true()
+    matched = exp.alias_(condition, "__ol_matched", quoted=True)
     rows = _query_rows(session, _scan_select(ref, alias, [exp.Star(), matched], None), ref)
     flags = rows.column("__ol_matched")
     count = pc.sum(flags).as_py() or 0
@@ -419,12 +440,19 @@ def delete(session: "Session", tree: exp.Delete) -> "Result":
         kept = rows.filter(pc.invert(flags)).drop_columns(["__ol_matched"])
         columns = ref.columns()
         stored = to_storage(kept, columns, [c.name for c in columns], ref.name)
-        _commit_overwrite(ref, stored, AlwaysTrue())
+        _replace_all(session, ref, stored)
     return _result(f"DELETE {count}", count)
 
 
 def truncate(session: "Session", tree: exp.TruncateTable) -> "Result":
     keys = [split_name(node, session.schema) for node in tree.expressions]
+    if session.transaction is not None:
+        for node in tree.expressions:
+            ref, alias = _target(session, node)
+            none = _query_rows(session, _scan_select(ref, alias, [exp.Star()], exp.false()), ref)
+            columns = ref.columns()
+            _replace_all(session, ref, to_storage(none, columns, [c.name for c in columns], ref.name))
+        return _result("TRUNCATE TABLE", 0)
     for namespace, name in keys:
         # Flushed, not discarded: the flush records their LSN in the table, so recovery after
         # a crash cannot bring the truncated rows back from the log.

@@ -203,12 +203,13 @@ class Session:
     def _run(self, tree: exp.Expression) -> Result:
         tree = self.prepare(tree)
         if self.transaction is not None and not isinstance(tree, _IN_TRANSACTION) and not (
-                isinstance(tree, _DDL) and not self.transaction.writes):
+                isinstance(tree, _DDL) and not self.transaction.has_writes):
             # DDL in a transaction that has written nothing takes effect at once, as MySQL
             # does (ORMs create tables inside BEGIN); it cannot be rolled back.
             raise E.NotSupportedError(
                 f"{type(tree).__name__.upper()} inside a transaction is not supported yet: "
-                "transactions hold INSERTs, queries and DDL", hint="COMMIT first and run it on its own (or use autocommit)")
+                "a transaction that has written can hold INSERT, UPDATE, DELETE and queries",
+                hint="COMMIT first and run it on its own (or use autocommit)")
         handler = _HANDLERS.get(type(tree))
         if handler is None:
             for kind, candidate in _HANDLERS.items():
@@ -341,7 +342,8 @@ def _commit(session: Session, tree: exp.Expression) -> Result:
         return Result(status="COMMIT")
     if tx.failed:
         return Result(status="ROLLBACK")
-    session.engine.writer.write_all(tx.parts())  # one WAL record: all of it or none
+    # One WAL record: all of it or none.
+    session.engine.writer.write_all(tx.parts(), tx.replacements())
     return Result(status="COMMIT")
 
 
@@ -447,9 +449,9 @@ def _show(session: Session, what: str) -> Result:
     return Result(status="SHOW", table=table, rowcount=table.num_rows)
 
 
-# What a transaction may hold: its inserts, reads, and the statements that end it.
-_IN_TRANSACTION = (exp.Query, exp.Values, exp.Insert, exp.Set, exp.Command, exp.Transaction,
-                   exp.Commit, exp.Rollback, SessionCommand)
+# What a transaction may hold: its writes, reads, and the statements that end it.
+_IN_TRANSACTION = (exp.Query, exp.Values, exp.Insert, exp.Update, exp.Delete, exp.TruncateTable,
+                   exp.Set, exp.Command, exp.Transaction, exp.Commit, exp.Rollback, SessionCommand)
 
 _DDL = (exp.Create, exp.Drop, exp.Alter)
 

@@ -196,13 +196,13 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
             version = node.args.get("version")
             tx = session.transaction
             if tx is not None and version is None:
-                ref, pending = tx.pin(key, lambda k=key: _snapshot_and_pending(session, k, pinned))
-                pending = pending + tx.own_rows(key)
+                ref, pending = tx.pin(key, lambda k=key: snapshot_and_pending(session, k, pinned))
+                snapshot_id, pending = tx.visible(key, _snapshot_for(ref, None), pending)
             else:
-                ref, pending = _snapshot_and_pending(session, key, pinned)
+                ref, pending = snapshot_and_pending(session, key, pinned)
                 if version is not None:
                     pending = []
-            snapshot_id = _snapshot_for(ref, version)
+                snapshot_id = _snapshot_for(ref, version)
             row_filter = _pruning_filter(node, ref)
             search = vector_search.match(node, ref)
             if search is not None:  # ORDER BY distance LIMIT k: only the k nearest rows
@@ -254,7 +254,7 @@ def _virtual_builder(session: "Session", namespace: str | None, name: str):
     return None
 
 
-def _snapshot_and_pending(session: "Session", key: tuple[str, str], pinned: TableRef | None):
+def snapshot_and_pending(session: "Session", key: tuple[str, str], pinned: TableRef | None):
     """The table and its memtable rows, taken together (see storage/memtable.py)."""
     if pinned is not None and key == (pinned.namespace, pinned.name):
         # The target of an UPDATE/DELETE: exactly the snapshot it rewrites. Rows inserted

@@ -21,7 +21,8 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
+from pyiceberg.expressions import AlwaysTrue
 
 from omnilake import errors as E
 from omnilake.storage.memtable import Memtable, Pending
@@ -58,6 +59,24 @@ def conform(tables: list[pa.Table], table) -> pa.Table:
                             for f, c in zip(target, columns)])
         parts.append(pa.Table.from_arrays(columns, schema=schema))
     return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _meta(ref: "TableRef", **extra) -> dict:
+    return {"namespace": ref.namespace, "table": ref.name,
+            "uuid": str(ref.table.metadata.table_uuid), **extra}
+
+
+def _snapshot_id(ref: "TableRef") -> int | None:
+    snapshot = ref.table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def _overwrite(tx, table, rows: pa.Table) -> None:
+    """All of the table's rows become `rows` (an empty table has nothing to delete)."""
+    if table.current_snapshot() is None:
+        tx.append(rows)
+    else:
+        tx.overwrite(rows, overwrite_filter=AlwaysTrue())
 
 
 def sorted_rows(table, rows: pa.Table) -> pa.Table:
@@ -99,30 +118,42 @@ class Writer:
         """Log and buffer checked rows (storage form); returns once they are acknowledged."""
         self.write_all([(ref, rows)])
 
-    def write_all(self, writes: list[tuple["TableRef", pa.Table]]) -> None:
-        """Several tables' rows as one record: acknowledged, and recovered, all or none."""
+    def write_all(self, writes: list[tuple["TableRef", pa.Table]],
+                  replacements: list[tuple["TableRef", list[pa.Table], pa.Table]] = ()) -> None:
+        """Several tables' rows as one record: acknowledged, and recovered, all or none.
+        `replacements` (a transaction's UPDATE/DELETE): (table as read, its pending rows then,
+        its new rows), applied to Iceberg at once as overwrites (see `_replace`)."""
         if self._closed:
             raise E.OperationalError("the engine is closed")
-        parts = [({"namespace": ref.namespace, "table": ref.name,
-                   "uuid": str(ref.table.metadata.table_uuid)}, rows,
-                  table_key(ref.namespace, ref.name)) for ref, rows in writes if rows.num_rows]
+        parts = [(_meta(ref), rows, table_key(ref.namespace, ref.name))
+                 for ref, rows in writes if rows.num_rows]
+        parts += [(_meta(ref, base=_snapshot_id(ref)), rows, table_key(ref.namespace, ref.name))
+                  for ref, _, rows in replacements]
         if not parts:
             return
         keys = sorted({key for _, _, key in parts})
         # Logged and buffered under the tables' locks (taken in name order), so a flush never
         # marks an LSN flushed while an older record of its table is still on its way into the
-        # memtable. The fsync waits outside the locks, where concurrent writers share it.
+        # memtable. The fsync waits outside the locks, where concurrent writers share it;
+        # replacements wait inside: nothing may touch their tables until they are applied.
         with ExitStack() as locks:
             for key in keys:
                 locks.enter_context(self.memtable.lock(key))
             for ref, _ in writes:
                 self._check_current(ref)
+            for ref, pending, _ in replacements:
+                self._check_unchanged(ref, pending)
             lsn = self.wal.append(parts, wait=False)
+            if replacements:
+                self.wal.wait_durable(lsn)
+                self._replace(replacements, lsn)
             pendings = [(key, self.memtable.add(key, rows, lsn, meta["uuid"]))
-                        for meta, rows, key in parts]
+                        for meta, rows, key in parts if "base" not in meta]
         self.wal.wait_durable(lsn)
-        for ref, _ in writes:  # tables with vector indexes: index their new files later
+        for ref, *_ in [*writes, *replacements]:  # tables with vector indexes: index new files
             self.engine.vectors.note_write(ref)
+        if replacements:
+            self.wal.release(self._flushed)
         for key, pending in pendings:
             if pending.rows >= self.flush_rows or pending.bytes >= self.flush_bytes:
                 try:
@@ -131,6 +162,45 @@ class Writer:
                     # The write is acknowledged already: a failed flush must not look like a
                     # failed write (a retry would apply it twice). The flusher retries.
                     log.warning("flush of %s after a write failed, retried later: %s", key, exc)
+
+    def _check_unchanged(self, ref: "TableRef", pending: list[pa.Table]) -> None:
+        """A transaction may replace a table's rows only if they are still the ones it read:
+        no commit since (by any process) and the same pending rows (called under its lock)."""
+        now = self.memtable.rows(table_key(ref.namespace, ref.name))
+        location = self.engine.warehouse.metadata_location(ref.namespace, ref.name)
+        if location != ref.table.metadata_location or len(now) != len(pending) or any(
+                a is not b for a, b in zip(now, pending)):
+            raise E.SerializationFailure(
+                f"could not serialize access to {ref.qualified} due to a concurrent update",
+                detail="another session changed the table after this transaction first read it",
+                hint="nothing was written; run the transaction again")
+
+    def _replace(self, replacements, lsn: int) -> None:
+        """Apply a logged record's replacements: one overwrite commit per table on exactly the
+        snapshot the transaction read, marked with the record's LSN, then the table's pending
+        rows (all part of the new rows) leave the memtable. Called under the tables' locks."""
+        for done, (ref, _, rows) in enumerate(replacements):
+            table = ref.table
+            try:
+                with table.transaction() as tx:
+                    _overwrite(tx, table, sorted_rows(table, conform([rows], table)))
+                    tx.set_properties({LSN_PROPERTY + self.wal.id: str(lsn)})
+            except Exception as exc:
+                # Another process committed to the table in the moment since the check. The
+                # record must never be replayed: log its abort before reporting the failure.
+                self.wal.append([({"abort": lsn}, pa.table({}), None)])
+                applied = [r.qualified for r, _, _ in replacements[:done]]
+                if isinstance(exc, (CommitFailedException, ValidationException)):
+                    raise E.SerializationFailure(
+                        f"could not serialize access to {ref.qualified} due to a concurrent update",
+                        detail=f"already committed: {', '.join(applied)}" if applied else None,
+                        hint="run the transaction again") from exc
+                if isinstance(exc, OSError):
+                    raise storage_error(exc, f"could not commit to {ref.qualified}") from exc
+                raise
+            key = table_key(ref.namespace, ref.name)
+            pending = self.memtable.take(key)
+            self._flushed[key] = max(lsn, pending.max_lsn if pending else 0)
 
     def _check_current(self, ref: "TableRef") -> None:
         """Refuse rows checked against a table that has changed since (ALTER, DROP, RENAME
@@ -187,7 +257,7 @@ class Writer:
                 self._flushed[key] = pending.max_lsn
 
     def _commit(self, namespace: str, name: str, pending: Pending, wal_id: str,
-                table_uuid: str | None = None) -> None:
+                table_uuid: str | None = None, overwrite: bool = False) -> None:
         uuid = table_uuid or pending.table_uuid
         for attempt in range(COMMIT_ATTEMPTS):
             try:
@@ -201,7 +271,10 @@ class Writer:
             rows = sorted_rows(table, conform(pending.tables, table))
             try:
                 with table.transaction() as tx:
-                    tx.append(rows)
+                    if overwrite:  # a replayed replacement: the table's rows from then on
+                        _overwrite(tx, table, rows)
+                    else:
+                        tx.append(rows)
                     tx.set_properties({LSN_PROPERTY + wal_id: str(pending.max_lsn)})
                 return
             except CommitFailedException as exc:
@@ -270,13 +343,21 @@ class Writer:
         """Replay logs left by processes that are gone; the number of rows recovered."""
         total = 0
         for folder, lock_fd in orphaned_logs(root):
+            records = list(read_log(folder))
+            aborted = {meta["abort"] for record in records for meta, _ in record.parts
+                       if "abort" in meta}
             by_table: dict[tuple[str, str, str], list] = defaultdict(list)
-            for record in read_log(folder):
-                for meta, rows in record.parts:
-                    by_table[(meta["namespace"], meta["table"], meta["uuid"])].append((record.lsn, rows))
             try:
-                for (namespace, name, table_uuid), records in by_table.items():
-                    total += self._replay(namespace, name, table_uuid, records, folder.name)
+                for record in records:
+                    if record.lsn in aborted or any("abort" in meta for meta, _ in record.parts):
+                        continue
+                    if not self._replayable(record, folder.name):
+                        continue
+                    for meta, rows in record.parts:
+                        by_table[(meta["namespace"], meta["table"], meta["uuid"])].append(
+                            (record.lsn, rows, "base" in meta))
+                for (namespace, name, table_uuid), parts in by_table.items():
+                    total += self._replay(namespace, name, table_uuid, parts, folder.name)
             except BaseException:
                 os.close(lock_fd)  # let a later open (or another process) try again
                 raise
@@ -285,17 +366,40 @@ class Writer:
             log.info("recovered %d acknowledged row(s) from the write-ahead log", total)
         return total
 
-    def _replay(self, namespace, name, table_uuid, records, wal_id: str) -> int:
+    def _replayable(self, record, wal_id: str) -> bool:
+        """A record with replacements whose COMMIT did not finish: replay it only if each
+        replacement was applied already or still applies to the snapshot it was made from.
+        Otherwise the COMMIT never returned, and none of the record may come back."""
+        for meta, _ in record.parts:
+            if "base" not in meta:
+                continue
+            table = self._find(meta["namespace"], meta["table"], meta["uuid"])
+            if table is None or int(table.properties.get(LSN_PROPERTY + wal_id, "0")) >= record.lsn:
+                continue
+            snapshot = table.current_snapshot()
+            if (snapshot.snapshot_id if snapshot else None) != meta["base"]:
+                log.warning("skipped a transaction from the write-ahead log (LSN %d): table "
+                            "%s.%s changed before its COMMIT finished", record.lsn,
+                            meta["namespace"], meta["table"])
+                return False
+        return True
+
+    def _replay(self, namespace, name, table_uuid, parts, wal_id: str) -> int:
+        """Commit a table's logged rows above its recorded LSN; from the last replacement on
+        when there is one (it holds every row of the table before it)."""
         table = self._find(namespace, name, table_uuid)
         if table is None:
             return 0  # the table was dropped after these writes
         flushed = int(table.properties.get(LSN_PROPERTY + wal_id, "0"))
-        todo = [(lsn, rows) for lsn, rows in records if lsn > flushed]
+        todo = [(lsn, rows, replaces) for lsn, rows, replaces in parts if lsn > flushed]
         if not todo:
             return 0
-        pending = Pending(tables=[rows for _, rows in todo], max_lsn=max(lsn for lsn, _ in todo),
-                          rows=sum(rows.num_rows for _, rows in todo), table_uuid=table_uuid)
-        self._commit(namespace, name, pending, wal_id)
+        last = max((i for i, (_, _, replaces) in enumerate(todo) if replaces), default=None)
+        if last is not None:
+            todo = todo[last:]
+        pending = Pending(tables=[rows for _, rows, _ in todo], max_lsn=max(lsn for lsn, _, _ in todo),
+                          rows=sum(rows.num_rows for _, rows, _ in todo), table_uuid=table_uuid)
+        self._commit(namespace, name, pending, wal_id, overwrite=last is not None)
         return pending.rows
 
     def close(self) -> None:

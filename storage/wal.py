@@ -133,7 +133,7 @@ class WriteAheadLog:
         return cls(folder, durability, lock_fd)
 
     # -- writing -------------------------------------------------------------------------
-    def append(self, parts: list[tuple[dict, pa.Table, str]], wait: bool = True) -> int:
+    def append(self, parts: list[tuple[dict, pa.Table, str | None]], wait: bool = True) -> int:
         """Write one record of (metadata, rows, table key) parts; its LSN. With `wait`, return
         only once it is as durable as the durability setting asks; without, the caller calls
         `wait_durable(lsn)`."""
@@ -162,7 +162,8 @@ class WriteAheadLog:
             self._written_lsn = lsn
             tables = self._segments[self._segment_no]
             for _, _, table_key in parts:
-                tables[table_key] = max(tables.get(table_key, 0), lsn)
+                if table_key is not None:  # None: a record about records (an abort)
+                    tables[table_key] = max(tables.get(table_key, 0), lsn)
         if wait:
             self.wait_durable(lsn)
         return lsn
