@@ -209,6 +209,13 @@ def test_sqlalchemy_inspector_orm_and_pandas(server):
             c.execute(notes.insert(), [{"id": 1, "body": "a"}, {"id": 2, "body": "b"}])
         with engine.connect() as c:
             assert c.execute(sa.select(notes.c.body).where(notes.c.id == 2)).scalar_one() == "b"
+        with engine.begin() as c:  # one transaction: UPDATE, DELETE and INSERT commit together
+            c.execute(notes.update().where(notes.c.id == 1).values(body="changed"))
+            c.execute(notes.delete().where(notes.c.id == 2))
+            c.execute(notes.insert(), [{"id": 3, "body": "c"}])
+        with engine.connect() as c:
+            assert c.execute(sa.select(notes.c.id, notes.c.body).order_by(notes.c.id)).all() == [
+                (1, "changed"), (3, "c")]
         frame = pd.read_sql("SELECT id, name FROM items ORDER BY id", engine)
         assert list(frame["name"][:3]) == ["apple", "pear", "plum"]
     finally:
