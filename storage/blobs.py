@@ -88,7 +88,9 @@ class BlobStore:
             self._base = local_path(self.root)
             self._scheme = "file://"
         else:
-            self.fs = (s3 or objectstore.S3Options.resolve()).filesystem()
+            # pyarrow queues every part of a background upload: a stream faster than the
+            # network would sit in memory whole
+            self.fs = (s3 or objectstore.S3Options.resolve()).filesystem(background_writes=False)
             bucket, key = objectstore.split(self.root)
             self._base = f"{bucket}/{key}"
             self._scheme = self.root.split("://", 1)[0] + "://"
