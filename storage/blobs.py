@@ -36,6 +36,7 @@ from omnilake.storage.files import is_local, local_path
 
 INLINE_LIMIT = 64 * 1024  # values up to this size are kept in the row itself
 CHUNK = 8 * 1024 * 1024   # bytes read or written per step
+FLUSH_EVERY = 4           # chunks written between waits for S3 uploads in flight
 SNIFF_BYTES = 8192        # head of a value the MIME type is sniffed from
 FOLDER = "blobs"
 SEEN = ".seen"
@@ -88,9 +89,7 @@ class BlobStore:
             self._base = local_path(self.root)
             self._scheme = "file://"
         else:
-            # pyarrow queues every part of a background upload: a stream faster than the
-            # network would sit in memory whole
-            self.fs = (s3 or objectstore.S3Options.resolve()).filesystem(background_writes=False)
+            self.fs = (s3 or objectstore.S3Options.resolve()).filesystem()
             bucket, key = objectstore.split(self.root)
             self._base = f"{bucket}/{key}"
             self._scheme = self.root.split("://", 1)[0] + "://"
@@ -139,10 +138,14 @@ class BlobStore:
             self._mark_seen(ref.sha256)
             return ref
         self._make_parent(ref.sha256)
-        tmp = self._tmp_path()
+        local = isinstance(self.fs, pafs.LocalFileSystem)
+        # An S3 upload becomes visible only once complete: straight to the content address.
+        # A local file is written under a temporary name and renamed.
+        target = self._tmp_path() if local else self._path(ref.sha256)
         with open(path, "rb") as f:
-            self._call(lambda: self._upload(f, tmp), "cannot write blob")
-        self._settle(tmp, ref.sha256)
+            self._call(lambda: self._upload(f, target), "cannot write blob")
+        if local:
+            self._settle(target, ref.sha256)
         return ref
 
     def put_stream(self, stream: BinaryIO) -> BlobRef:
@@ -183,8 +186,13 @@ class BlobStore:
 
     def _write_chunks(self, chunks: Iterator[bytes], path: str) -> None:
         with self.fs.open_output_stream(path) as out:
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks, start=1):
                 out.write(chunk)
+                if i % FLUSH_EVERY == 0:
+                    # S3 parts upload in the background, in parallel; pyarrow queues them
+                    # without bound, so a stream faster than the network would sit in memory
+                    # whole. flush() waits for the queued parts.
+                    out.flush()
 
     def _settle(self, tmp: str, sha256: str) -> None:
         """Temporary object -> content address (a rename locally, a server-side copy on S3)."""
@@ -232,6 +240,10 @@ class BlobStore:
             return ref.data[offset:end]
         if offset >= ref.size:
             return b""
+        if offset == 0 and (length is None or length >= ref.size):  # one streamed GET
+            with self._call(lambda: self.fs.open_input_stream(self._path(ref.sha256)),
+                            f"cannot open blob {ref.sha256}", missing=ref.sha256) as f:
+                return self._call(f.read, f"cannot read blob {ref.sha256}")
         length = ref.size - offset if length is None else min(length, ref.size - offset)
         with self.open(ref) as f:
             return self._call(lambda: f.read_at(length, offset), f"cannot read blob {ref.sha256}")

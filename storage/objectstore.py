@@ -122,10 +122,8 @@ class S3Options:
         props.update({k: v for k, v in optional.items() if v})
         return props
 
-    def filesystem(self, background_writes: bool = True) -> pafs.S3FileSystem:
-        """pyarrow's S3 client. `background_writes=False` uploads each multipart part before
-        taking the next (bounded memory for streams longer than the network keeps up with)."""
-        kwargs: dict[str, Any] = dict(background_writes=background_writes,
+    def filesystem(self) -> pafs.S3FileSystem:
+        kwargs: dict[str, Any] = dict(
             region=self.region, connect_timeout=self.connect_timeout,
             request_timeout=self.request_timeout,
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=self.max_attempts),

@@ -38,7 +38,7 @@ def bconn(any_warehouse):
 def test_round_trip_across_the_inline_limit(bconn):
     values = [_payload(size, seed=size) for size in SIZES]
     bconn.cursor().executemany("INSERT INTO t VALUES (%s, %s)", list(enumerate(values)))
-    for flushed in (False, True):  # from the memtable, then from Parquet
+    for _flushed in (False, True):  # from the memtable, then from Parquet
         got = bconn.execute("SELECT id, b, blob_size(b), blob_sha256(b) FROM t ORDER BY id").fetchall()
         assert [g[1] for g in got] == values
         assert [g[2] for g in got] == SIZES
@@ -216,3 +216,26 @@ def test_stored_objects_are_plain_objects_on_s3(s3_warehouse):
                                region="us-east-1")
         with fs.open_input_file(uri.removeprefix("s3://")) as f:
             assert f.read() == data
+
+
+def test_load_file_over_http(conn, tmp_path):
+    """An http URL is streamed into the store; a missing one is a clear error."""
+    import functools
+    import http.server
+    import threading
+    data = _payload(INLINE_LIMIT * 3 + 5, seed=10)
+    (tmp_path / "x.bin").write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        conn.execute("CREATE TABLE t (b BLOB)")
+        conn.execute(f"INSERT INTO t SELECT load_file('{base}/x.bin')")
+        assert conn.execute("SELECT b, blob_sha256(b) FROM t").fetchall() == \
+            [(data, hashlib.sha256(data).hexdigest())]
+        with pytest.raises(E.UndefinedFile) as info:
+            conn.execute(f"INSERT INTO t SELECT load_file('{base}/missing')")
+        assert info.value.sqlstate == "58P01"
+    finally:
+        httpd.shutdown()
