@@ -151,15 +151,11 @@ class BlobStore:
     def put_stream(self, stream: BinaryIO) -> BlobRef:
         """Any readable stream: hashed while it is written to a temporary object, then moved to
         its content address (or dropped when that content is stored already)."""
-        head = stream.read(SNIFF_BYTES) or b""
-        if len(head) < SNIFF_BYTES:
-            rest = stream.read(INLINE_LIMIT) or b""
-            if len(head) + len(rest) <= INLINE_LIMIT:
-                data = head + rest
-                return BlobRef(len(data), hashlib.sha256(data).hexdigest(), sniff_mime(head), data)
-            head_and_rest = head + rest
-        else:
-            head_and_rest = head
+        first = _read_up_to(stream, INLINE_LIMIT + 1)  # small values stay inline
+        head = first[:SNIFF_BYTES]
+        if len(first) <= INLINE_LIMIT:
+            return BlobRef(len(first), hashlib.sha256(first).hexdigest(), sniff_mime(head), first)
+        head_and_rest = first
         digest = hashlib.sha256()
         size = 0
         tmp = self._tmp_path()
@@ -208,9 +204,9 @@ class BlobStore:
 
     def _make_parent(self, sha256: str | None) -> None:
         if isinstance(self.fs, pafs.LocalFileSystem):  # S3 has no folders
-            folder = f"{self._base}/tmp" if sha256 is None else f"{self._base}/{sha256[:2]}"
-            os.makedirs(folder, exist_ok=True)
             os.makedirs(f"{self._base}/tmp", exist_ok=True)
+            if sha256 is not None:
+                os.makedirs(f"{self._base}/{sha256[:2]}", exist_ok=True)
 
     def _mark_seen(self, sha256: str) -> None:
         self._make_parent(sha256)
@@ -285,6 +281,18 @@ class BlobStore:
             if missing is not None and ("NoSuchKey" in str(exc) or "does not exist" in str(exc)):
                 raise E.UndefinedFile(f"blob object {missing} is missing from the store") from exc
             raise objectstore.translate(exc, what) from exc
+
+
+def _read_up_to(stream: BinaryIO, n: int) -> bytes:
+    """`n` bytes, or fewer only at the end (a network stream may return short reads)."""
+    parts, got = [], 0
+    while got < n:
+        part = stream.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def _iter_stream(stream: BinaryIO, first: bytes) -> Iterator[bytes]:

@@ -239,3 +239,30 @@ def test_load_file_over_http(conn, tmp_path):
         assert info.value.sqlstate == "58P01"
     finally:
         httpd.shutdown()
+
+
+@pytest.mark.parametrize("size", [0, 10_000, INLINE_LIMIT, INLINE_LIMIT + 1, 1_000_000])
+def test_streams_of_any_length(conn, size):
+    """Streams that return short reads, around the inline limit: inline exactly when small."""
+    import io
+
+    class Trickle(io.RawIOBase):
+        def __init__(self, data):
+            self.data, self.pos = data, 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            n = 1000 if n is None or n < 0 else min(n, 1000)
+            part = self.data[self.pos:self.pos + n]
+            self.pos += len(part)
+            return part
+
+    data = _payload(size, seed=size + 1)
+    store = conn.session.engine.blobs
+    ref = store.put_stream(Trickle(data))
+    assert ref.size == size and ref.sha256 == hashlib.sha256(data).hexdigest()
+    assert ref.inline == (size <= INLINE_LIMIT)
+    assert store.read(ref) == data
+    assert not [k for k in store.objects() if k.startswith("tmp/")]  # no temporary left
