@@ -1,7 +1,7 @@
 """SQL types and their Arrow and Iceberg forms.
 
 Iceberg has fewer types than SQL: SMALLINT is stored as int, VARCHAR(n)/UUID/JSON as string,
-VECTOR(n) as list<float>. The SQL type of every column is therefore also kept in the table
+VECTOR(n) as list<float>, BLOB as struct<data, size, sha256, mime> (see `BLOB_ARROW`). The SQL type of every column is therefore also kept in the table
 property `omnilake.sql-types` (field id -> type text); field ids survive renames, so the
 mapping does too. Inside the engine, values use the Arrow type of the SQL type (int16 for
 SMALLINT, fixed-size lists for vectors), and are converted to the storage form on write.
@@ -24,6 +24,18 @@ SQL_TYPES_PROPERTY = "omnilake.sql-types"
 SQL_TYPE_KEY = "omnilake.sql_type"  # Arrow field metadata: the column's SQL type
 GENERATED_PROPERTY = "omnilake.generated"  # field id -> expression of a generated column
 DEFAULT_NUMERIC = (38, 9)
+
+# A BLOB value: its bytes inline (`data`, values up to storage.blobs.INLINE_LIMIT) or NULL
+# with the content stored once as an object named by `sha256` (storage/blobs.py). The struct
+# is self-describing, so results and clients recognise a blob by its shape even where an
+# expression dropped the column's metadata; size and MIME type read without the object.
+BLOB_FIELDS = ("data", "size", "sha256", "mime")
+BLOB_ARROW = pa.struct([pa.field("data", pa.large_binary()), pa.field("size", pa.int64()),
+                        pa.field("sha256", pa.large_string()), pa.field("mime", pa.large_string())])
+
+
+def is_blob_type(dtype: pa.DataType) -> bool:
+    return pa.types.is_struct(dtype) and tuple(f.name for f in dtype) == BLOB_FIELDS
 
 # PostgreSQL type OIDs, so DB-API type codes and the wire server agree.
 OIDS = {
@@ -49,7 +61,7 @@ class SqlType:
 
     @property
     def oid(self) -> int:
-        return OIDS[self.name]
+        return OIDS["bytea"] if self.name == "blob" else OIDS[self.name]  # bytea on the wire
 
     @classmethod
     def parse(cls, text: str) -> "SqlType":
@@ -62,6 +74,8 @@ class SqlType:
             return pa.decimal128(*self.params)
         if self.name == "vector":
             return pa.list_(pa.field("item", pa.float32()), self.params[0])
+        if self.name == "blob":
+            return BLOB_ARROW
         return _ARROW[self.name]
 
     def storage_arrow(self) -> pa.DataType:
@@ -80,6 +94,12 @@ class SqlType:
             return it.DecimalType(*self.params)
         if self.name == "vector":
             return it.ListType(element_id=0, element_type=it.FloatType(), element_required=False)
+        if self.name == "blob":  # nested ids are placeholders: the table assigns fresh ones
+            return it.StructType(
+                it.NestedField(-1, "data", it.BinaryType(), required=False),
+                it.NestedField(-2, "size", it.LongType(), required=False),
+                it.NestedField(-3, "sha256", it.StringType(), required=False),
+                it.NestedField(-4, "mime", it.StringType(), required=False))
         return _ICEBERG[self.name]
 
 
@@ -111,7 +131,8 @@ _FROM_SQLGLOT = {
     exp.DataType.Type.VARCHAR: "varchar", exp.DataType.Type.NVARCHAR: "varchar",
     exp.DataType.Type.CHAR: "varchar", exp.DataType.Type.NCHAR: "varchar",
     exp.DataType.Type.VARBINARY: "bytea", exp.DataType.Type.BINARY: "bytea",
-    exp.DataType.Type.BLOB: "bytea", exp.DataType.Type.LONGBLOB: "bytea",
+    exp.DataType.Type.BLOB: "blob", exp.DataType.Type.LONGBLOB: "blob",
+    exp.DataType.Type.MEDIUMBLOB: "blob", exp.DataType.Type.TINYBLOB: "bytea",
     exp.DataType.Type.DATE: "date", exp.DataType.Type.TIME: "time",
     exp.DataType.Type.TIMESTAMP: "timestamp", exp.DataType.Type.DATETIME: "timestamp",
     exp.DataType.Type.TIMESTAMPTZ: "timestamptz", exp.DataType.Type.TIMESTAMPLTZ: "timestamptz",
@@ -186,6 +207,8 @@ def from_arrow(dtype: pa.DataType) -> SqlType:
         return from_arrow(dtype.value_type)
     if pa.types.is_fixed_size_list(dtype) and pa.types.is_floating(dtype.value_type):
         return SqlType("vector", (dtype.list_size,))
+    if is_blob_type(dtype):
+        return SqlType("blob")
     raise NotSupportedError(f"cannot store Arrow type {dtype} in a table",
                             hint="cast it to a supported SQL type first")
 
@@ -202,6 +225,8 @@ def from_iceberg(dtype: it.IcebergType) -> SqlType:
             return SqlType(name)
     if isinstance(dtype, it.DecimalType):
         return SqlType("numeric", (dtype.precision, dtype.scale))
+    if isinstance(dtype, it.StructType) and tuple(f.name for f in dtype.fields) == BLOB_FIELDS:
+        return SqlType("blob")
     raise NotSupportedError(f"Iceberg type {dtype} is not supported by OmniLake yet")
 
 

@@ -74,6 +74,9 @@ def cast_column(data: pa.ChunkedArray | pa.Array, sql_type: SqlType, what: str) 
         return pa.nulls(len(data), target) if len(data) else pa.chunked_array([], target)
     if kind == "vector":
         return _to_vector(data, sql_type.params[0], what)
+    if kind == "blob":
+        from omnilake.engine.blobs import to_blob_column
+        return to_blob_column(data, what)
     if kind == "uuid":
         return _map_text(data, _canonical_uuid, what, "uuid")
     if kind == "json":

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pyiceberg.exceptions import (NamespaceAlreadyExistsError, NamespaceNotEmptyError,
                                   NoSuchNamespaceError, TableAlreadyExistsError)
 from pyiceberg.schema import Schema
-from pyiceberg.types import ListType, NestedField
+from pyiceberg.types import ListType, NestedField, StructType
 from sqlglot import exp
 
 from omnilake import errors as E
@@ -128,6 +128,12 @@ def iceberg_schema(columns: list[tuple[str, SqlType, bool]], primary: list[str])
         if isinstance(iceberg_type, ListType):
             iceberg_type = ListType(next_id, iceberg_type.element_type, element_required=False)
             next_id += 1
+        elif isinstance(iceberg_type, StructType):  # BLOB
+            nested = []
+            for child in iceberg_type.fields:
+                nested.append(NestedField(next_id, child.name, child.field_type, required=False))
+                next_id += 1
+            iceberg_type = StructType(*nested)
         fields.append(NestedField(field_id, name, iceberg_type, required=required))
     ids = [i for i, c in enumerate(columns, start=1) if c[0] in primary]
     return Schema(*fields, identifier_field_ids=ids)

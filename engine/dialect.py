@@ -57,7 +57,9 @@ class Postgres(_Postgres):
     fails on `<#>`; `IS NOT DISTINCT FROM` is parsed elsewhere and is unaffected.)"""
 
     class Tokenizer(_Postgres.Tokenizer):
-        KEYWORDS = {**_Postgres.Tokenizer.KEYWORDS, "<#>": _NEG_IP, "<+>": _L1}
+        # BLOB is OmniLake's large-object type, not PostgreSQL's name for bytea.
+        KEYWORDS = {**_Postgres.Tokenizer.KEYWORDS, "<#>": _NEG_IP, "<+>": _L1,
+                    "BLOB": TokenType.BLOB}
 
     class Parser(_Postgres.Parser):
         EQUALITY = {**_Postgres.Parser.EQUALITY, TokenType.NULLSAFE_EQ: CosineDistance}

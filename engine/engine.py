@@ -23,7 +23,8 @@ from sqlglot.tokens import TokenType
 from omnilake import errors as E
 from omnilake.catalog.warehouse import Warehouse
 from omnilake.config import Settings
-from omnilake.engine import ddl, dml, rewrites, session_commands, system_views, vector_index
+from omnilake.engine import (blob_functions, blobs, ddl, dml, rewrites, session_commands,
+                             system_views, vector_index)
 from omnilake.engine.catalog_views import table_names
 from omnilake.engine.dialect import INPUT_DIALECTS, space_parameters
 from omnilake.engine.embeddings import Embeddings
@@ -36,6 +37,7 @@ from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
 from omnilake.engine.vector_index import VectorIndexes
 from omnilake.engine.writes import Writer
+from omnilake.storage.blobs import BlobStore
 from omnilake.storage.objectstore import split as split_uri, translate as storage_error
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,13 @@ class Engine:
                 "s3://", self.warehouse.s3.datafusion_store(bucket), bucket)
         self.tables = TableCache()
         self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
+        self.blobs = BlobStore(self.warehouse.location, self.warehouse.s3)
+        blob_functions.register(self.datafusion, self.blobs)
         self.writer = Writer(self)  # replays what crashed processes left in the log
         # Front ends add schemas of virtual tables (the wire server's pg_catalog) and rewrites
         # of their own; information_schema is built in. Builders: (session, name) -> Arrow.
         self.virtual_schemas: dict[str, Callable] = {system_views.SCHEMA: system_views.system_table}
-        self.rewriters: list[Callable] = []
+        self.rewriters: list[Callable] = [lambda _, tree: blob_functions.rewrite_read(tree)]
         self.vectors = VectorIndexes(self)
         from omnilake.engine.retention import BackgroundWorker
         self.timeseries = BackgroundWorker(self, settings.timeseries_interval)
@@ -167,7 +171,8 @@ class Session:
             self.transaction = Transaction()  # DB-API with autocommit off: implicit BEGIN
         try:
             try:
-                return (handler or self._run)(tree)
+                with blobs.using(self.engine.blobs):  # BLOB casts store large values here
+                    return (handler or self._run)(tree)
             except OSError as exc:  # storage (local disk or object store) failed under pyiceberg
                 raise storage_error(exc, "storage error") from exc
         except E.Error:
@@ -404,6 +409,8 @@ def _maintain(session: Session, keyword: str, target: str) -> Result:
             done = maintenance.vacuum_statement(session, namespace, name)
             records.append({"table": f"{namespace}.{name}", "snapshots_expired": done.snapshots_expired,
                             "files_removed": done.files_removed, "bytes_removed": done.bytes_removed})
+    if keyword == "VACUUM" and not target:  # blobs are shared by every table: a whole VACUUM
+        records.append(maintenance.vacuum_blobs_statement(session))
     table = normalise_output(pa.Table.from_pylist(records)) if records else None
     return Result(status=keyword, table=table, rowcount=len(records))
 

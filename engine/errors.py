@@ -32,15 +32,23 @@ def _clean(message: str) -> str:
     message = message.strip()
     message = re.sub(r"^(DataFusion error: |Internal error: )+", "", message)
     # An exception raised inside a Python UDF: its message, without the traceback.
-    raised = re.search(r"PyErr \{ type: <class '\w+'>, value: \w+\((['\"])(.*?)\1\)", message, re.S)
+    raised = re.search(r"PyErr \{ type: <class '[\w.]+'>, value: \w+\((['\"])(.*?)\1\)", message, re.S)
     if raised:
         message = message[:raised.start()] + raised.group(2)
     message = re.sub(r"\s*\n\s*", " ", message)
     return message
 
 
+_RAISED_CLASS = re.compile(r"PyErr \{ type: <class 'omnilake\.errors\.(\w+)'>")
+
+
 def from_datafusion(exc: BaseException) -> E.Error:
     message = _clean(str(exc))
+    # An OmniLake error raised inside one of our UDFs keeps its class, so its SQLSTATE.
+    raised = _RAISED_CLASS.search(str(exc))
+    if raised and isinstance(getattr(E, raised.group(1), None), type) \
+            and issubclass(getattr(E, raised.group(1)), E.Error):
+        return getattr(E, raised.group(1))(message)
     if "Object Store error" in message:  # S3 unreachable, refused, missing objects
         from omnilake.storage.objectstore import translate
         return translate(exc, "cannot read from object storage")

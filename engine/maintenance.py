@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
@@ -153,3 +154,72 @@ def vacuum_statement(session: "Session", namespace: str, name: str) -> VacuumRes
         table = session.engine.warehouse.catalog.load_table((namespace, name))
     retention = dt.timedelta(hours=session.engine.settings.retention_hours)
     return vacuum(table, retention)
+
+
+@dataclass
+class BlobVacuumResult:
+    blobs_removed: int
+    bytes_removed: int
+    blobs_kept: int
+
+
+def vacuum_blobs(engine, retention: dt.timedelta, now: float | None = None) -> BlobVacuumResult:
+    """Delete blob objects that no snapshot of any table refers to and that, with their
+    `.seen` marker, are older than the retention window (storage/blobs.py). Runs after the
+    tables' own VACUUM, so blobs only expired snapshots used go too. This process's rows not
+    yet flushed are flushed first; other processes' are protected by the window."""
+    now = time.time() if now is None else now
+    cutoff = now - retention.total_seconds()
+    engine.writer.flush_all()
+    referenced = _referenced_blobs(engine)
+    removed = removed_bytes = kept = 0
+    for key, (size, mtime, paths) in engine.blobs.objects().items():
+        if key in referenced or mtime > cutoff:
+            kept += 1
+            continue
+        engine.blobs.remove(paths)
+        removed += 1
+        removed_bytes += size
+    return BlobVacuumResult(removed, removed_bytes, kept)
+
+
+def _referenced_blobs(engine) -> set[str]:
+    """sha256 of every blob value in the data files of every table's remaining snapshots."""
+    import pyarrow.parquet as pq
+    from omnilake.catalog.types import column_sql_types
+    from omnilake.storage.files import parquet_schema, top_level_field_ids
+    catalog = engine.warehouse.catalog
+    found: set[str] = set()
+    for namespace in catalog.list_namespaces():
+        for identifier in catalog.list_tables(namespace):
+            table = catalog.load_table(identifier)
+            types = column_sql_types(table.schema(), table.properties)
+            blob_ids = {fid for fid, t in types.items() if t.name == "blob"}
+            if not blob_ids:
+                continue
+            files = set()
+            for snapshot in table.metadata.snapshots:  # live files of each snapshot
+                for manifest in snapshot.manifests(table.io):
+                    for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                        files.add(entry.data_file.file_path)
+            for uri in files:
+                by_id = top_level_field_ids(parquet_schema(uri, table.io))
+                names = [f"{by_id[fid].name}.sha256" for fid in blob_ids if fid in by_id]
+                if not names:
+                    continue
+                source = local_path(uri) if is_local(uri) else table.io.new_input(uri).open()
+                data = pq.read_table(source, columns=names)
+                for column in data.columns:
+                    values = column.combine_chunks()
+                    if isinstance(values.type, pa.StructType):
+                        values = values.field("sha256")
+                    found.update(v for v in values.to_pylist() if v)
+    return found
+
+
+def vacuum_blobs_statement(session: "Session") -> dict:
+    """VACUUM's row for the blob store."""
+    retention = dt.timedelta(hours=session.engine.settings.retention_hours)
+    done = vacuum_blobs(session.engine, retention)
+    return {"table": "(blobs)", "snapshots_expired": 0, "files_removed": done.blobs_removed,
+            "bytes_removed": done.bytes_removed}

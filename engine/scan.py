@@ -220,7 +220,9 @@ def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column], io=Non
         source = by_id.get(c.field_id)
         if source is None:
             expr = lit(None).cast(target)
-        elif read_types.get(source.name) == target:
+        elif read_types.get(source.name) == target and c.sql_type.name != "blob":
+            # (a blob's struct children carry Parquet field ids, which UDF signatures refuse;
+            # the cast drops them)
             expr = col(f'"{_escape(source.name)}"')
         else:
             expr = col(f'"{_escape(source.name)}"').cast(target)

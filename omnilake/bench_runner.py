@@ -23,6 +23,7 @@ QUICK = {
     "wire": ["--seconds", "1", "--rows", "20000"],
     "tpch": ["--sf", "0.1", "--repeat", "1"],
     "s3": ["--rows", "300000", "--repeat", "2"],
+    "blob": ["--mb", "32", "--count", "2", "--files", "200"],
 }
 
 

@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(maintain)
     maintain.set_defaults(func=cmd_maintenance)
 
+    ingest = sub.add_parser("ingest", help="load a folder of files into a table, one row per file",
+                            description="One row per file: path, size, mtime, mime, sha256, the "
+                            "content as a BLOB, image width/height, text of .txt/.md/.pdf. "
+                            "Files unchanged since the last run are skipped.")
+    ingest.add_argument("folder", nargs="+", help="folders or files to ingest")
+    ingest.add_argument("--table", required=True, help="target table (created if missing)")
+    ingest.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    ingest.add_argument("--embed", nargs="?", const="minilm", default=None, metavar="MODEL",
+                        help="fill an embedding column from the text (model: minilm)")
+    _add_settings(ingest)
+    ingest.set_defaults(func=cmd_ingest)
+
     serve = sub.add_parser("serve", help="PostgreSQL wire server (psql, psycopg, JDBC, BI tools)",
                            description="Serve the warehouse over the PostgreSQL protocol as the "
                            "database 'omnilake'. Without users (CREATE USER), only loopback "
@@ -85,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        done = conn.ingest_files(args.folder, args.table, recursive=args.recursive,
+                                 embed=args.embed)
+    print(f"{args.table}: {done.added} file(s) added, {done.replaced} changed, "
+          f"{done.skipped} unchanged ({done.bytes / 1e6:.1f} MB read)")
+    return 0
+
+
 def cmd_maintenance(args: argparse.Namespace) -> int:
     from omnilake.engine.catalog_views import namespaces, table_names
     from omnilake.engine.maintenance import optimize_statement, vacuum_statement
@@ -103,6 +124,11 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
                            f"({vacuumed.bytes_removed / 1e6:.1f} MB)")
             progress.update(1)
         progress.close()
+        if not args.tables:  # blobs are shared by all tables: only a whole run collects them
+            from omnilake.engine.maintenance import vacuum_blobs_statement
+            blobs = vacuum_blobs_statement(session)
+            print(f"blobs: {blobs['files_removed']} unreferenced object(s) removed "
+                  f"({blobs['bytes_removed'] / 1e6:.1f} MB)")
     return 0
 
 

@@ -14,6 +14,8 @@ from omnilake.config import Settings
 from omnilake.engine import Engine, Result, Session
 from omnilake.engine.dml import insert_arrow
 from omnilake.engine.params import bind as bind_parameters
+from omnilake.catalog.types import is_blob_type
+from omnilake.storage.blobs import BlobRef
 from omnilake.types import sql_type_of, type_code
 
 apilevel = "2.0"
@@ -34,6 +36,9 @@ class Connection:
         self._engine = engine
         self._owns_engine = owns_engine
         self._session: Session | None = engine.session()
+        # BLOB values in fetched rows: bytes (False), or lazy seekable file objects (True)
+        # that read a stored object's bytes only as they are asked for.
+        self.lazy_blobs = False
 
     # PEP 249 exceptions as connection attributes (optional extension).
     Error = E.Error
@@ -110,7 +115,7 @@ class Connection:
     def sql(self, sql: str, params=None) -> "Relation":
         """Run a statement and keep its result as Arrow: `.to_arrow()`, `.to_pandas()`."""
         results = self.session.execute(sql, params)
-        return Relation(results[-1])
+        return Relation(results[-1], self._engine.blobs)
 
     def stream(self, sql: str, params=None) -> pa.RecordBatchReader:
         """Run one query and read its result as Arrow record batches while DataFusion produces
@@ -160,6 +165,22 @@ class Connection:
             from omnilake.engine.dml import _split_dotted
             writer.flush(*_split_dotted(table, self.session.schema))
 
+    def ingest_files(self, paths, table: str, recursive: bool = False, embed: str | None = None,
+                     progress: bool = True):
+        """One row per file (path, size, mtime, mime, sha256, content BLOB, width/height of
+        images, text of .txt/.md/.pdf; `embed`: a model name fills `embedding`). Files whose
+        size and mtime are unchanged since the last run are skipped. Returns the counts."""
+        from omnilake.engine.file_ingest import ingest
+        return ingest(self.session, paths, table, recursive=recursive, embed=embed,
+                      progress=progress)
+
+    def open_blob(self, value):
+        """A seekable file object over a BLOB value as Arrow results hold it (a dict with
+        data, size, sha256, mime); a stored object is read lazily, in ranges."""
+        if value is None:
+            return None
+        return self._engine.blobs.open(BlobRef.from_dict(value))
+
     def register_embedding(self, name: str, fn, dim: int, input_type: str = "text") -> None:
         """Make `fn` (a list of values -> an (n, dim) array) usable as `embed(col, 'name')`,
         including in generated columns. `input_type` is 'text' or 'bytea'."""
@@ -167,8 +188,9 @@ class Connection:
 
 
 class Relation:
-    def __init__(self, result: Result):
+    def __init__(self, result: Result, blobs=None):
         self._result = result
+        self._blobs = blobs
 
     @property
     def status(self) -> str:
@@ -185,16 +207,18 @@ class Relation:
     df = to_pandas
 
     def fetchall(self) -> list[tuple]:
-        return list(_rows(self.to_arrow()))
+        return list(_rows(self.to_arrow(), self._blobs))
 
     def __repr__(self) -> str:
         table = self._result.table
         return f"<Relation {self.status}>" if table is None else repr(table)
 
 
-def _rows(table: pa.Table) -> Iterator[tuple]:
-    """Python rows; UUID and JSON columns become uuid.UUID and parsed JSON, as psycopg gives."""
-    converters = [_converter(f) for f in table.schema]
+def _rows(table: pa.Table, blobs=None, lazy_blobs: bool = False) -> Iterator[tuple]:
+    """Python rows; UUID and JSON columns become uuid.UUID and parsed JSON, as psycopg gives;
+    BLOB values bytes, or with `lazy_blobs` seekable file objects (from the store `blobs`)."""
+    converters = [_blob_converter(blobs, lazy_blobs) if is_blob_type(f.type) and blobs is not None
+                  else _converter(f) for f in table.schema]
     for batch in table.to_batches():
         columns = []
         for column, convert in zip(batch.columns, converters):
@@ -202,6 +226,13 @@ def _rows(table: pa.Table) -> Iterator[tuple]:
             columns.append(values if convert is None else
                            [None if v is None else convert(v) for v in values])
         yield from zip(*columns)
+
+
+def _blob_converter(store, lazy: bool):
+    def convert(value: dict):
+        ref = BlobRef.from_dict(value)
+        return store.open(ref) if lazy else store.read(ref)
+    return convert
 
 
 def _converter(field: pa.Field):
@@ -271,7 +302,8 @@ class Cursor:
         if self._table is None:
             raise E.ProgrammingError("no results to fetch: the last statement returned no rows")
         if self._rows is None:
-            self._rows = list(_rows(self._table))
+            self._rows = list(_rows(self._table, self.connection._engine.blobs,
+                                    self.connection.lazy_blobs))
         end = len(self._rows) if n is None else min(self._offset + n, len(self._rows))
         rows = self._rows[self._offset:end]
         self._offset = end

@@ -158,6 +158,16 @@ class UniqueViolation(IntegrityError):
     sqlstate = "23505"
 
 
+class UndefinedFile(OperationalError):
+    """A file or stored object that should exist does not (load_file, a removed blob)."""
+
+    sqlstate = "58P01"
+
+
+class SubstringError(DataError):
+    sqlstate = "22011"
+
+
 class SerializationFailure(OperationalError):
     sqlstate = "40001"
 

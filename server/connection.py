@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from omnilake import errors as E
 from omnilake.engine.engine import Result, Session
+from omnilake.engine.blobs import for_client
 from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
 from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid,
@@ -343,7 +344,7 @@ class Connection:
             if isinstance(tree, exp.Copy):
                 return b"".join(out), None, trees[i:]
             try:
-                result = self.session.stream(tree)
+                result = for_client(self.session.stream(tree), self.session.engine.blobs)
                 out.append(self._after(result))
                 if result.batches is None:
                     if result.table is not None:
@@ -497,7 +498,7 @@ class Connection:
             table = known.answer(portal.values)
             result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
         else:
-            result = self.session.stream(portal.tree)
+            result = for_client(self.session.stream(portal.tree), self.session.engine.blobs)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         if result.batches is not None:
             portal.stream = RowStream(result.schema, result.batches, portal.result_formats)

@@ -19,6 +19,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.engine import dml, rewrites
 from omnilake.engine.tables import load, split_name
+from omnilake.engine.blobs import for_client
 from omnilake.server.codecs import binary_encoder, decode_parameter, text_encoder
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ def copy_out(session: "Session", spec: CopySpec) -> tuple[list[bytes], str]:
         names = ", ".join(f'"{n}"' for n in spec.names)
         trees = session.parse(f'SELECT {names} FROM "{spec.table[0]}"."{spec.table[1]}"')
         result = session.run(trees[0])
-    table = result.table
+    table = for_client(result, session.engine.blobs).table
     spec.columns = table.num_columns
     if spec.binary:
         return [_binary_out(table)], f"COPY {table.num_rows}"
