@@ -9,10 +9,31 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
+
 from sqlglot import exp
 from sqlglot.dialects.mysql import MySQL as _MySQL
 from sqlglot.dialects.postgres import Postgres as _Postgres
 from sqlglot.tokens import TokenType
+
+
+class NumberArray(exp.Array):
+    """An array of plain numbers (a vector literal or parameter, often hundreds of numbers)
+    kept as Python values: one node for sqlglot to walk, copy and compare instead of one per
+    element. `expressions` builds the element literals when something asks for them."""
+
+    arg_types = {"values": True}
+
+    @property
+    def expressions(self) -> list[exp.Expression]:
+        return [exp.Literal.number(v if isinstance(v, int) else repr(v))
+                for v in self.args["values"]]
+
+
+def _number_array_sql(self, e: NumberArray) -> str:
+    """PostgreSQL's `ARRAY[...]` (DataFusion reads it too), written without element nodes."""
+    return "ARRAY[" + ", ".join(str(v) if isinstance(v, int) else repr(v)
+                                for v in e.args["values"]) + "]"
 
 
 class VectorDistance(exp.Expression, exp.Binary):
@@ -80,11 +101,16 @@ class Postgres(_Postgres):
             CosineDistance: lambda self, e: self.binary(e, "<=>"),
             NegativeInnerProduct: lambda self, e: self.binary(e, "<#>"),
             L1Distance: lambda self, e: self.binary(e, "<+>"),
+            NumberArray: _number_array_sql,
         }
 
 
 class MySQL(_MySQL):
     """Accepted input dialect (`dialect="mysql"`)."""
+
+    class Generator(_MySQL.Generator):
+        TRANSFORMS = {**_MySQL.Generator.TRANSFORMS,
+                      NumberArray: lambda self, e: self.sql(exp.Array(expressions=e.expressions))}
 
 
 class DataFusionSQL(_Postgres):
@@ -108,6 +134,7 @@ class DataFusionSQL(_Postgres):
                 if a is not None) + ")",
             NegativeInnerProduct: lambda self, e: f"(-{self.func(e.function, e.this, e.expression)})",
             L1Distance: lambda self, e: self.func(e.function, e.this, e.expression),
+            NumberArray: lambda self, e: _datafusion_number_array(self, e),
         }
 
 
@@ -116,6 +143,29 @@ INPUT_DIALECTS = {"postgres": Postgres, "mysql": MySQL}
 
 def to_datafusion(tree: exp.Expression) -> str:
     return DataFusionSQL().generate(tree)
+
+
+PARAMETER_MIN_NUMBERS = 16
+
+
+def to_datafusion_with_values(tree: exp.Expression) -> tuple[str, dict[str, pa.Scalar]]:
+    """DataFusion SQL in which number arrays of PARAMETER_MIN_NUMBERS or more elements are
+    placeholders `$__ol_vN`, with their values as Arrow list scalars (float64, or int64 where
+    every element is an integer: the types DataFusion gives the same literals)."""
+    generator = DataFusionSQL().generator()
+    generator.array_values = {}
+    return generator.generate(tree), generator.array_values
+
+
+def _datafusion_number_array(self, e: NumberArray) -> str:
+    values = e.args["values"]
+    collected = getattr(self, "array_values", None)
+    if collected is None or len(values) < PARAMETER_MIN_NUMBERS:
+        return _number_array_sql(self, e)
+    name = f"__ol_v{len(collected)}"
+    kind = pa.int64() if all(isinstance(v, int) for v in values) else pa.float64()
+    collected[name] = pa.scalar(values, pa.list_(kind))
+    return f"${name}"
 
 
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")

@@ -22,7 +22,7 @@ from omnilake.catalog.types import from_arrow
 from omnilake.engine import pushdown
 from omnilake.engine import rewrites
 from omnilake.engine.coerce import cast_column, normalise_input, to_storage
-from omnilake.engine.dialect import Postgres, to_datafusion
+from omnilake.engine.dialect import NumberArray, Postgres, to_datafusion
 from omnilake.engine.errors import from_datafusion
 from omnilake.engine.ddl import create_table
 from omnilake.engine.query import bind, snapshot_and_pending
@@ -108,6 +108,8 @@ def _python_value(node: exp.Expression):
             return -value
     if isinstance(node, exp.HexString):
         return bytes.fromhex(node.this)
+    if isinstance(node, NumberArray):
+        return list(node.args["values"])
     if isinstance(node, exp.Array):
         return [_python_value(v) for v in node.expressions]
     if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from omnilake.engine.dialect import NumberArray
 from omnilake.errors import ProgrammingError, NotSupportedError
 
 
@@ -108,5 +109,7 @@ def literal(value: Any) -> exp.Expression:
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # NumPy arrays and scalars
         return literal(value.tolist())
     if isinstance(value, (list, tuple)):
+        if value and all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in value):
+            return NumberArray(values=tuple(value))  # a vector: one node, not one per number
         return exp.Array(expressions=[literal(v) for v in value])
     raise NotSupportedError(f"cannot use a {type(value).__name__} as a query parameter")

@@ -24,7 +24,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.catalog.types import SQL_TYPE_KEY
 from omnilake.engine import pushdown, vector_functions
-from omnilake.engine.dialect import to_datafusion
+from omnilake.engine.dialect import to_datafusion, to_datafusion_with_values
 from omnilake.engine.errors import from_datafusion
 from omnilake.engine.scan import ScanPlan, scan
 from omnilake.engine.tables import TableRef, ident, load, split_name
@@ -70,10 +70,16 @@ class BoundQuery:
     def sql(self) -> str:
         return to_datafusion(self.tree)
 
+    def frame(self, explain: str = ""):
+        """The statement as a DataFusion DataFrame; long number arrays (vectors) travel as
+        parameter values, which DataFusion takes without parsing hundreds of literals."""
+        sql, values = to_datafusion_with_values(self.tree)
+        return self.ctx.sql(explain + sql, param_values=values or None)
+
     def to_arrow(self, explain: str = "") -> pa.Table:
         """Execute (optionally under EXPLAIN [ANALYZE]) and release the statement's tables."""
         try:
-            result = self.ctx.sql(explain + self.sql()).to_arrow_table()
+            result = self.frame(explain).to_arrow_table()
         except Exception as exc:  # DataFusion raises plain Exceptions
             raise from_datafusion(exc) from exc
         finally:
@@ -85,7 +91,7 @@ class BoundQuery:
         result is never held whole. The statement's tables stay registered until the
         iterator is exhausted or closed."""
         try:
-            frame = self.ctx.sql(self.sql())
+            frame = self.frame()
             batches = frame.execute_stream()
             schema = normalise_output(frame.schema().empty_table(), self.renames,
                                       self.declared).schema

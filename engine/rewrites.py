@@ -3,6 +3,8 @@ trees, applied in order by `apply`. Each takes a tree and returns the rewritten 
 
 from __future__ import annotations
 
+import math
+
 from sqlglot import exp
 
 
@@ -34,8 +36,9 @@ def bytea_hex_literals(tree: exp.Expression) -> exp.Expression:
 def _literal_array(node: exp.Expression) -> bool:
     """Arrays of plain numbers (vector literals and parameters, often hundreds of elements)
     hold nothing the vector rules look for: walks skip their elements."""
-    return isinstance(node, exp.Array) and all(isinstance(e, (exp.Literal, exp.Neg))
-                                               for e in node.expressions)
+    from omnilake.engine.dialect import NumberArray
+    return isinstance(node, NumberArray) or (isinstance(node, exp.Array) and all(
+        isinstance(e, (exp.Literal, exp.Neg)) for e in node.expressions))
 
 
 # pgvector's distance functions, as the operator nodes the planner and generator know.
@@ -104,7 +107,10 @@ def vector_array(literal: exp.Literal) -> exp.Expression | None:
         values = [float(v) for v in text[1:-1].split(",")] if text[1:-1].strip() else []
     except ValueError:
         return None
-    return exp.Array(expressions=[exp.Literal.number(repr(v)) for v in values])
+    from omnilake.engine.dialect import NumberArray
+    if not values or not all(math.isfinite(v) for v in values):
+        return exp.Array(expressions=[exp.Literal.number(repr(v)) for v in values])
+    return NumberArray(values=tuple(values))
 
 
 def split_intersecting_in_lists(tree: exp.Expression) -> exp.Expression:

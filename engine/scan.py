@@ -67,6 +67,7 @@ class PlanCache:
     def __init__(self, size: int):
         self.size = size
         self._plans: OrderedDict[tuple, tuple[list[FileScanTask], int]] = OrderedDict()
+        self._frames: OrderedDict[tuple, DataFrame] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -95,6 +96,22 @@ class PlanCache:
             while len(self._plans) > self.size:
                 self._plans.popitem(last=False)
         return result
+
+    def frame(self, key: tuple, build) -> DataFrame:
+        """The DataFrame reading one data file as given columns, built once: DataFusion's
+        read_parquet infers the schema from the footer each time (~1 ms a file), and a data
+        file never changes under its name. Shares the LRU bound with the plans."""
+        with self._lock:
+            frame = self._frames.get(key)
+            if frame is not None:
+                self._frames.move_to_end(key)
+                return frame
+        frame = build()
+        with self._lock:
+            self._frames[key] = frame
+            while len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+        return frame
 
 
 _OPERATORS = {"EqualTo": "=", "NotEqualTo": "<>", "LessThan": "<", "LessThanOrEqual": "<=",
@@ -172,7 +189,12 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     plan.files_with_deletes = sum(1 for t in tasks if t.delete_files)
     for task in tasks:
         if not (task.delete_files or _has_nan(task, table.io)):
-            frames.append(_read_data_file(ctx, task.file.file_path, columns, table.io))
+            uri = task.file.file_path
+            if is_local(uri):
+                frames.append(cache.frame((uri, tuple(columns)),
+                                          lambda: _read_data_file(ctx, uri, columns, table.io)))
+            else:  # the local copy in the read cache may be evicted: look it up each time
+                frames.append(_read_data_file(ctx, uri, columns, table.io))
     if by_pyiceberg:
         plan.registered.append(f"{private}_pyiceberg")
         frames.append(ctx.from_arrow(_read_with_pyiceberg(table, by_pyiceberg, columns),

@@ -186,6 +186,8 @@ def _vector_column(node: exp.Expression, alias: str, columns: dict[str, Column])
 def _constant_vector(node: exp.Expression) -> list[float] | None:
     if isinstance(node, exp.Cast):
         node = node.this
+    if isinstance(node, dialect.NumberArray):
+        return [float(v) for v in node.args["values"]]
     if not isinstance(node, exp.Array):
         return None
     values = []

@@ -172,3 +172,21 @@ def test_stream_reads_a_result_batch_by_batch(conn):
 def pc_sum(array) -> int:
     import pyarrow.compute as pc
     return pc.sum(array).as_py()
+
+
+def test_long_number_lists_as_parameters(cur):
+    """Lists of numbers (vectors) bind as one node and reach DataFusion as parameter values;
+    the results are those of the same literals written out."""
+    cur.execute("CREATE TABLE lp (id INT, v VECTOR(20))")
+    cur.execute("INSERT INTO lp VALUES (%s, %s), (%s, %s)", (1, list(range(20)), 2, np.full(20, 0.5)))
+    assert rows(cur, "SELECT id FROM lp WHERE id = ANY(%s) ORDER BY id", (list(range(30)),)) == [(1,), (2,)]
+    assert rows(cur, "SELECT cardinality(%s), %s[3]", ([1, 2.5] * 10, list(range(40)))) == [(20, 2)]
+    literal = "ARRAY[" + ", ".join(["0.0"] * 20) + "]"
+    by_parameter = rows(cur, "SELECT id, v <-> %s FROM lp ORDER BY id", (np.zeros(20),))
+    assert by_parameter == rows(cur, f"SELECT id, v <-> {literal} FROM lp ORDER BY id")
+    assert by_parameter[1][1] == pytest.approx(np.sqrt(20 * 0.25))
+    assert rows(cur, "SELECT id FROM lp ORDER BY v <-> %s LIMIT 1", (np.full(20, 0.4),)) == [(2,)]
+    (nan_list,), = rows(cur, "SELECT %s", ([1.0, float("nan")] * 10,))  # not a plain-number list
+    assert nan_list[0] == 1.0 and np.isnan(nan_list[1])
+    with pytest.raises(E.DataError, match="different vector dimensions"):
+        cur.execute("SELECT id FROM lp ORDER BY v <-> %s LIMIT 1", (np.zeros(19),))
