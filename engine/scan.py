@@ -266,8 +266,16 @@ def pending_in_scan_types(pending: list[pa.Table], columns: list[Column]) -> pa.
     """Memtable rows in the columns a scan returns, matched by name. Rows written just as an
     ALTER TABLE committed can have the older layout: a column added since reads as NULL."""
     schema = engine_schema(columns)
-    parts = []
+    # Single-row INSERTs leave thousands of one-row tables: runs of one layout are cast once.
+    runs: list[list[pa.Table]] = []
     for data in pending:
+        if runs and data.schema.equals(runs[-1][-1].schema):
+            runs[-1].append(data)
+        else:
+            runs.append([data])
+    parts = []
+    for tables in runs:
+        data = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
         arrays = [data.column(c.name).cast(scan_type(c.sql_type)) if c.name in data.column_names
                   else pa.nulls(data.num_rows, scan_type(c.sql_type)) for c in columns]
         parts.append(pa.Table.from_arrays(arrays, schema=schema))

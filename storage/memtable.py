@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 
+MERGE_ROWS = 8192
+
+
 @dataclass
 class Pending:
     tables: list[pa.Table] = field(default_factory=list)
@@ -40,7 +43,14 @@ class Memtable:
         with self.lock(key):
             pending = self._pending.setdefault(key, Pending(since=time.monotonic(),
                                                             table_uuid=table_uuid))
-            pending.tables.append(rows)
+            last = pending.tables[-1] if pending.tables else None
+            if last is not None and last.num_rows + rows.num_rows <= MERGE_ROWS \
+                    and last.schema.equals(rows.schema):
+                # Small writes (single-row INSERTs) merge into one table, or every scan would
+                # cast and hand DataFusion thousands of one-row tables.
+                pending.tables[-1] = pa.concat_tables([last, rows]).combine_chunks()
+            else:
+                pending.tables.append(rows)
             pending.max_lsn = max(pending.max_lsn, lsn)
             pending.rows += rows.num_rows
             pending.bytes += rows.nbytes

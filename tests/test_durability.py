@@ -230,3 +230,23 @@ def test_a_failed_flush_after_acknowledgement_does_not_fail_the_insert(warehouse
         assert conn.sql("SELECT i FROM busy").fetchall() == [(42,)]
     with omnilake.connect(warehouse) as conn:
         assert conn.sql("SELECT i FROM busy").fetchall() == [(42,)]
+
+
+def test_small_writes_merge_in_the_memtable(warehouse):
+    """Single-row INSERTs join the previous pending table (up to MERGE_ROWS rows), so a scan
+    does not cast and union thousands of one-row tables; rows and their order stay."""
+    from omnilake.storage.memtable import MERGE_ROWS
+    with omnilake.connect(warehouse, flush_interval=3600) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE sm (i INT, s TEXT)")
+        for i in range(300):
+            cur.execute("INSERT INTO sm VALUES (%s, %s)", (i, f"r{i}"))
+        conn.insert("sm", pa.table({"i": pa.array(range(300, 300 + MERGE_ROWS), pa.int32()),
+                                    "s": [f"r{i}" for i in range(300, 300 + MERGE_ROWS)]}))
+        cur.execute("INSERT INTO sm VALUES (-1, NULL)")
+        pending = conn.session.engine.writer.memtable.rows("public.sm")
+        assert [t.num_rows for t in pending] == [300, MERGE_ROWS, 1]
+        assert rows(cur, "SELECT count(*), sum(i), count(s) FROM sm") == [
+            (301 + MERGE_ROWS, sum(range(300 + MERGE_ROWS)) - 1, 300 + MERGE_ROWS)]
+    with omnilake.connect(warehouse) as conn:  # replayed or flushed: the same rows
+        assert conn.sql("SELECT count(*) FROM sm").fetchall() == [(301 + MERGE_ROWS,)]
