@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 LSN_PROPERTY = "omnilake.wal."
 COMMIT_ATTEMPTS = 8
 FLUSHER_TICK_S = 0.5
+FLUSH_CHAIN_SIZE = 10_000
 
 
 def table_key(namespace: str, name: str) -> str:
@@ -66,8 +67,8 @@ def _meta(ref: "TableRef", **extra) -> dict:
             "uuid": str(ref.table.metadata.table_uuid), **extra}
 
 
-def _snapshot_id(ref: "TableRef") -> int | None:
-    snapshot = ref.table.current_snapshot()
+def _snapshot_id(table) -> int | None:
+    snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 
 
@@ -105,6 +106,8 @@ class Writer:
         self.flush_interval = settings.flush_interval
         self.memtable = Memtable()
         self._flushed: dict[str, int] = {}
+        self._flushed_from: dict[str, str] = {}  # metadata file of a flush -> the one before
+        self._flush_chain_lock = threading.Lock()
         self._closed = False
         root = engine.warehouse.wal_root
         self.recovered = self._recover(root)
@@ -127,11 +130,10 @@ class Writer:
             raise E.OperationalError("the engine is closed")
         parts = [(_meta(ref), rows, table_key(ref.namespace, ref.name))
                  for ref, rows in writes if rows.num_rows]
-        parts += [(_meta(ref, base=_snapshot_id(ref)), rows, table_key(ref.namespace, ref.name))
-                  for ref, _, rows in replacements]
-        if not parts:
+        keys = sorted({key for _, _, key in parts} |
+                      {table_key(ref.namespace, ref.name) for ref, _, _ in replacements})
+        if not keys:
             return
-        keys = sorted({key for _, _, key in parts})
         # Logged and buffered under the tables' locks (taken in name order), so a flush never
         # marks an LSN flushed while an older record of its table is still on its way into the
         # memtable. The fsync waits outside the locks, where concurrent writers share it;
@@ -141,12 +143,15 @@ class Writer:
                 locks.enter_context(self.memtable.lock(key))
             for ref, _ in writes:
                 self._check_current(ref)
-            for ref, pending, _ in replacements:
-                self._check_unchanged(ref, pending)
+            # Each replaced table as it is now (unchanged but for our own flushes).
+            targets = [self._unchanged(ref, pending) for ref, pending, _ in replacements]
+            parts += [(_meta(ref, base=_snapshot_id(table)), rows,
+                       table_key(ref.namespace, ref.name))
+                      for table, (ref, _, rows) in zip(targets, replacements)]
             lsn = self.wal.append(parts, wait=False)
             if replacements:
                 self.wal.wait_durable(lsn)
-                self._replace(replacements, lsn)
+                self._replace(replacements, targets, lsn)
             pendings = [(key, self.memtable.add(key, rows, lsn, meta["uuid"]))
                         for meta, rows, key in parts if "base" not in meta]
         self.wal.wait_durable(lsn)
@@ -163,24 +168,32 @@ class Writer:
                     # failed write (a retry would apply it twice). The flusher retries.
                     log.warning("flush of %s after a write failed, retried later: %s", key, exc)
 
-    def _check_unchanged(self, ref: "TableRef", pending: list[pa.Table]) -> None:
-        """A transaction may replace a table's rows only if they are still the ones it read:
-        no commit since (by any process) and the same pending rows (called under its lock)."""
-        now = self.memtable.rows(table_key(ref.namespace, ref.name))
+    def _unchanged(self, ref: "TableRef", pending: list[pa.Table]):
+        """The Iceberg table to replace the rows of, provided they are still the ones the
+        transaction read (called under its lock): no rows written since, and no commit since
+        by anyone but this engine's flushes, which only move pinned pending rows into the
+        snapshot (the overwrite then applies to the snapshot they made)."""
+        key = table_key(ref.namespace, ref.name)
+        pinned = {id(t) for t in pending}  # alive: the transaction holds them
+        written = any(id(t) not in pinned for t in self.memtable.rows(key))
         location = self.engine.warehouse.metadata_location(ref.namespace, ref.name)
-        if location != ref.table.metadata_location or len(now) != len(pending) or any(
-                a is not b for a, b in zip(now, pending)):
+        step = location
+        while step != ref.table.metadata_location and step in self._flushed_from:
+            step = self._flushed_from[step]
+        if written or step != ref.table.metadata_location:
             raise E.SerializationFailure(
                 f"could not serialize access to {ref.qualified} due to a concurrent update",
                 detail="another session changed the table after this transaction first read it",
                 hint="nothing was written; run the transaction again")
+        if location == ref.table.metadata_location:
+            return ref.table
+        return self._find(ref.namespace, ref.name, str(ref.table.metadata.table_uuid))
 
-    def _replace(self, replacements, lsn: int) -> None:
+    def _replace(self, replacements, targets, lsn: int) -> None:
         """Apply a logged record's replacements: one overwrite commit per table on exactly the
         snapshot the transaction read, marked with the record's LSN, then the table's pending
         rows (all part of the new rows) leave the memtable. Called under the tables' locks."""
-        for done, (ref, _, rows) in enumerate(replacements):
-            table = ref.table
+        for done, (table, (ref, _, rows)) in enumerate(zip(targets, replacements)):
             try:
                 with table.transaction() as tx:
                     _overwrite(tx, table, sorted_rows(table, conform([rows], table)))
@@ -269,6 +282,7 @@ class Writer:
                             namespace, name, pending.rows)
                 return
             rows = sorted_rows(table, conform(pending.tables, table))
+            before = table.metadata_location
             try:
                 with table.transaction() as tx:
                     if overwrite:  # a replayed replacement: the table's rows from then on
@@ -276,6 +290,7 @@ class Writer:
                     else:
                         tx.append(rows)
                     tx.set_properties({LSN_PROPERTY + wal_id: str(pending.max_lsn)})
+                self._note_flush(before, table.metadata_location)
                 return
             except CommitFailedException as exc:
                 if attempt == COMMIT_ATTEMPTS - 1:
@@ -291,6 +306,14 @@ class Writer:
             except Exception as exc:  # the catalog database busy or gone
                 raise E.OperationalError(f"could not flush {namespace}.{name}: {exc}",
                                          hint="the rows stay in the write-ahead log") from exc
+
+    def _note_flush(self, before: str, after: str) -> None:
+        """Remember which metadata file each flush replaced: a transaction's replacement may
+        still apply across flushes of this engine (see `_unchanged`)."""
+        with self._flush_chain_lock:
+            self._flushed_from[after] = before
+            while len(self._flushed_from) > FLUSH_CHAIN_SIZE:
+                self._flushed_from.pop(next(iter(self._flushed_from)))
 
     def _find(self, namespace: str, name: str, uuid: str | None):
         """The table the rows were written to: by name, or, renamed by another process since,

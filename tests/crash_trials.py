@@ -25,6 +25,7 @@ def writer(warehouse: str, ack_path: str, first_id: int, seed: int) -> None:
     `ack_path`. Before a transaction, its ids go to `<ack_path>.tx`: they must be all present
     or all absent after a crash."""
     import omnilake
+    from omnilake.errors import SerializationFailure
     rng = random.Random(seed)
     # Small thresholds, so flushes (and their commits) interleave with the kills.
     conn = omnilake.connect(warehouse, flush_rows=rng.choice([7, 30, 200]), flush_interval=0.05)
@@ -34,12 +35,19 @@ def writer(warehouse: str, ack_path: str, first_id: int, seed: int) -> None:
         while True:
             n = rng.randint(1, 6)
             ids = list(range(next_id, next_id + n))
-            if rng.random() < 0.25 and n > 1:  # a transaction of two INSERTs
-                intents.write(" ".join(map(str, ids)) + "\n")
+            if rng.random() < 0.25 and n > 1:  # a transaction of two INSERTs (and an UPDATE)
+                update = rng.random() < 0.3
+                intents.write(("u " if update else "") + " ".join(map(str, ids)) + "\n")
                 cur.execute("BEGIN")
                 cur.executemany("INSERT INTO crash VALUES (%s, %s)", [(i, f"v{i}") for i in ids[:1]])
                 cur.executemany("INSERT INTO crash VALUES (%s, %s)", [(i, f"v{i}") for i in ids[1:]])
-                cur.execute("COMMIT")
+                if update:  # rewrites the table at COMMIT: the rows come back updated or not at all
+                    cur.execute("UPDATE crash SET v = 'u' || id WHERE id >= %s", (ids[0],))
+                try:
+                    cur.execute("COMMIT")
+                except SerializationFailure:  # a background compaction won: not acknowledged
+                    next_id += n
+                    continue
             elif rng.random() < 0.5:
                 cur.executemany("INSERT INTO crash VALUES (%s, %s)", [(i, f"v{i}") for i in ids])
             else:
@@ -71,7 +79,9 @@ def trial(ctx, warehouse: str, folder: Path, number: int, rng: random.Random) ->
     acked = {int(x) for line in complete_lines for x in line.split()}
     intents = Path(str(ack_path) + ".tx").read_text().split("\n")[:-1]
     return {"first": first, "acked": acked,
-            "transactions": [{int(x) for x in line.split()} for line in intents]}
+            "transactions": [{int(x) for x in line.split() if x != "u"} for line in intents],
+            "updated": {int(x) for line in intents if line.startswith("u ")
+                        for x in line.split()[1:]}}
 
 
 def check(warehouse: str, results: list[dict], maintain: bool = False) -> tuple[int, int]:
@@ -83,6 +93,7 @@ def check(warehouse: str, results: list[dict], maintain: bool = False) -> tuple[
         if maintain:
             conn.sql("OPTIMIZE crash")
             conn.sql("VACUUM crash")
+        values = dict(conn.sql("SELECT id, v FROM crash").fetchall())
         ids = [row[0] for row in conn.sql("SELECT id FROM crash").fetchall()]
     present = set(ids)
     assert len(ids) == len(present), f"{len(ids) - len(present)} row(s) applied twice"
@@ -91,6 +102,8 @@ def check(warehouse: str, results: list[dict], maintain: bool = False) -> tuple[
     assert not missing, f"{len(missing)} acknowledged row(s) lost, e.g. {sorted(missing)[:5]}"
     for group in (g for r in results for g in r.get("transactions", [])):
         assert len(group & present) in (0, len(group)), f"transaction {sorted(group)} half applied"
+    for i in set().union(*(r.get("updated", set()) for r in results)) & present:
+        assert values[i] == f"u{i}", f"row {i} of a transaction is there without its UPDATE"
     return len(ids), len(acked)
 
 

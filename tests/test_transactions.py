@@ -144,6 +144,24 @@ def test_a_concurrent_change_fails_the_commit_and_writes_nothing(warehouse, chan
         assert (1,) not in rows(cur, "SELECT i FROM a")
 
 
+def test_flushes_of_the_rows_read_are_no_conflict(warehouse):
+    """The engine's own flushes only move pinned pending rows into the snapshot: COMMIT
+    still applies, to the snapshot they made, and nothing is doubled."""
+    with omnilake.connect(warehouse, flush_interval=3600) as conn:
+        conn.sql("CREATE TABLE a (i INT); INSERT INTO a VALUES (1), (2)")
+        conn.flush()
+        conn.sql("INSERT INTO a VALUES (3)")  # pending when the transaction reads it
+        cur = conn.cursor()
+        cur.execute("BEGIN")
+        cur.execute("UPDATE a SET i = i * 10 WHERE i > 1")
+        conn.flush()  # what the background flusher does at any moment
+        conn.flush()
+        cur.execute("COMMIT")
+        assert sorted(rows(cur, "SELECT i FROM a")) == [(1,), (20,), (30,)]
+    with omnilake.connect(warehouse) as conn:
+        assert sorted(conn.sql("SELECT i FROM a").fetchall()) == [(1,), (20,), (30,)]
+
+
 def test_pending_rows_of_the_same_engine_conflict_too(warehouse):
     from omnilake.engine.engine import Session
     with omnilake.connect(warehouse, flush_interval=3600) as conn:
