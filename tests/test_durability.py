@@ -250,3 +250,59 @@ def test_small_writes_merge_in_the_memtable(warehouse):
             (301 + MERGE_ROWS, sum(range(300 + MERGE_ROWS)) - 1, 300 + MERGE_ROWS)]
     with omnilake.connect(warehouse) as conn:  # replayed or flushed: the same rows
         assert conn.sql("SELECT count(*) FROM sm").fetchall() == [(301 + MERGE_ROWS,)]
+
+
+def _open_without_permission(warehouse: str, result_path: str) -> None:
+    if os.getuid() == 0:  # root ignores file modes: become nobody
+        os.setgid(65534)
+        os.setuid(65534)
+    try:
+        omnilake.connect(warehouse).close()
+        outcome = "opened"
+    except E.Error as exc:
+        outcome = f"{type(exc).__name__}|{exc.sqlstate}|{exc}".replace("\n", " ")
+    except Exception as exc:  # anything else is a defect the test reports
+        outcome = f"{type(exc).__name__}|-|{exc}".replace("\n", " ")
+    with open(result_path, "w") as out:
+        out.write(outcome)
+    os._exit(0)
+
+
+def test_an_unwritable_log_is_an_operational_error_and_damages_nothing():
+    import shutil
+    import stat
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="omnilake-perm-")  # outside pytest's private folder
+    warehouse = os.path.join(folder, "wh")
+    with omnilake.connect(warehouse) as conn:
+        conn.sql("CREATE TABLE torn (i INT)")
+    proc = mp.get_context("spawn").Process(target=_write_and_die, args=(warehouse, 5))
+    proc.start()
+    proc.join(120)
+    # Everything may be written by anyone but the log folder: only its owner may write there.
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode | stat.S_IRWXO | stat.S_IRWXG)
+    os.chmod(folder, 0o777)
+    wal = os.path.join(warehouse, "_wal")
+    for root, dirs, files in os.walk(wal):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o555)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o444)
+    os.chmod(wal, 0o555)
+    result = os.path.join(folder, "result.txt")
+    proc = mp.get_context("spawn").Process(target=_open_without_permission, args=(warehouse, result))
+    proc.start()
+    proc.join(120)
+    name, sqlstate, message = open(result).read().split("|", 2)
+    assert name == "OperationalError" and sqlstate.startswith("58"), message
+    assert "ermission denied" in message and "_wal" in message
+    for root, dirs, _ in os.walk(wal):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)
+    os.chmod(wal, 0o755)
+    with omnilake.connect(warehouse) as conn:  # the acknowledged rows are all there, once
+        assert conn.sql("SELECT i FROM torn ORDER BY i").fetchall() == [(i,) for i in range(5)]
+    shutil.rmtree(folder)
