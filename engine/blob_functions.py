@@ -10,6 +10,7 @@ blob. A NULL argument gives NULL.
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 
@@ -82,8 +83,36 @@ def register(ctx: SessionContext, store: BlobStore) -> None:
         ctx.register_udf(udf(fn, args, result, volatility, name=name))
 
 
+def allowed_sources(setting: str | None) -> tuple[str, ...] | None:
+    """`load_file_from` as a list of allowed folders and URL prefixes; None allows anything."""
+    if setting is None or setting.strip() == "*":
+        return None
+    return tuple(os.path.realpath(local_path(entry)) if "://" not in entry or
+                 entry.lower().startswith("file://") else entry
+                 for entry in (e.strip() for e in setting.split(",")) if entry)
+
+
+def _check_allowed(store: BlobStore, source: str) -> None:
+    allowed = store.load_from
+    if allowed is None:
+        return
+    if "://" in source and not source.lower().startswith("file://"):
+        permitted = any(source.startswith(prefix) for prefix in allowed if "://" in prefix)
+    else:
+        path = os.path.realpath(local_path(source))  # symbolic links cannot lead out
+        permitted = any(path == root or path.startswith(root.rstrip("/") + "/")
+                        for root in allowed if "://" not in root)
+    if not permitted:
+        # The guidance is in the message: an error raised inside a UDF keeps only that.
+        raise E.InsufficientPrivilege(
+            f"permission denied to load_file({source!r}): only what the setting load_file_from "
+            "allows may be read (folders or URL prefixes, or '*'; e.g. omnilake serve "
+            "--load-file-from /data/incoming)")
+
+
 def load_file(store: BlobStore, source: str):
     """Store the file, object or URL `source` (streamed) and return its BlobRef."""
+    _check_allowed(store, source)
     lowered = source.lower()
     if lowered.startswith(("http://", "https://")):
         try:

@@ -72,6 +72,7 @@ class Engine:
         self.tables = TableCache()
         self.embeddings = Embeddings(self.datafusion, settings.device, settings.model_dir)
         self.blobs = BlobStore(self.warehouse.location, self.warehouse.s3)
+        self.blobs.load_from = blob_functions.allowed_sources(settings.load_file_from)
         blob_functions.register(self.datafusion, self.blobs)
         self.writer = Writer(self)  # replays what crashed processes left in the log
         # Front ends add schemas of virtual tables (the wire server's pg_catalog) and rewrites

@@ -64,6 +64,11 @@ class Settings:
     s3_max_attempts: int = _setting(
         5, int, "Tries per S3 request (the first included); retries back off exponentially "
         "with jitter on 5xx, throttling, timeouts and dropped connections.")
+    load_file_from: str | None = _setting(
+        None, str, "What `load_file()` may read: `*` (any local file, s3:// object of the "
+        "warehouse's store or http(s):// URL the process can reach), or a comma-separated list "
+        "of local folders and URL prefixes. Default: `*` in process, nothing for `omnilake "
+        "serve`, whose clients would otherwise read the server's files.")
     schema: str = _setting("public", str, "Schema (Iceberg namespace) that unqualified table names use.")
     dialect: str = _setting("postgres", str, "SQL dialect of incoming statements: `postgres` or `mysql`.")
     target_partitions: int = _setting(

@@ -160,5 +160,7 @@ def _is_loopback(host: str) -> bool:
 
 def serve(engine: Engine, host: str, port: int, tls_cert: str | None = None,
           tls_key: str | None = None, ready=None, http_port: int | None = None) -> None:
+    if engine.settings.load_file_from is None:
+        engine.blobs.load_from = ()  # clients must not read the server's files unless allowed
     server = Server(engine, host, port, tls_cert, tls_key, http_port=http_port)
     asyncio.run(server.serve_until_signal(ready))

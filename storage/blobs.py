@@ -84,6 +84,7 @@ class BlobStore:
 
     def __init__(self, warehouse: str, s3: "objectstore.S3Options | None" = None):
         self.root = warehouse.rstrip("/") + "/" + FOLDER
+        self.load_from: tuple[str, ...] | None = None  # what load_file() may read; None: all
         if is_local(warehouse):
             self.fs: pafs.FileSystem = pafs.LocalFileSystem()
             self._base = local_path(self.root)

@@ -18,8 +18,13 @@ SMALL = b"\x00\x01binary\xff"                                   # inline
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start_server(str(tmp_path_factory.mktemp("wire") / "wh"))
+def incoming(tmp_path_factory):
+    return tmp_path_factory.mktemp("incoming")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, incoming):
+    srv = start_server(str(tmp_path_factory.mktemp("wire") / "wh"), "--load-file-from", str(incoming))
     yield srv
     assert srv.stop() == 0
 
@@ -52,5 +57,23 @@ def test_bad_blob_arguments_carry_sqlstate(server):
         assert info.value.sqlstate == "22023"
         with pytest.raises(psycopg.Error) as info:
             c.execute("INSERT INTO bad SELECT load_file('/no/such/file')")
-        assert info.value.sqlstate == "58P01"
+        assert info.value.sqlstate == "42501"  # outside the folders the server may read
         assert c.execute("SELECT count(*) FROM bad").fetchone() == (1,)
+
+
+def test_load_file_reads_only_the_allowed_folders(server, incoming):
+    (incoming / "ok.txt").write_bytes(b"allowed")
+    (incoming / "escape").symlink_to("/etc/hostname")
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS loaded (b BLOB)")
+        c.execute(f"INSERT INTO loaded SELECT load_file('{incoming / 'ok.txt'}')")
+        assert c.execute("SELECT blob_read(b) FROM loaded").fetchall() == [(b"allowed",)]
+        for source, sqlstate in [(incoming / "missing", "58P01"), (incoming / "escape", "42501"),
+                                 (f"{incoming}/../{incoming.name}-x", "42501"),
+                                 ("/etc/hostname", "42501"), ("http://127.0.0.1:9/x", "42501")]:
+            with pytest.raises(psycopg.Error) as info:
+                c.execute(f"INSERT INTO loaded SELECT load_file('{source}')")
+            assert info.value.sqlstate == sqlstate, source
+            if sqlstate == "42501":
+                assert "load_file_from" in info.value.diag.message_primary
+        assert c.execute("SELECT count(*) FROM loaded").fetchone() == (1,)
