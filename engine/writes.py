@@ -106,7 +106,8 @@ class Writer:
         self.flush_interval = settings.flush_interval
         self.memtable = Memtable()
         self._flushed: dict[str, int] = {}
-        self._flushed_from: dict[str, str] = {}  # metadata file of a flush -> the one before
+        # metadata file a flush made -> (the one before, ids of the pending tables it committed)
+        self._flushed_from: dict[str, tuple[str, frozenset[int]]] = {}
         self._flush_chain_lock = threading.Lock()
         self._closed = False
         root = engine.warehouse.wal_root
@@ -179,7 +180,10 @@ class Writer:
         location = self.engine.warehouse.metadata_location(ref.namespace, ref.name)
         step = location
         while step != ref.table.metadata_location and step in self._flushed_from:
-            step = self._flushed_from[step]
+            before, flushed = self._flushed_from[step]
+            if not flushed <= pinned:  # that flush also committed rows written since
+                break
+            step = before
         if written or step != ref.table.metadata_location:
             raise E.SerializationFailure(
                 f"could not serialize access to {ref.qualified} due to a concurrent update",
@@ -190,9 +194,9 @@ class Writer:
         return self._find(ref.namespace, ref.name, str(ref.table.metadata.table_uuid))
 
     def _replace(self, replacements, targets, lsn: int) -> None:
-        """Apply a logged record's replacements: one overwrite commit per table on exactly the
-        snapshot the transaction read, marked with the record's LSN, then the table's pending
-        rows (all part of the new rows) leave the memtable. Called under the tables' locks."""
+        """Apply a logged record's replacements: one overwrite commit per table on the snapshot
+        `_unchanged` checked, marked with the record's LSN, then the table's pending rows (all
+        part of the new rows) leave the memtable. Called under the tables' locks."""
         for done, (table, (ref, _, rows)) in enumerate(zip(targets, replacements)):
             try:
                 with table.transaction() as tx:
@@ -290,7 +294,7 @@ class Writer:
                     else:
                         tx.append(rows)
                     tx.set_properties({LSN_PROPERTY + wal_id: str(pending.max_lsn)})
-                self._note_flush(before, table.metadata_location)
+                self._note_flush(before, table.metadata_location, pending.tables)
                 return
             except CommitFailedException as exc:
                 if attempt == COMMIT_ATTEMPTS - 1:
@@ -307,11 +311,12 @@ class Writer:
                 raise E.OperationalError(f"could not flush {namespace}.{name}: {exc}",
                                          hint="the rows stay in the write-ahead log") from exc
 
-    def _note_flush(self, before: str, after: str) -> None:
-        """Remember which metadata file each flush replaced: a transaction's replacement may
-        still apply across flushes of this engine (see `_unchanged`)."""
+    def _note_flush(self, before: str, after: str, tables: list[pa.Table]) -> None:
+        """Remember which metadata file each flush replaced, and which pending tables it
+        committed: a transaction's replacement still applies across flushes of this engine
+        that committed only rows it read (see `_unchanged`)."""
         with self._flush_chain_lock:
-            self._flushed_from[after] = before
+            self._flushed_from[after] = (before, frozenset(id(t) for t in tables))
             while len(self._flushed_from) > FLUSH_CHAIN_SIZE:
                 self._flushed_from.pop(next(iter(self._flushed_from)))
 

@@ -162,6 +162,22 @@ def test_flushes_of_the_rows_read_are_no_conflict(warehouse):
         assert sorted(conn.sql("SELECT i FROM a").fetchall()) == [(1,), (20,), (30,)]
 
 
+def test_rows_written_and_flushed_meanwhile_conflict(warehouse):
+    """A flush that committed rows another session wrote after the transaction read the
+    table is a change like any other: the overwrite would lose them."""
+    from omnilake.engine.engine import Session
+    with omnilake.connect(warehouse, flush_interval=3600) as conn:
+        conn.sql("CREATE TABLE a (i INT); INSERT INTO a VALUES (1)")
+        cur = conn.cursor()
+        cur.execute("BEGIN")
+        cur.execute("UPDATE a SET i = 2")
+        Session(conn.session.engine).execute("INSERT INTO a VALUES (5)")
+        conn.flush()  # the pinned row and the new one, in one commit
+        with pytest.raises(E.SerializationFailure):
+            cur.execute("COMMIT")
+        assert sorted(rows(cur, "SELECT i FROM a")) == [(1,), (5,)]
+
+
 def test_pending_rows_of_the_same_engine_conflict_too(warehouse):
     from omnilake.engine.engine import Session
     with omnilake.connect(warehouse, flush_interval=3600) as conn:
