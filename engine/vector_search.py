@@ -35,7 +35,7 @@ from omnilake.engine.query import batches_of, new_statement_name
 from omnilake.engine.scan import Column, _read_with_pyiceberg, engine_schema, pending_in_scan_types
 from omnilake.engine.tables import TableRef, ident
 from omnilake.engine.vector_functions import as_matrix
-from omnilake.engine.vector_index import setting
+from omnilake.engine.vector_index import default_ef_search, setting
 from omnilake.gpu import kernels
 from omnilake.gpu.backend import get_backend
 
@@ -68,6 +68,8 @@ class SearchPlan:
     search: Search
     index: VectorIndexDef | None = None
     breadth: int = 0
+    breadth_set: bool = False  # SET by the session; else the default, per segment size
+    breadth_used: int = 0      # the largest starting breadth of any segment searched
     segments_used: int = 0
     files: int = 0
     files_exact: int = 0
@@ -86,7 +88,9 @@ class SearchPlan:
         if self.index is not None:
             knob = "ef_search" if self.index.method == "hnsw" else "probes"
             how = (f"index={self.index.name} using {self.index.method} ({self.index.opclass}) "
-                   f"{knob}={self.breadth} segments={self.segments_used}/{self.files}")
+                   f"{knob}={self.breadth_used or self.breadth}"
+                   f"{'' if self.breadth_set else ' (default)'} "
+                   f"segments={self.segments_used}/{self.files}")
         else:
             how = "exact (no index on this column for this metric)"
         where = s.where.sql("postgres") if s.where is not None else "none"
@@ -220,8 +224,9 @@ def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | No
     index = _pick_index(ref, search)
     plan.index = index
     if index is not None:
-        plan.breadth = setting(session, "hnsw.ef_search" if index.method == "hnsw"
-                               else "ivfflat.probes")
+        knob = "hnsw.ef_search" if index.method == "hnsw" else "ivfflat.probes"
+        plan.breadth = setting(session, knob)
+        plan.breadth_set = session.variables.get(knob) is not None
         engine.vectors.watch(ref.namespace, ref.name)
     tasks = engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0] \
         if snapshot_id is not None else []
@@ -315,6 +320,9 @@ def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: Sear
     match; None when even the widest search falls short (the caller searches exactly)."""
     want = min(search.k, segment.count if mask is None else int(mask.sum()))
     breadth = plan.breadth
+    if not plan.breadth_set and segment.method == "hnsw":
+        breadth = default_ef_search(segment.count)
+    plan.breadth_used = max(plan.breadth_used, breadth)
     if mask is not None:
         # With a fraction f of the rows allowed, a search that visits ef rows meets about
         # f * ef allowed ones: start from at least k / f so that k of them can be found, and
