@@ -100,6 +100,8 @@ def main() -> None:
                         help="build raw faiss's own index; --no-faiss-build searches OmniLake's "
                         "segment with faiss directly (the same graph, no second build)")
     parser.add_argument("--duckdb-queries", type=int, default=20)
+    parser.add_argument("--ivf", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure an IVF-flat index at the engine's defaults")
     parser.add_argument("--sweep", type=int, nargs="*", default=[40, 100, 200, 400],
                         help="more ef_search values to measure (100 queries each)")
     parser.add_argument("--results", default=None, help="write a section into this RESULTS.md")
@@ -209,6 +211,25 @@ def main() -> None:
             found.append([r[0] for r in cur.fetchall()])
             times.append(time.perf_counter() - started)
         exact_recall, exact_stats = recall_of(found, truth[:10], k), latency_stats(times)
+
+        # IVF-flat at the engine's defaults (lists per segment, ivfflat.probes).
+        ivf = None
+        if args.ivf:
+            started = time.perf_counter()
+            cur.execute("CREATE INDEX items_ivf ON items USING ivfflat (v vector_l2_ops)")
+            ivf_build_s = time.perf_counter() - started
+            cur.execute("EXPLAIN " + sql.replace("%s", text(queries[0])))
+            ivf_plan = next(line for _, line in cur.fetchall() if line.startswith("VectorSearch"))
+            probes = re.search(r"probes=(\d+)", ivf_plan).group(1)
+            for q in queries[:5]:
+                conn.vector_search("items", q[None, :], k)
+            found, times = [], []
+            for q in queries:
+                started = time.perf_counter()
+                result = conn.vector_search("items", q[None, :], k)
+                times.append(time.perf_counter() - started)
+                found.append(result.column("id").to_pylist())
+            ivf = (recall_of(found, truth, k), latency_stats(times), ivf_build_s, probes)
         conn.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -273,7 +294,7 @@ def main() -> None:
         f"ef_search={ef_search} "
         f"({'set' if args.ef_search is not None else 'the engine default for this segment size'})"
         " for OmniLake and faiss alike"
-        f"{'' if segment is None else ' (raw faiss searches OmniLake`s segment: the same graph)'}"
+        f"{'' if segment is None else ' (raw faiss searches the segment OmniLake built: the same graph)'}"
         f". The issue asks for 1M x 128 (this run: {n:,} rows). "
         "`python bench/vector_bench.py --rows N`.")
     say("")
@@ -284,7 +305,11 @@ def main() -> None:
     say(row("OmniLake `conn.vector_search` (1 query per call)", api_recall, api_stats))
     say(f"| OmniLake `conn.vector_search` (all {len(queries)} queries in one call) | "
         f"{batch_recall:.3f} | | | {len(queries) / batch_s:.0f} | batch |")
-    say(row("raw faiss IndexHNSWFlat (same vectors and parameters)", faiss_recall, faiss_stats))
+    say(row("raw faiss IndexHNSWFlat (same vectors and parameters)" if segment is None else
+            "raw faiss, OmniLake's segment searched directly (same graph)", faiss_recall, faiss_stats))
+    if ivf is not None:
+        say(row(f"OmniLake `conn.vector_search`, IVF-flat at defaults (lists sqrt(rows), "
+                f"probes={ivf[3]})", ivf[0], ivf[1], f"build {ivf[2]:.1f} s"))
     say(row("OmniLake SQL, exact (no index; NumPy kernel), 10 queries", exact_recall, exact_stats))
     if duck is not None:
         say(row(f"DuckDB {duck[2]} brute force `array_distance`, {args.duckdb_queries} queries",
