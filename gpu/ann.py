@@ -9,8 +9,9 @@ have id -1.
 Inner product is not a metric and graph search for it is weaker: on 3000 clustered 16-d
 vectors (tests/test_vector_index.py) HNSW with m=32, ef_construction=128 reached recall@10
 0.92 at ef_search 100 and 0.98 at 400, where L2 reached 1.0 at 64 (with m=16,
-ef_construction=64: 0.89 and 0.92 for inner product, 0.975 at 100 for L2). The usual reduction to Euclidean search (one extra
-coordinate sqrt(M^2 - |x|^2)) was tried and did worse there (0.835 at 100), so `ip` uses
+ef_construction=64: 0.89 and 0.92 for inner product, 0.975 at 100 for L2). The usual
+reduction to Euclidean search (one extra coordinate sqrt(M^2 - |x|^2)) was tried (with m=16)
+and did worse there (0.835 at 100), so `ip` uses
 faiss's inner-product HNSW as it is; IVF-flat does not have this weakness.
 """
 
