@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -27,6 +28,8 @@ import pyarrow as pa
 import omnilake
 import omnilake.engine.vector_index  # noqa: F401 - loaded now: the run uses one version of
 import omnilake.engine.vector_search  # noqa: F401 - the code even if the tree changes meanwhile
+from omnilake.config import Settings
+from omnilake.engine.vector_index import OPTIONS
 from omnilake.gpu import kernels
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -66,6 +69,10 @@ def run_filtered(cur, data, queries, cat, k, label):
         sub_truth = keep[sub_truth]
         found, times, counts = [], [], []
         fsql = f"SELECT id FROM items WHERE cat < {limit} ORDER BY v <-> %s LIMIT {k}"
+        # Warm up: a connection's first search loads the segment and the filter's row mask
+        # (both cached), which would otherwise be the p99.
+        cur.execute(fsql, (queries[-1],))
+        cur.fetchall()
         for q in queries[:50]:
             started = time.perf_counter()
             cur.execute(fsql, (q,))
@@ -88,11 +95,18 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=64)
-    parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument("--m", type=int, default=OPTIONS["hnsw"]["m"][0])
+    parser.add_argument("--ef-construction", type=int, default=OPTIONS["hnsw"]["ef_construction"][0])
+    parser.add_argument("--ef-search", type=int, default=None,
+                        help="SET hnsw.ef_search (default: the engine's own choice, which "
+                        "grows with the segment's rows; raw faiss gets what EXPLAIN shows)")
+    parser.add_argument("--faiss-build", action=argparse.BooleanOptionalAction, default=True,
+                        help="build raw faiss's own index; --no-faiss-build searches OmniLake's "
+                        "segment with faiss directly (the same graph, no second build)")
     parser.add_argument("--duckdb-queries", type=int, default=20)
-    parser.add_argument("--sweep", type=int, nargs="*", default=[40, 200, 400],
+    parser.add_argument("--ivf", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure an IVF-flat index at the engine's defaults")
+    parser.add_argument("--sweep", type=int, nargs="*", default=[40, 100, 200, 400],
                         help="more ef_search values to measure (100 queries each)")
     parser.add_argument("--results", default=None, help="write a section into this RESULTS.md")
     args = parser.parse_args()
@@ -126,12 +140,19 @@ def main() -> None:
         cur.execute(f"CREATE INDEX items_v ON items USING hnsw (v vector_l2_ops) "
                     f"WITH (m = {args.m}, ef_construction = {args.ef_construction})")
         build_s = time.perf_counter() - started
-        index_bytes = sum(p.stat().st_size for p in pathlib.Path(folder).rglob("*.faiss"))
-        cur.execute(f"SET hnsw.ef_search = {args.ef_search}")
+        segment_files = list(pathlib.Path(folder).rglob("*.faiss"))
+        index_bytes = sum(p.stat().st_size for p in segment_files)
+        if args.ef_search is not None:
+            cur.execute(f"SET hnsw.ef_search = {args.ef_search}")
         sql = f"SELECT id FROM items ORDER BY v <-> %s LIMIT {k}"
         cur.execute("EXPLAIN " + sql.replace("%s", text(queries[0])))
         plan = next(line for _, line in cur.fetchall() if line.startswith("VectorSearch"))
         print(plan, flush=True)
+        ef_search = int(re.search(r"ef_search=(\d+)", plan).group(1))
+        segment = None
+        if not args.faiss_build and len(segment_files) == 1:
+            import faiss
+            segment = faiss.read_index(str(segment_files[0]))
 
         # Warm the caches (segment and file rows), as a running server would be.
         for q in queries[:5]:
@@ -162,10 +183,12 @@ def main() -> None:
 
         # Filtered searches: cat < 1 (1%), < 10 (10%), < 50 (50%); with the default
         # filter-first limit, then with every filtered search through the index.
-        filtered = run_filtered(cur, data, queries, cat, k, "default (vector_exact_rows=20000)")
+        exact_rows = Settings().vector_exact_rows
+        filtered = run_filtered(cur, data, queries, cat, k, f"default (vector_exact_rows={exact_rows})")
         other = omnilake.connect(folder, vector_exact_rows=0)
         ocur = other.cursor()
-        ocur.execute(f"SET hnsw.ef_search = {args.ef_search}")
+        if args.ef_search is not None:
+            ocur.execute(f"SET hnsw.ef_search = {args.ef_search}")
         filtered += run_filtered(ocur, data, queries, cat, k, "vector_exact_rows=0")
         other.close()
 
@@ -180,7 +203,8 @@ def main() -> None:
                 found.append([r[0] for r in cur.fetchall()])
                 times.append(time.perf_counter() - started)
             sweep[ef] = [recall_of(found, truth[:100], k), latency_stats(times)]
-        cur.execute(f"SET hnsw.ef_search = {args.ef_search}")
+        cur.execute("RESET hnsw.ef_search" if args.ef_search is None
+                    else f"SET hnsw.ef_search = {args.ef_search}")
 
         # Exact search without the index (the NumPy kernel), a few queries.
         cur.execute("DROP INDEX items_v")
@@ -191,19 +215,45 @@ def main() -> None:
             found.append([r[0] for r in cur.fetchall()])
             times.append(time.perf_counter() - started)
         exact_recall, exact_stats = recall_of(found, truth[:10], k), latency_stats(times)
+
+        # IVF-flat at the engine's defaults (lists per segment, ivfflat.probes).
+        ivf = None
+        if args.ivf:
+            started = time.perf_counter()
+            cur.execute("CREATE INDEX items_ivf ON items USING ivfflat (v vector_l2_ops)")
+            ivf_build_s = time.perf_counter() - started
+            cur.execute("EXPLAIN " + sql.replace("%s", text(queries[0])))
+            ivf_plan = next(line for _, line in cur.fetchall() if line.startswith("VectorSearch"))
+            probes = re.search(r"probes=(\d+)", ivf_plan).group(1)
+            for q in queries[:5]:
+                conn.vector_search("items", q[None, :], k)
+            found, times = [], []
+            for q in queries:
+                started = time.perf_counter()
+                result = conn.vector_search("items", q[None, :], k)
+                times.append(time.perf_counter() - started)
+                found.append(result.column("id").to_pylist())
+            ivf = (recall_of(found, truth, k), latency_stats(times), ivf_build_s, probes)
         conn.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     # Raw faiss, same vectors and parameters.
     import faiss
-    started = time.perf_counter()
-    index = faiss.IndexHNSWFlat(d, args.m)
-    index.hnsw.efConstruction = args.ef_construction
-    index.add(data)
-    faiss_build_s = time.perf_counter() - started
+    faiss_build_s = None
+    if segment is not None:
+        index = segment  # ids are row positions, which are the ids here
+    else:
+        started = time.perf_counter()
+        index = faiss.IndexHNSWFlat(d, args.m)
+        index.hnsw.efConstruction = args.ef_construction
+        index.add(data)
+        faiss_build_s = time.perf_counter() - started
     faiss_bytes = len(faiss.serialize_index(index))
-    params = faiss.SearchParametersHNSW(efSearch=args.ef_search)
+    params = faiss.SearchParametersHNSW(efSearch=ef_search)
+    # One query on one thread, as OmniLake searches it (gpu/ann.py): an OpenMP region over
+    # busy cores costs milliseconds a query.
+    faiss.omp_set_num_threads(1)
     found, times = [], []
     for q in queries:
         started = time.perf_counter()
@@ -248,8 +298,11 @@ def main() -> None:
         f"{__import__('os').cpu_count()} cores, SHARED with other engineers' test runs: "
         "numbers are noisy. CPU only (NumPy kernel, faiss-cpu "
         f"{faiss.__version__}). HNSW m={args.m}, ef_construction={args.ef_construction}, "
-        f"ef_search={args.ef_search} for OmniLake and faiss alike. The issue asks for 1M x 128 "
-        f"(this run: {n:,} rows). "
+        f"ef_search={ef_search} "
+        f"({'set' if args.ef_search is not None else 'the engine default for this segment size'})"
+        " for OmniLake and faiss alike"
+        f"{'' if segment is None else ' (raw faiss searches the segment OmniLake built: the same graph)'}"
+        f". The issue asks for 1M x 128 (this run: {n:,} rows). "
         "`python bench/vector_bench.py --rows N`.")
     say("")
     say("| path | recall@10 | p50 ms | p99 ms | QPS (1 client) | notes |")
@@ -259,14 +312,19 @@ def main() -> None:
     say(row("OmniLake `conn.vector_search` (1 query per call)", api_recall, api_stats))
     say(f"| OmniLake `conn.vector_search` (all {len(queries)} queries in one call) | "
         f"{batch_recall:.3f} | | | {len(queries) / batch_s:.0f} | batch |")
-    say(row("raw faiss IndexHNSWFlat (same vectors and parameters)", faiss_recall, faiss_stats))
+    say(row("raw faiss IndexHNSWFlat (same vectors and parameters)" if segment is None else
+            "raw faiss, OmniLake's segment searched directly (same graph)", faiss_recall, faiss_stats))
+    if ivf is not None:
+        say(row(f"OmniLake `conn.vector_search`, IVF-flat at defaults (lists sqrt(rows), "
+                f"probes={ivf[3]})", ivf[0], ivf[1], f"build {ivf[2]:.1f} s"))
     say(row("OmniLake SQL, exact (no index; NumPy kernel), 10 queries", exact_recall, exact_stats))
     if duck is not None:
         say(row(f"DuckDB {duck[2]} brute force `array_distance`, {args.duckdb_queries} queries",
                 duck[0], duck[1]))
     say("")
     say(f"Load (conn.insert + flush): {load_s:.1f} s. Index build: OmniLake CREATE INDEX "
-        f"{build_s:.1f} s (faiss build + serialize + write), raw faiss {faiss_build_s:.1f} s. "
+        f"{build_s:.1f} s (faiss build + serialize + write), raw faiss "
+        f"{'not built (same segment)' if faiss_build_s is None else f'{faiss_build_s:.1f} s'}. "
         f"Index size: OmniLake {index_bytes / 2**20:.1f} MiB on storage, raw faiss "
         f"{faiss_bytes / 2**20:.1f} MiB serialized.")
     say("")

@@ -35,7 +35,7 @@ from omnilake.engine.query import batches_of, new_statement_name
 from omnilake.engine.scan import Column, _read_with_pyiceberg, engine_schema, pending_in_scan_types
 from omnilake.engine.tables import TableRef, ident
 from omnilake.engine.vector_functions import as_matrix
-from omnilake.engine.vector_index import setting
+from omnilake.engine.vector_index import default_ef_search, setting
 from omnilake.gpu import kernels
 from omnilake.gpu.backend import get_backend
 
@@ -68,6 +68,8 @@ class SearchPlan:
     search: Search
     index: VectorIndexDef | None = None
     breadth: int = 0
+    breadth_set: bool = False  # SET by the session; else the default, per segment size
+    breadth_used: int = 0      # the largest starting breadth of any segment searched
     segments_used: int = 0
     files: int = 0
     files_exact: int = 0
@@ -77,13 +79,18 @@ class SearchPlan:
     candidates: int = 0
     columns: list[Column] = field(default_factory=list)
     result: pa.Table | None = None
+    # Per query, the distances of its candidate rows in their order (nearest first; +inf for
+    # a matching row without a vector), so callers need not compute them again.
+    distances: list[np.ndarray] = field(default_factory=list)
 
     def describe(self) -> str:
         s = self.search
         if self.index is not None:
             knob = "ef_search" if self.index.method == "hnsw" else "probes"
             how = (f"index={self.index.name} using {self.index.method} ({self.index.opclass}) "
-                   f"{knob}={self.breadth} segments={self.segments_used}/{self.files}")
+                   f"{knob}={self.breadth_used or self.breadth}"
+                   f"{'' if self.breadth_set else ' (default)'} "
+                   f"segments={self.segments_used}/{self.files}")
         else:
             how = "exact (no index on this column for this metric)"
         where = s.where.sql("postgres") if s.where is not None else "none"
@@ -219,8 +226,9 @@ def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | No
     index = _pick_index(ref, search)
     plan.index = index
     if index is not None:
-        plan.breadth = setting(session, "hnsw.ef_search" if index.method == "hnsw"
-                               else "ivfflat.probes")
+        knob = "hnsw.ef_search" if index.method == "hnsw" else "ivfflat.probes"
+        plan.breadth = setting(session, knob)
+        plan.breadth_set = session.variables.get(knob) is not None
         engine.vectors.watch(ref.namespace, ref.name)
     tasks = engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0] \
         if snapshot_id is not None else []
@@ -245,7 +253,9 @@ def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | No
             found[q].append((distances, positions, number))
     tables = []
     for q in range(n_queries):
-        tables.append(_gather(sources, found[q], search.k, columns))
+        rows, distances = _gather(sources, found[q], search.k, columns)
+        tables.append(rows)
+        plan.distances.append(distances)
     plan.candidates = sum(t.num_rows for t in tables)
     return tables, plan
 
@@ -312,6 +322,9 @@ def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: Sear
     match; None when even the widest search falls short (the caller searches exactly)."""
     want = min(search.k, segment.count if mask is None else int(mask.sum()))
     breadth = plan.breadth
+    if not plan.breadth_set and segment.method == "hnsw":
+        breadth = default_ef_search(segment.count)
+    plan.breadth_used = max(plan.breadth_used, breadth)
     if mask is not None:
         # With a fraction f of the rows allowed, a search that visits ef rows meets about
         # f * ef allowed ones: start from at least k / f so that k of them can be found, and
@@ -383,23 +396,30 @@ def _where_mask(session: "Session", search: Search, rows: pa.Table) -> np.ndarra
     return mask
 
 
-def _gather(sources: list[_Source], found, k: int, columns: list[Column]) -> pa.Table:
-    """The k nearest of all sources' candidates, as rows."""
+def _gather(sources: list[_Source], found, k: int,
+            columns: list[Column]) -> tuple[pa.Table, np.ndarray]:
+    """The k nearest of all sources' candidates, as rows nearest first, and their distances."""
+    empty = (pa.Table.from_batches([], schema=engine_schema(columns)), np.empty(0, np.float64))
     if not found:
-        return pa.Table.from_batches([], schema=engine_schema(columns))
+        return empty
     distances = np.concatenate([d for d, _, _ in found])
     positions = np.concatenate([p for _, p, _ in found])
     owners = np.concatenate([np.full(len(p), n) for _, p, n in found])
-    if len(distances) > k:
-        best = np.argsort(distances, kind="stable")[:k]
-        positions, owners = positions[best], owners[best]
-    parts = []
-    for number in np.unique(owners).tolist():
-        take = positions[owners == number]
-        parts.append(_without_views(sources[number].rows).take(pa.array(take)))
-    if not parts:
-        return pa.Table.from_batches([], schema=engine_schema(columns))
-    return pa.concat_tables(parts)
+    if not len(distances):
+        return empty
+    best = np.argsort(distances, kind="stable")[:k]
+    distances, positions, owners = distances[best], positions[best], owners[best]
+    numbers = np.unique(owners)
+    if len(numbers) == 1:
+        return _without_views(sources[int(numbers[0])].rows).take(pa.array(positions)), distances
+    parts, placed = [], []
+    for number in numbers.tolist():
+        picked = np.nonzero(owners == number)[0]
+        parts.append(_without_views(sources[number].rows).take(pa.array(positions[picked])))
+        placed.append(picked)
+    # Back into distance order: row i of the concatenation belongs at placed[i].
+    order = np.argsort(np.concatenate(placed), kind="stable")
+    return pa.concat_tables(parts).take(pa.array(order)), distances
 
 
 def _without_views(rows: pa.Table) -> pa.Table:
@@ -463,22 +483,15 @@ def batch_search(session: "Session", table: str, queries, k: int, filter: str | 
     search = Search(target, metric, matrix, int(k), where, name)
     snapshot = ref.table.current_snapshot()
     from pyiceberg.expressions import AlwaysTrue
-    tables, _ = run(session, ref, search, snapshot.snapshot_id if snapshot else None,
-                    AlwaysTrue(), pending)
-    backend = get_backend(session.engine.settings.device)
+    tables, plan = run(session, ref, search, snapshot.snapshot_id if snapshot else None,
+                       AlwaysTrue(), pending)
     parts = []
     for q, rows in enumerate(tables):
-        vectors, valid = as_matrix(rows.column(target.name), np.float32)
-        if rows.num_rows and valid.any():
-            distances = np.full(rows.num_rows, np.nan)
-            distances[valid] = kernels.pairwise_distances(
-                matrix[q:q + 1], vectors[valid], metric, backend)[0]
-        else:
-            distances = np.full(rows.num_rows, np.nan)
-        order = np.argsort(np.where(np.isnan(distances), np.inf, distances), kind="stable")
-        rows = rows.take(pa.array(order))
-        rows = rows.add_column(0, "distance", pa.array(distances[order], pa.float64(),
-                                                       mask=~valid[order] if valid.size else None))
+        # The search's distances, nearest first; a row without a vector has none (NULL).
+        distances = plan.distances[q]
+        missing = rows.column(target.name).is_null().to_numpy(zero_copy_only=False)
+        rows = rows.add_column(0, "distance", pa.array(distances, pa.float64(),
+                                                       mask=missing if missing.any() else None))
         rows = rows.add_column(0, "query", pa.array(np.full(rows.num_rows, q, np.int32)))
         parts.append(rows)
     return normalise_output(pa.concat_tables(parts))
