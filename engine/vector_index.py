@@ -46,7 +46,8 @@ OPCLASS_OF = {metric: opclass for opclass, metric in OPCLASSES.items()}
 # Build options per method: (default, lowest, highest), pgvector's names and ranges. HNSW
 # defaults are higher than pgvector's (m 16, ef_construction 64): on 128-d clustered vectors
 # (bench/vector_bench.py data, faiss alone) recall@10 at ef_search 100 was 0.969 at 200k rows
-# and 0.826 at 1M with pgvector's; 0.991 and 0.958 with these, for about 1.5x the build time (measured at 200k; 1M builds were not timed under the same conditions)
+# and 0.826 at 1M with pgvector's; 0.991 and 0.958 with these, for about 1.5x the build time
+# (measured at 200k; 1M builds were not timed under the same conditions)
 # and ~20% more bytes per vector (m links per node).
 # IVF `lists` is not fixed by default (None): each segment gets sqrt(its rows), as many as
 # pgvector's advice (rows / 1000) at 1M rows. At 1M x 128 (faiss alone) 1000 lists with
