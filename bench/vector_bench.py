@@ -61,25 +61,36 @@ def row(name: str, recall: float, stats: dict[str, float], extra: str = "") -> s
             f"{stats['qps']:.0f} | {extra} |")
 
 
+def timed(search, queries) -> tuple[list[list[int]], list[float]]:
+    """The ids `search(q)` returns for each query, and each call's wall time."""
+    found, times = [], []
+    for q in queries:
+        started = time.perf_counter()
+        found.append(search(q))
+        times.append(time.perf_counter() - started)
+    return found, times
+
+
+def sql_search(cur, sql: str):
+    def search(q):
+        cur.execute(sql, (q,))
+        return [r[0] for r in cur.fetchall()]
+    return search
+
+
 def run_filtered(cur, data, queries, cat, k, label):
     results = []
     for limit in (1, 10, 50):
         keep = np.nonzero(cat < limit)[0]
         _, sub_truth = kernels.topk(queries[:50], data[keep], k, "l2")
         sub_truth = keep[sub_truth]
-        found, times, counts = [], [], []
         fsql = f"SELECT id FROM items WHERE cat < {limit} ORDER BY v <-> %s LIMIT {k}"
         # Warm up: a connection's first search loads the segment and the filter's row mask
         # (both cached), which would otherwise be the p99.
         cur.execute(fsql, (queries[-1],))
         cur.fetchall()
-        for q in queries[:50]:
-            started = time.perf_counter()
-            cur.execute(fsql, (q,))
-            ids = [r[0] for r in cur.fetchall()]
-            times.append(time.perf_counter() - started)
-            found.append(ids)
-            counts.append(len(ids))
+        found, times = timed(sql_search(cur, fsql), queries[:50])
+        counts = [len(ids) for ids in found]
         cur.execute("EXPLAIN " + fsql.replace("%s", text(queries[0])))
         plan = next(line for _, line in cur.fetchall() if line.startswith("VectorSearch"))
         how = "filter-first (exact)" if "filter_first_sources=1" in plan else "index + ID filter"
@@ -158,21 +169,12 @@ def main() -> None:
         for q in queries[:5]:
             cur.execute(sql, (q,))
             cur.fetchall()
-        found, times = [], []
-        for q in queries:
-            started = time.perf_counter()
-            cur.execute(sql, (q,))
-            ids = [r[0] for r in cur.fetchall()]
-            times.append(time.perf_counter() - started)
-            found.append(ids)
+        found, times = timed(sql_search(cur, sql), queries)
         sql_recall, sql_stats = recall_of(found, truth, k), latency_stats(times)
 
-        found, times = [], []
-        for q in queries:
-            started = time.perf_counter()
-            result = conn.vector_search("items", q[None, :], k)
-            times.append(time.perf_counter() - started)
-            found.append(result.column("id").to_pylist())
+        def api_search(q):
+            return conn.vector_search("items", q[None, :], k).column("id").to_pylist()
+        found, times = timed(api_search, queries)
         api_recall, api_stats = recall_of(found, truth, k), latency_stats(times)
         started = time.perf_counter()
         batch = conn.vector_search("items", queries, k)
@@ -196,24 +198,14 @@ def main() -> None:
         sweep = {}
         for ef in args.sweep:
             cur.execute(f"SET hnsw.ef_search = {ef}")
-            found, times = [], []
-            for q in queries[:100]:
-                started = time.perf_counter()
-                cur.execute(sql, (q,))
-                found.append([r[0] for r in cur.fetchall()])
-                times.append(time.perf_counter() - started)
+            found, times = timed(sql_search(cur, sql), queries[:100])
             sweep[ef] = [recall_of(found, truth[:100], k), latency_stats(times)]
         cur.execute("RESET hnsw.ef_search" if args.ef_search is None
                     else f"SET hnsw.ef_search = {args.ef_search}")
 
         # Exact search without the index (the NumPy kernel), a few queries.
         cur.execute("DROP INDEX items_v")
-        found, times = [], []
-        for q in queries[:10]:
-            started = time.perf_counter()
-            cur.execute(sql, (q,))
-            found.append([r[0] for r in cur.fetchall()])
-            times.append(time.perf_counter() - started)
+        found, times = timed(sql_search(cur, sql), queries[:10])
         exact_recall, exact_stats = recall_of(found, truth[:10], k), latency_stats(times)
 
         # IVF-flat at the engine's defaults (lists per segment, ivfflat.probes).
@@ -227,12 +219,7 @@ def main() -> None:
             probes = re.search(r"probes=(\d+)", ivf_plan).group(1)
             for q in queries[:5]:
                 conn.vector_search("items", q[None, :], k)
-            found, times = [], []
-            for q in queries:
-                started = time.perf_counter()
-                result = conn.vector_search("items", q[None, :], k)
-                times.append(time.perf_counter() - started)
-                found.append(result.column("id").to_pylist())
+            found, times = timed(api_search, queries)
             ivf = (recall_of(found, truth, k), latency_stats(times), ivf_build_s, probes)
         conn.close()
     finally:
@@ -254,21 +241,13 @@ def main() -> None:
     # One query on one thread, as OmniLake searches it (gpu/ann.py): an OpenMP region over
     # busy cores costs milliseconds a query.
     faiss.omp_set_num_threads(1)
-    found, times = [], []
-    for q in queries:
-        started = time.perf_counter()
-        _, ids = index.search(q[None, :], k, params=params)
-        times.append(time.perf_counter() - started)
-        found.append(ids[0].tolist())
+    def faiss_search(q):
+        return index.search(q[None, :], k, params=params)[1][0].tolist()
+    found, times = timed(faiss_search, queries)
     faiss_recall, faiss_stats = recall_of(found, truth, k), latency_stats(times)
     for ef in args.sweep:
-        params = faiss.SearchParametersHNSW(efSearch=ef)
-        found, times = [], []
-        for q in queries[:100]:
-            started = time.perf_counter()
-            _, ids = index.search(q[None, :], k, params=params)
-            times.append(time.perf_counter() - started)
-            found.append(ids[0].tolist())
+        params = faiss.SearchParametersHNSW(efSearch=ef)  # faiss_search reads it
+        found, times = timed(faiss_search, queries[:100])
         sweep[ef] += [recall_of(found, truth[:100], k), latency_stats(times)]
 
     duck = None
@@ -280,13 +259,11 @@ def main() -> None:
             con.register("src", pa.table({"id": pa.array(np.arange(n, dtype=np.int64)),
                                           "v": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d)}))
             con.execute("INSERT INTO items SELECT * FROM src")
-            found, times = [], []
-            for q in queries[:args.duckdb_queries]:
-                started = time.perf_counter()
-                ids = con.execute(f"SELECT id FROM items ORDER BY array_distance(v, ?::FLOAT[{d}]) "
-                                  f"LIMIT {k}", [q.tolist()]).fetchall()
-                times.append(time.perf_counter() - started)
-                found.append([r[0] for r in ids])
+            def duck_search(q):
+                return [r[0] for r in con.execute(
+                    f"SELECT id FROM items ORDER BY array_distance(v, ?::FLOAT[{d}]) LIMIT {k}",
+                    [q.tolist()]).fetchall()]
+            found, times = timed(duck_search, queries[:args.duckdb_queries])
             duck = (recall_of(found, truth, k), latency_stats(times), duckdb.__version__)
         except Exception as exc:  # optional peer
             print(f"duckdb skipped: {exc}", flush=True)

@@ -63,9 +63,6 @@ def register(ctx: SessionContext, store: BlobStore) -> None:
             out.append(store.read(ref, offset, length))
         return pa.array(out, pa.large_binary())
 
-    def read_from(b, offsets):
-        return read_range(b, offsets)
-
     def load(paths):
         return pa.array([None if p is None else load_file(store, p).as_dict()
                          for p in _array(paths).to_pylist()], BLOB_ARROW)
@@ -76,7 +73,7 @@ def register(ctx: SessionContext, store: BlobStore) -> None:
         ("blob_sha256", _field("sha256"), [BLOB_ARROW], pa.large_string(), "immutable"),
         ("blob_uri", uri, [BLOB_ARROW], pa.large_string(), "stable"),
         ("blob_read", read_range, [BLOB_ARROW, pa.int64(), pa.int64()], pa.large_binary(), "stable"),
-        (READ_FROM, read_from, [BLOB_ARROW, pa.int64()], pa.large_binary(), "stable"),
+        (READ_FROM, read_range, [BLOB_ARROW, pa.int64()], pa.large_binary(), "stable"),
         # volatile: it writes to the store, so it must run when the statement runs
         ("load_file", load, [pa.large_string()], BLOB_ARROW, "volatile"),
     ]:

@@ -156,14 +156,13 @@ class BlobStore:
         head = first[:SNIFF_BYTES]
         if len(first) <= INLINE_LIMIT:
             return BlobRef(len(first), hashlib.sha256(first).hexdigest(), sniff_mime(head), first)
-        head_and_rest = first
         digest = hashlib.sha256()
         size = 0
         tmp = self._tmp_path()
 
         def chunks() -> Iterator[bytes]:
             nonlocal size
-            for chunk in _iter_stream(stream, head_and_rest):
+            for chunk in _iter_stream(stream, first):
                 digest.update(chunk)
                 size += len(chunk)
                 yield chunk
