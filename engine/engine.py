@@ -31,6 +31,7 @@ from omnilake.engine.embeddings import Embeddings
 from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
+from omnilake.engine.column_cache import ColumnCache
 from omnilake.engine.scan import PlanCache
 from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
@@ -64,6 +65,7 @@ class Engine:
         self.warehouse = Warehouse.open(settings.warehouse, settings.catalog,
                                         s3=settings.s3_options(), local_dir=settings.local_dir)
         self.plan_cache = PlanCache(settings.plan_cache_size)
+        self.column_cache = ColumnCache(settings.column_cache_bytes, settings.effective_partitions())
         self.datafusion = new_context(settings)
         if self.warehouse.s3 is not None:  # scans read data files straight from the bucket
             bucket, _ = split_uri(self.warehouse.location)
@@ -94,6 +96,7 @@ class Engine:
                 self._closed = True
                 try:
                     self.vectors.close()
+                    self.column_cache.clear()
                     self.timeseries.close()
                     self.writer.close()  # flushes every pending row
                 finally:

@@ -26,7 +26,7 @@ from omnilake.catalog.types import SQL_TYPE_KEY
 from omnilake.engine import pushdown, vector_functions
 from omnilake.engine.dialect import to_datafusion, to_datafusion_with_values
 from omnilake.engine.errors import from_datafusion
-from omnilake.engine.scan import ScanPlan, scan
+from omnilake.engine.scan import Column, ScanPlan, scan
 from omnilake.engine.tables import TableRef, ident, load, split_name
 
 if TYPE_CHECKING:
@@ -182,6 +182,7 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
     from omnilake.engine import vector_search
     tree, ctx = bound.tree, bound.ctx
     cte_names = {ident(cte.args["alias"].this) for cte in tree.find_all(exp.CTE)}
+    referenced = referenced_names(tree)
     for number, node in enumerate(list(tree.find_all(exp.Table))):
         if not isinstance(node.this, exp.Identifier):
             continue  # table functions
@@ -216,19 +217,47 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None)
                 bound.register(private, bound.scans[-1].result)
                 node.replace(exp.Table(this=exp.to_identifier(private), alias=_alias(node, name)))
                 continue
+            columns = read_columns(ref.columns(), referenced)
+            engine = session.engine
             try:
-                frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
-                                   row_filter, session.engine.plan_cache, private, pending)
+                frame, plan = scan(ctx, ref.table, ref.qualified, columns, snapshot_id,
+                                   row_filter, engine.plan_cache, private, pending,
+                                   engine.column_cache)
             except E.Error:
                 raise
             except Exception:
                 # A filter pyiceberg cannot bind must never fail the query: scan without it.
-                frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
-                                   AlwaysTrue(), session.engine.plan_cache, private, pending)
+                frame, plan = scan(ctx, ref.table, ref.qualified, columns, snapshot_id,
+                                   AlwaysTrue(), engine.plan_cache, private, pending,
+                                   engine.column_cache)
             bound.registered.extend(plan.registered)
             bound.register(private, frame)
             bound.scans.append(plan)
         node.replace(exp.Table(this=exp.to_identifier(private), alias=_alias(node, name)))
+
+
+def referenced_names(tree: exp.Expression) -> set[str] | None:
+    """Every name the statement mentions (columns, aliases, USING lists), or None when it
+    reads whole rows (`*`, `t.*`, NATURAL JOIN). A scan reads only the columns named here:
+    DataFusion would prune the others from Parquet itself, but the column cache and the
+    memtable casts see the scan's columns before DataFusion plans."""
+    names = set()
+    for node in tree.walk():
+        if isinstance(node, (exp.Identifier, exp.Var)):
+            names.add(node.this if isinstance(node.this, str) else node.name)
+        elif isinstance(node, exp.Star) and not isinstance(node.parent, exp.Func):
+            return None
+        elif isinstance(node, exp.Join) and (node.args.get("method") or "").upper() == "NATURAL":
+            return None
+    return names
+
+
+def read_columns(columns: list[Column], referenced: set[str] | None) -> list[Column]:
+    """The table's columns a statement can read (see referenced_names); at least one, so
+    `count(*)` still counts rows."""
+    if referenced is None:
+        return columns
+    return [c for c in columns if c.name in referenced] or columns[:1]
 
 
 def _alias(node: exp.Table, name: str) -> exp.TableAlias:

@@ -26,6 +26,7 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, Table
 
 from omnilake.catalog.types import SQL_TYPE_KEY, SqlType
+from omnilake.engine.column_cache import ColumnCache
 from omnilake.storage.files import (has_single_valued_float_column, is_local, local_path,
                                     parquet_schema, top_level_field_ids)
 
@@ -176,7 +177,8 @@ def engine_schema(columns: list[Column]) -> pa.Schema:
 
 def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
          snapshot_id: int | None, row_filter: BooleanExpression, cache: PlanCache,
-         private: str, pending: list[pa.Table] | None = None) -> tuple[DataFrame, ScanPlan]:
+         private: str, pending: list[pa.Table] | None = None,
+         column_cache: ColumnCache | None = None) -> tuple[DataFrame, ScanPlan]:
     """A DataFrame over the table's rows at `snapshot_id` plus `pending` rows (acknowledged,
     not yet flushed; in storage form, current schema). May hold more rows than the filter.
 
@@ -187,10 +189,20 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     frames: list[DataFrame] = []
     by_pyiceberg = [t for t in tasks if t.delete_files or _has_nan(t, table.io)]
     plan.files_with_deletes = sum(1 for t in tasks if t.delete_files)
+    schema = engine_schema(columns)
+    keys = [(c.field_id, str(c.sql_type)) for c in columns]  # what a decoded column holds
+    allowance = column_cache.scan_budget() if column_cache is not None else None
     for task in tasks:
         if not (task.delete_files or _has_nan(task, table.io)):
             uri = task.file.file_path
-            if is_local(uri):
+            cached = column_cache.frame(
+                ctx, uri, keys, schema, allowance,
+                lambda indexes, uri=uri: _read_data_file(
+                    ctx, uri, [columns[i] for i in indexes], table.io).to_arrow_table(),
+            ) if column_cache is not None else None
+            if cached is not None:
+                frames.append(cached)
+            elif is_local(uri):
                 frames.append(cache.frame((uri, tuple(columns)),
                                           lambda: _read_data_file(ctx, uri, columns, table.io)))
             else:  # the local copy in the read cache may be evicted: look it up each time
@@ -205,7 +217,6 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
         frames.append(ctx.from_arrow(pending_in_scan_types(pending, columns),
                                      name=plan.registered[-1]))
     if not frames:
-        schema = engine_schema(columns)
         plan.registered.append(f"{private}_empty")
         frames.append(ctx.create_dataframe([[pa.RecordBatch.from_pylist([], schema=schema)]],
                                            name=plan.registered[-1], schema=schema))

@@ -1,6 +1,7 @@
 """`omnilake_system.*`: the engine's own state as tables. `read_cache` holds the counters of
 the local read cache of object-storage warehouses (storage/readcache.py), summed over every
-process that shares its folder."""
+process that shares its folder; `column_cache` those of this process's in-memory cache of
+decoded columns (engine/column_cache.py)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,18 @@ def read_cache_stats(settings) -> dict:
     return {**cache.stats(), "enabled": True}
 
 
+_COLUMN_CACHE_COLUMNS = pa.schema([
+    ("files", pa.int64()), ("bytes", pa.int64()), ("budget", pa.int64()), ("hits", pa.int64()),
+    ("loads", pa.int64())])
+
+
 def system_table(session: "Session", name: str) -> pa.Table:
+    if name == "column_cache":
+        stats = session.engine.column_cache.stats()
+        return pa.Table.from_pylist([stats], schema=_COLUMN_CACHE_COLUMNS)
     if name == "read_cache":
         stats = read_cache_stats(session.engine.settings)
         return pa.Table.from_pylist([{f.name: stats.get(f.name) for f in _CACHE_COLUMNS}],
                                     schema=_CACHE_COLUMNS)
     raise E.UndefinedTable(f'relation "{SCHEMA}.{name}" does not exist',
-                           hint="system tables: read_cache")
+                           hint="system tables: read_cache, column_cache")

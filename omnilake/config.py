@@ -24,6 +24,13 @@ def _setting(default: Any, kind: type, help: str) -> Any:  # noqa: A002 - mirror
     return field(default=default, metadata={"kind": kind, "help": help})
 
 
+def _quarter_of_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a modest default
+        return 1024 ** 3
+
+
 @dataclass(frozen=True)
 class Settings:
     warehouse: str | None = _setting(
@@ -75,6 +82,10 @@ class Settings:
         0, int, "DataFusion parallelism; 0 means one partition per CPU core.")
     batch_size: int = _setting(8192, int, "Rows per Arrow batch inside DataFusion.")
     plan_cache_size: int = _setting(256, int, "Scan plans (table snapshot + filter) kept in memory.")
+    column_cache_bytes: int = _setting(
+        _quarter_of_memory(), int, "Memory for decoded columns of data files read more than "
+        "once (least recently used dropped first); default a quarter of physical memory, "
+        "0 turns it off. One scan takes at most this much; the rest streams from Parquet.")
     durability: str = _setting(
         "fsync", str, "When a write is acknowledged: `fsync` (its log record is on disk), "
         "`batch` (written, fsynced within 10 ms: an OS crash may lose the last 10 ms), `off` "
@@ -136,6 +147,9 @@ class Settings:
                 f"durability must be fsync, batch or off, not {settings.durability!r}")
         if settings.device not in ("auto", "cpu", "gpu"):
             raise InvalidParameterValue(f"device must be auto, cpu or gpu, not {settings.device!r}")
+        if settings.column_cache_bytes < 0:
+            raise InvalidParameterValue(
+                f"column_cache_bytes must be 0 (off) or more, not {settings.column_cache_bytes}")
         if settings.dialect not in ("postgres", "mysql"):
             raise InvalidParameterValue(
                 f"dialect must be 'postgres' or 'mysql', not {settings.dialect!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -23,9 +24,11 @@ threadsafety = 1  # threads may share the module, not connections
 paramstyle = "pyformat"  # %(name)s; %s and $1 work too
 
 
-def connect(warehouse: str | None = None, **settings: Any) -> "Connection":
+def connect(warehouse: str | os.PathLike | None = None, **settings: Any) -> "Connection":
     """Open a warehouse folder (created if missing); no folder means a temporary warehouse
     that is removed on close. Other settings: see `omnilake.config.Settings`."""
+    if isinstance(warehouse, os.PathLike):
+        warehouse = os.fspath(warehouse)
     loaded = Settings.load(warehouse=warehouse, **settings)
     engine = Engine(loaded)
     return Connection(engine, owns_engine=True)
