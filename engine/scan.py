@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import reduce
 
 import pyarrow as pa
@@ -190,15 +190,15 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     by_pyiceberg = [t for t in tasks if t.delete_files or _has_nan(t, table.io)]
     plan.files_with_deletes = sum(1 for t in tasks if t.delete_files)
     schema = engine_schema(columns)
-    keys = [(c.field_id, str(c.sql_type)) for c in columns]  # what a decoded column holds
     allowance = column_cache.scan_budget() if column_cache is not None else None
     for task in tasks:
         if not (task.delete_files or _has_nan(task, table.io)):
             uri = task.file.file_path
             cached = column_cache.frame(
-                ctx, uri, keys, schema, allowance,
-                lambda indexes, uri=uri: _read_data_file(
-                    ctx, uri, [columns[i] for i in indexes], table.io).to_arrow_table(),
+                ctx, uri, columns, schema, allowance,
+                lambda wanted, uri=uri: _read_data_file(  # by position: names may repeat
+                    ctx, uri, [replace(c, name=f"c{i}") for i, c in enumerate(wanted)],
+                    table.io).to_arrow_table(),
             ) if column_cache is not None else None
             if cached is not None:
                 frames.append(cached)
