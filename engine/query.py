@@ -28,6 +28,7 @@ from omnilake.engine.dialect import to_datafusion, to_datafusion_with_values
 from omnilake.engine.errors import from_datafusion
 from omnilake.engine.scan import ScanPlan, scan
 from omnilake.engine.tables import TableRef, ident, load, split_name
+from omnilake.engine.walk import nodes
 
 if TYPE_CHECKING:
     from omnilake.config import Settings
@@ -140,11 +141,14 @@ def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = Non
     `pinned` is a table already loaded by the caller (the target of an UPDATE or DELETE), read
     at exactly that snapshot so the rows read and the commit agree.
     """
-    from omnilake.engine.embeddings import rewrite_model_arguments
-    tree = rewrite_model_arguments(tree, session.engine.embeddings)
+    from omnilake.engine.embeddings import FUNCTION, rewrite_model_arguments
+    found = nodes(tree)  # one walk serves the steps below
+    if any(isinstance(n, exp.Anonymous) and n.name.lower() == FUNCTION for n in found):
+        tree = rewrite_model_arguments(tree, session.engine.embeddings)
+        found = nodes(tree)
     bound = BoundQuery(session.engine.datafusion, tree, new_statement_name(""))
     try:
-        _bind_tables(session, bound, pinned)
+        _bind_tables(session, bound, pinned, found)
     except BaseException:
         bound.close()
         raise
@@ -178,11 +182,13 @@ def _declared_types(tree: exp.Expression) -> dict[str, str]:
     return declared
 
 
-def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None) -> None:
+def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None,
+                 found: list[exp.Expression]) -> None:
+    """`found`: the nodes of `bound.tree` (walk.nodes)."""
     from omnilake.engine import vector_search
-    tree, ctx = bound.tree, bound.ctx
-    cte_names = {ident(cte.args["alias"].this) for cte in tree.find_all(exp.CTE)}
-    for number, node in enumerate(list(tree.find_all(exp.Table))):
+    ctx = bound.ctx
+    cte_names = {ident(n.args["alias"].this) for n in found if isinstance(n, exp.CTE)}
+    for number, node in enumerate([n for n in found if isinstance(n, exp.Table)]):
         if not isinstance(node.this, exp.Identifier):
             continue  # table functions
         name = ident(node.this)
