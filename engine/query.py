@@ -20,6 +20,7 @@ import pyarrow as pa
 from datafusion import SessionConfig, SessionContext
 from pyiceberg.expressions import AlwaysTrue
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 
 from omnilake import errors as E
 from omnilake.catalog.types import SQL_TYPE_KEY
@@ -74,7 +75,7 @@ class BoundQuery:
     def frame(self, explain: str = ""):
         """The statement as a DataFusion DataFrame; long number arrays (vectors) travel as
         parameter values, which DataFusion takes without parsing hundreds of literals."""
-        sql, values = to_datafusion_with_values(self.tree)
+        sql, values = to_datafusion_with_values(self.tree)  # (spends the tree)
         return self.ctx.sql(explain + sql, param_values=values or None)
 
     def to_arrow(self, explain: str = "") -> pa.Table:
@@ -238,8 +239,10 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None,
 
 
 def _alias(node: exp.Table, name: str) -> exp.TableAlias:
-    alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(name, quoted=True))
-    return alias.copy()
+    """The alias for the table that replaces `node` (moved from it: `node` is dropped)."""
+    alias = node.args.get("alias")
+    return alias.pop() if alias is not None else \
+        exp.TableAlias(this=exp.to_identifier(name, quoted=True))
 
 
 def _search(session: "Session", ref: TableRef, search, snapshot_id, row_filter, pending):
@@ -353,12 +356,16 @@ def _name_outputs(tree: exp.Expression) -> dict[str, str]:
     if not isinstance(select, exp.Select):
         return {}
     renames, aliases = {}, set()
+    generator = None
     for i, projection in enumerate(select.expressions):
         if isinstance(projection, exp.Star):
             continue
         if isinstance(projection, exp.Column):
-            if projection.sql() not in aliases:  # the same column twice needs a private name
-                aliases.add(projection.sql())
+            # what projection.sql() gives, with one generator and no copy of the column
+            generator = generator or Dialect.get_or_raise(None).generator()
+            text = generator.generate(projection, copy=False)
+            if text not in aliases:  # the same column twice needs a private name
+                aliases.add(text)
                 continue
         if isinstance(projection, exp.Alias):
             if projection.alias not in aliases:
@@ -369,7 +376,8 @@ def _name_outputs(tree: exp.Expression) -> dict[str, str]:
             name, value = _postgres_name(projection), projection
         private = f"__ol_c{i}"
         renames[private] = name
-        projection.replace(exp.alias_(value.copy(), private, quoted=True))
+        # `value` moves into the new projection; the old one is dropped, so no copy
+        select.set("expressions", exp.alias_(value, private, quoted=True, copy=False), index=i)
     return renames
 
 
