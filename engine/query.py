@@ -11,8 +11,10 @@ the statement started, or the one named by `FOR VERSION AS OF` / `FOR TIMESTAMP 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,7 +29,7 @@ from omnilake.catalog.types import SQL_TYPE_KEY
 from omnilake.engine import pushdown, vector_functions
 from omnilake.engine.dialect import to_datafusion, to_datafusion_with_values
 from omnilake.engine.errors import from_datafusion
-from omnilake.engine.scan import ScanPlan, scan
+from omnilake.engine.scan import ScanPlan, pending_in_scan_types, scan
 from omnilake.engine.tables import TableRef, ident, load, split_name
 from omnilake.engine.walk import nodes
 
@@ -223,6 +225,7 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None,
                 bound.register(private, bound.scans[-1].result)
                 node.replace(exp.Table(this=exp.to_identifier(private), alias=_alias(node, name)))
                 continue
+            pending = _SCAN_READY.rows(pending, ref.columns())
             try:
                 frame, plan = scan(ctx, ref.table, ref.qualified, ref.columns(), snapshot_id,
                                    row_filter, session.engine.plan_cache, private, pending)
@@ -277,6 +280,46 @@ def snapshot_and_pending(session: "Session", key: tuple[str, str], pinned: Table
         return pinned, []
     with session.engine.writer.reading(*key) as pending_rows:
         return load(session.engine, *key), pending_rows()
+
+
+class ScanReadyRows:
+    """Memtable rows cast to the types a scan returns (scan.pending_in_scan_types), kept
+    while a table's pending rows are the same Arrow tables. Those are immutable, and a write
+    or a flush replaces them, so a read of unchanged rows skips the casts (text to
+    string_view: ~0.3 ms a statement for 100k rows). scan() casts the rows again, which
+    costs nothing once they are in its types. Bounded in bytes, least recently used first
+    out; an entry keeps its tables alive until then."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, entries: int = 16):
+        self.max_bytes = max_bytes
+        self.max_entries = entries
+        self._entries: OrderedDict[tuple, tuple[list[pa.Table], pa.Table, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def rows(self, pending: list[pa.Table], columns: list) -> list[pa.Table]:
+        if not pending:
+            return pending
+        key = (id(pending[0]), tuple(columns))  # the oldest pending table names the entry
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and len(entry[0]) == len(pending) \
+                    and all(a is b for a, b in zip(entry[0], pending)):
+                self._entries.move_to_end(key)
+                return [entry[1]]
+        ready = pending_in_scan_types(pending, columns)
+        size = ready.nbytes + sum(t.nbytes for t in pending)
+        if size <= self.max_bytes // 4:
+            with self._lock:
+                old = self._entries.pop(key, None)
+                self._bytes += size - (old[2] if old is not None else 0)
+                self._entries[key] = (list(pending), ready, size)
+                while self._bytes > self.max_bytes or len(self._entries) > self.max_entries:
+                    self._bytes -= self._entries.popitem(last=False)[1][2]
+        return [ready]
+
+
+_SCAN_READY = ScanReadyRows()
 
 
 def _snapshot_for(ref: TableRef, version: exp.Version | None) -> int | None:
