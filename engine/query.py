@@ -156,8 +156,8 @@ def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = Non
         bound.close()
         raise
     vectors = {c.name for s in bound.scans for c in s.columns if c.sql_type.name == "vector"}
-    if vectors:
-        vector_functions.elementwise_operators(tree, vectors)
+    if vectors and any(isinstance(n, tuple(vector_functions._ELEMENTWISE)) for n in found):
+        vector_functions.elementwise_operators(tree, vectors)  # (walks for those operators)
     bound.declared = _declared_types(tree)
     bound.renames = _name_outputs(tree)
     return bound
