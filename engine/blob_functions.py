@@ -22,6 +22,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.catalog.types import BLOB_ARROW
 from omnilake.engine.blobs import refs
+from omnilake.engine.walk import nodes
 from omnilake.storage import objectstore
 from omnilake.storage.blobs import BlobStore
 from omnilake.storage.files import is_local, local_path
@@ -144,7 +145,7 @@ def load_file(store: BlobStore, source: str):
 
 def rewrite_read(tree: exp.Expression) -> exp.Expression:
     """`blob_read(b)` and `blob_read(b, offset)` -> the two-argument function."""
-    for call in list(tree.find_all(exp.Anonymous)):
+    for call in [n for n in nodes(tree) if isinstance(n, exp.Anonymous)]:
         if call.name.lower() != "blob_read":
             continue
         args = call.expressions

@@ -151,10 +151,15 @@ PARAMETER_MIN_NUMBERS = 16
 def to_datafusion_with_values(tree: exp.Expression) -> tuple[str, dict[str, pa.Scalar]]:
     """DataFusion SQL in which number arrays of PARAMETER_MIN_NUMBERS or more elements are
     placeholders `$__ol_vN`, with their values as Arrow list scalars (float64, or int64 where
-    every element is an integer: the types DataFusion gives the same literals)."""
+    every element is an integer: the types DataFusion gives the same literals).
+
+    A statement's root is generated in place (sqlglot copies the tree first by default, which
+    cost more than generating): the generator's transforms may change it, so callers must not
+    use the tree after. A subtree is still copied, since sqlglot writes a node with a parent
+    differently from a root in places."""
     generator = DataFusionSQL().generator()
     generator.array_values = {}
-    return generator.generate(tree), generator.array_values
+    return generator.generate(tree, copy=tree.parent is not None), generator.array_values
 
 
 def _datafusion_number_array(self, e: NumberArray) -> str:

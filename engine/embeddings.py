@@ -18,6 +18,7 @@ from datafusion import SessionContext, udf
 from sqlglot import exp
 
 from omnilake import errors as E
+from omnilake.engine.walk import nodes
 
 DEFAULT_MODEL = "minilm"
 FUNCTION = "embed"
@@ -96,7 +97,7 @@ class Embeddings:
 
 def rewrite_model_arguments(tree: exp.Expression, embeddings: Embeddings) -> exp.Expression:
     """`embed(x, 'name')` -> the function registered for model `name`."""
-    for call in list(tree.find_all(exp.Anonymous)):
+    for call in [n for n in nodes(tree) if isinstance(n, exp.Anonymous)]:
         if call.name.lower() != FUNCTION:
             continue
         args = call.expressions

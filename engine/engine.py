@@ -37,6 +37,7 @@ from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
 from omnilake.engine.transaction import InFailedTransaction, Transaction
 from omnilake.engine.vector_index import VectorIndexes
+from omnilake.engine.walk import Kinds, nodes
 from omnilake.engine.writes import Writer
 from omnilake.storage.blobs import BlobStore
 from omnilake.storage.objectstore import split as split_uri, translate as storage_error
@@ -80,7 +81,8 @@ class Engine:
         # Front ends add schemas of virtual tables (the wire server's pg_catalog) and rewrites
         # of their own; information_schema is built in. Builders: (session, name) -> Arrow.
         self.virtual_schemas: dict[str, Callable] = {system_views.SCHEMA: system_views.system_table}
-        self.rewriters: list[Callable] = [lambda _, tree: blob_functions.rewrite_read(tree)]
+        # (blob_functions.rewrite_read runs before them, see Session.prepare)
+        self.rewriters: list[Callable] = []
         self.vectors = VectorIndexes(self)
         from omnilake.engine.retention import BackgroundWorker
         self.timeseries = BackgroundWorker(self, settings.timeseries_interval)
@@ -186,7 +188,10 @@ class Session:
 
     def prepare(self, tree: exp.Expression) -> exp.Expression:
         """The statement after OmniLake's rewrites and those of the front end."""
-        tree = rewrites.apply(tree)
+        kinds = Kinds(tree)  # one walk tells which rewrites have anything to do
+        tree = rewrites.apply(tree, kinds)
+        if kinds.calls("blob_read"):
+            tree = blob_functions.rewrite_read(tree)
         for rewrite in self.engine.rewriters:
             tree = rewrite(self, tree)
         return tree
@@ -274,7 +279,7 @@ def _statements(sql: str, dialect: str) -> list[str]:
 
 
 def _has_placeholders(tree: exp.Expression) -> bool:
-    return tree.find(exp.Placeholder, exp.Parameter) is not None
+    return any(isinstance(n, (exp.Placeholder, exp.Parameter)) for n in nodes(tree))
 
 
 # -- handlers ----------------------------------------------------------------------------

@@ -17,12 +17,12 @@ from typing import Any
 from sqlglot import exp
 
 from omnilake.engine.dialect import NumberArray
+from omnilake.engine.walk import nodes
 from omnilake.errors import ProgrammingError, NotSupportedError
 
 
 def placeholders(tree: exp.Expression) -> list[exp.Expression]:
-    return [node for node in tree.walk()
-            if isinstance(node, (exp.Placeholder, exp.Parameter))]
+    return [node for node in nodes(tree) if isinstance(node, (exp.Placeholder, exp.Parameter))]
 
 
 def bind(tree: exp.Expression, params: Sequence[Any] | Mapping[str, Any] | None) -> exp.Expression:

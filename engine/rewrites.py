@@ -7,12 +7,14 @@ import math
 
 from sqlglot import exp
 
+from omnilake.engine.walk import Kinds, nodes
+
 
 def fold_identifiers(tree: exp.Expression) -> exp.Expression:
     """Unquoted identifiers fold to lower case, as in PostgreSQL; afterwards all are quoted so
     DataFusion keeps them exactly."""
-    for node in tree.find_all(exp.Identifier):
-        if not node.quoted:
+    for node in nodes(tree):
+        if isinstance(node, exp.Identifier) and not node.quoted:
             node.set("this", node.this.lower())
             node.set("quoted", True)
     return tree
@@ -20,7 +22,7 @@ def fold_identifiers(tree: exp.Expression) -> exp.Expression:
 
 def bytea_hex_literals(tree: exp.Expression) -> exp.Expression:
     """`'\\x0102'::bytea` is PostgreSQL's hex input format: make it a binary literal."""
-    for cast in list(tree.find_all(exp.Cast)):
+    for cast in [n for n in nodes(tree) if isinstance(n, exp.Cast)]:
         value = cast.this
         if (cast.to.this in (exp.DataType.Type.VARBINARY, exp.DataType.Type.BINARY)
                 and isinstance(value, exp.Literal) and value.is_string
@@ -53,7 +55,7 @@ def vector_functions(tree: exp.Expression) -> exp.Expression:
     as its own node; it becomes ours too."""
     from omnilake.engine import dialect
 
-    for node in [n for n in tree.walk(prune=_literal_array) if isinstance(n, exp.Func)]:
+    for node in [n for n in nodes(tree, prune=_literal_array) if isinstance(n, exp.Func)]:
         if isinstance(node, dialect.VectorDistance):
             continue
         if isinstance(node, exp.Anonymous):
@@ -80,16 +82,16 @@ def vector_literals(tree: exp.Expression) -> exp.Expression:
     literal from the operator or function)."""
     from omnilake.engine.dialect import VectorDistance
 
-    nodes = [n for n in tree.walk(prune=_literal_array)
+    found = [n for n in nodes(tree, prune=_literal_array)
              if isinstance(n, (exp.Cast, exp.Anonymous, VectorDistance))]
-    for cast in nodes:
+    for cast in found:
         if isinstance(cast, exp.Cast) and cast.to.this == exp.DataType.Type.VECTOR \
                 and isinstance(cast.this, exp.Literal) and cast.this.is_string:
             array = vector_array(cast.this)
             if array is not None:
                 cast.replace(array)
-    vector_calls = [f for f in nodes if isinstance(f, exp.Anonymous) and f.name.lower() in VECTOR_FUNCTIONS]
-    for op in [n for n in nodes if isinstance(n, VectorDistance)] + vector_calls:
+    vector_calls = [f for f in found if isinstance(f, exp.Anonymous) and f.name.lower() in VECTOR_FUNCTIONS]
+    for op in [n for n in found if isinstance(n, VectorDistance)] + vector_calls:
         for side in op.expressions if isinstance(op, exp.Anonymous) else (op.this, op.expression):
             if isinstance(side, exp.Literal) and side.is_string:
                 array = vector_array(side)
@@ -124,7 +126,7 @@ def split_intersecting_in_lists(tree: exp.Expression) -> exp.Expression:
             return conjuncts(node.left) + conjuncts(node.right)
         return [node]
 
-    for root in list(tree.find_all(exp.And)):
+    for root in [n for n in nodes(tree) if isinstance(n, exp.And)]:
         if isinstance(root.parent, (exp.And, exp.Paren)) and root.parent.find_ancestor(exp.And):
             continue  # handled from the top of its chain
         lists: dict[str, list[exp.In]] = {}
@@ -147,11 +149,40 @@ def time_series_functions(tree: exp.Expression) -> exp.Expression:
     return rewrite(tree)
 
 
-RULES = (fold_identifiers, bytea_hex_literals, vector_functions, vector_literals,
-         split_intersecting_in_lists, time_series_functions)
+def _vector_functions_needed(kinds: Kinds) -> bool:
+    return kinds.has(exp.CosineDistance) or kinds.calls(*_DISTANCE_FUNCTIONS)
 
 
-def apply(tree: exp.Expression) -> exp.Expression:
-    for rule in RULES:
-        tree = rule(tree)
+def _vector_literals_needed(kinds: Kinds) -> bool:
+    from omnilake.engine.dialect import VectorDistance
+    # vector_functions makes the VectorDistance nodes this rule looks at
+    return kinds.has(exp.Cast, VectorDistance) or kinds.calls(*VECTOR_FUNCTIONS) \
+        or _vector_functions_needed(kinds)
+
+
+def _time_series_needed(kinds: Kinds) -> bool:
+    from omnilake.engine.timeseries import COUNTER_FUNCTIONS
+    return kinds.has(exp.First, exp.Last) or kinds.calls("time_bucket", *COUNTER_FUNCTIONS)
+
+
+# Each rule with a test of what the statement holds (its Kinds, seen in one walk before the
+# first rule): a rule is skipped when the statement has nothing it could rewrite, and most
+# statements need one or two of the six. A rule that makes nodes a later rule looks for says
+# so in that rule's test.
+RULES = (
+    (fold_identifiers, lambda kinds: kinds.has(exp.Identifier)),
+    (bytea_hex_literals, lambda kinds: kinds.has(exp.Cast)),
+    (vector_functions, _vector_functions_needed),
+    (vector_literals, _vector_literals_needed),
+    (split_intersecting_in_lists, lambda kinds: kinds.has(exp.And) and kinds.has(exp.In)),
+    (time_series_functions, _time_series_needed),
+)
+
+
+def apply(tree: exp.Expression, kinds: Kinds | None = None) -> exp.Expression:
+    """The rules, in order, on `tree`; `kinds` are the tree's when the caller has them."""
+    kinds = kinds or Kinds(tree)
+    for rule, needed in RULES:
+        if needed(kinds):
+            tree = rule(tree)
     return tree

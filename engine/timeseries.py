@@ -31,6 +31,7 @@ from sqlglot import exp, parse_one
 
 from omnilake import errors as E
 from omnilake.catalog.table_options import Interval, parse_interval
+from omnilake.engine.walk import nodes
 
 DEFAULT_ORIGIN = dt.datetime(2000, 1, 3, tzinfo=dt.timezone.utc)
 MONTH_ORIGIN = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
@@ -95,10 +96,10 @@ def rewrite(tree: exp.Expression) -> exp.Expression:
     """time_bucket, first/last and the counter functions into what DataFusion runs."""
     if isinstance(tree, exp.Create) and tree.find(exp.MaterializedProperty) is not None:
         return tree  # a continuous aggregate keeps its definition; rewritten when it runs
-    for node in list(tree.find_all(exp.First, exp.Last)):
+    for node in [n for n in nodes(tree) if isinstance(n, (exp.First, exp.Last))]:
         if node.args.get("expression") is not None:
             node.replace(_first_last(node))
-    for call in list(tree.find_all(exp.Anonymous)):
+    for call in [n for n in nodes(tree) if isinstance(n, exp.Anonymous)]:
         name = call.name.lower()
         if name == "time_bucket":
             call.replace(time_bucket_sql(call.expressions))
@@ -297,7 +298,8 @@ def special_query(session, tree: exp.Expression):
         dropped = drop_chunks(session, projections[0].unalias().expressions)
         table = pa.table({"drop_chunks": pa.array([dropped], pa.int64())})
         return Result(status="SELECT 1", table=table, rowcount=1)
-    if any(c.name.lower() == "time_bucket_gapfill" for c in tree.find_all(exp.Anonymous)):
+    if any(isinstance(c, exp.Anonymous) and c.name.lower() == "time_bucket_gapfill"
+           for c in nodes(tree)):
         from omnilake.engine.gapfill import gapfill_query
         return gapfill_query(session, tree)
     return None

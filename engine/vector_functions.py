@@ -139,11 +139,12 @@ def elementwise_operators(tree: exp.Expression, vector_columns: set[str]) -> exp
         return False
 
     from omnilake.engine.rewrites import _literal_array, vector_array
+    from omnilake.engine.walk import nodes
 
     changed = True  # one replacement per pass: a replacement copies the nodes below it
     while changed:
         changed = False
-        for node in [n for n in tree.walk(prune=_literal_array) if isinstance(n, tuple(_ELEMENTWISE))]:
+        for node in [n for n in nodes(tree, prune=_literal_array) if isinstance(n, tuple(_ELEMENTWISE))]:
             if is_vector(node.this) or is_vector(node.expression):
                 for side in (node.this, node.expression):  # '[1,2]' typed by the other side
                     if isinstance(side, exp.Literal) and side.is_string and vector_array(side):

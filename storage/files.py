@@ -77,13 +77,30 @@ def parquet_schema(uri: str, io=None) -> pa.Schema:
 def has_single_valued_float_column(uri: str, io=None) -> bool:
     """Whether a floating-point column's Parquet statistics say min == max over the file.
     Parquet statistics leave NaN out, so such a column may still hold NaN beside that value;
-    DataFusion 55 plans it as a constant and would return the value in place of the NaN."""
+    DataFusion 55 plans it as a constant and would return the value in place of the NaN.
+    Asked for every file of every scan, so the answer is kept (a file never changes)."""
+    answer = _SINGLE_VALUED.get(uri)
+    if answer is not None:
+        return answer
     try:
         metadata = _FOOTERS.get(uri, io)
     except OperationalError:
         if is_local(uri):
             return False
         raise
+    answer = _single_valued_float_column(metadata)
+    with _SINGLE_VALUED_LOCK:
+        _SINGLE_VALUED[uri] = answer
+        while len(_SINGLE_VALUED) > _FOOTERS.size:
+            _SINGLE_VALUED.pop(next(iter(_SINGLE_VALUED)))
+    return answer
+
+
+_SINGLE_VALUED: dict[str, bool] = {}
+_SINGLE_VALUED_LOCK = threading.Lock()
+
+
+def _single_valued_float_column(metadata: pq.FileMetaData) -> bool:
     bounds: dict[str, list] = {}
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
