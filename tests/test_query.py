@@ -124,10 +124,40 @@ def test_plan_cache_reuses_plans_per_snapshot(conn, cur):
     misses = cache.misses
     cur.execute("SELECT * FROM pc WHERE a = 1")
     assert cache.misses == misses and cache.hits >= 1
+    cur.execute("SELECT * FROM pc WHERE a = 7")  # a new value: pruned from the cached list
+    assert cache.manifest_plans == 1 and cur.fetchall() == []
     cur.execute("INSERT INTO pc VALUES (2)")
     conn.flush()
     cur.execute("SELECT * FROM pc WHERE a = 1")
-    assert cache.misses == misses + 1
+    assert cache.manifest_plans == 2 and cur.fetchall() == [(1,)]
+
+
+def test_filters_prune_the_cached_file_list_as_pyiceberg_does(conn, cur):
+    """Files pruned in memory from the snapshot's file list are exactly those pyiceberg's
+    planner keeps for the filter: partitions (day) and column metrics."""
+    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+
+    cur.execute("CREATE TABLE pr (ts TIMESTAMPTZ NOT NULL, k INT, v TEXT) "
+                "WITH (time_column = 'ts', partition = 'day')")
+    for day in range(1, 6):
+        cur.execute(f"INSERT INTO pr VALUES ('2024-01-0{day} 10:00+00', {day * 10}, 'x{day}'), "
+                    f"('2024-01-0{day} 11:00+00', {day * 10 + 5}, NULL)")
+        conn.flush()
+    table = conn.session.engine.warehouse.catalog.load_table("public.pr")
+    snapshot = table.current_snapshot().snapshot_id
+    cache = conn.session.engine.plan_cache
+    filters = [EqualTo("k", 30), GreaterThanOrEqual("k", 35), LessThan("k", 0),
+               And(GreaterThanOrEqual("ts", "2024-01-03T00:00:00+00:00"), LessThan("k", 45)),
+               EqualTo("v", "x2")]
+    kept = []
+    for row_filter in filters:
+        expected = {t.file.file_path for t in table.scan(row_filter=row_filter,
+                                                         snapshot_id=snapshot).plan_files()}
+        tasks, total = cache.plan(table, snapshot, row_filter)
+        assert {t.file.file_path for t in tasks} == expected, row_filter
+        assert total == 5
+        kept.append(len(tasks))
+    assert kept[0] == 1 and kept[2] == 0 and cache.manifest_plans == 1
 
 
 QUERIES = [
