@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -253,10 +254,34 @@ def _parse_cached(sql: str, dialect: str) -> tuple[exp.Expression, ...]:
             trees.append(command)
             continue
         try:
-            trees.extend(sqlglot.parse(space_parameters(piece), dialect=INPUT_DIALECTS[dialect]))
+            parsed = sqlglot.parse(space_parameters(piece), dialect=INPUT_DIALECTS[dialect])
         except (ParseError, TokenError) as exc:
             raise from_parse(exc, piece) from None
-    return tuple(t for t in trees if t is not None)
+        trees.extend(_explain_of(tree, dialect) for tree in parsed if tree is not None)
+    return tuple(trees)
+
+
+class Explain(exp.Command):
+    """EXPLAIN [ANALYZE] of one query, parsed (sqlglot keeps EXPLAIN as text), so the query's
+    placeholders take parameters and it is rewritten like any query."""
+
+    arg_types = {"this": True, "expression": False, "analyze": False}
+
+
+_EXPLAIN_OPTIONS = re.compile(r"\s*((?:(?:ANALYZE|VERBOSE)\s+)*)(.*)", re.S | re.I)
+
+
+def _explain_of(tree: exp.Expression, dialect: str) -> exp.Expression:
+    """An EXPLAIN command as an Explain node around its parsed query (else unchanged: the
+    command then reports what EXPLAIN supports)."""
+    if not (isinstance(tree, exp.Command) and tree.name.upper() == "EXPLAIN"
+            and isinstance(tree.expression, exp.Literal)):
+        return tree
+    options, text = _EXPLAIN_OPTIONS.match(tree.expression.name).groups()
+    inner = _parse_cached(text, dialect)
+    if len(inner) != 1 or not isinstance(inner[0], (exp.Query, exp.Values)):
+        return tree
+    return Explain(this="EXPLAIN", expression=inner[0].copy(), analyze="ANALYZE" in options.upper())
 
 
 def _statements(sql: str, dialect: str) -> list[str]:
@@ -380,8 +405,8 @@ def _command(session: Session, tree: exp.Command) -> Result:
     keyword = tree.name.upper()
     rest = tree.expression.name if isinstance(tree.expression, exp.Literal) else \
         (tree.expression.sql() if tree.expression is not None else "")
-    if keyword == "EXPLAIN":
-        return _explain(session, rest)
+    if keyword == "EXPLAIN":  # (a parsed EXPLAIN is an Explain node)
+        raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
     if keyword == "SHOW":
         return _show(session, rest.strip().rstrip(";"))
     if keyword in ("OPTIMIZE", "VACUUM"):
@@ -424,17 +449,12 @@ def _maintain(session: Session, keyword: str, target: str) -> Result:
     return Result(status=keyword, table=table, rowcount=len(records))
 
 
-def _explain(session: Session, text: str) -> Result:
-    words = text.split()
-    analyze = False
-    while words and words[0].upper() in ("ANALYZE", "VERBOSE"):
-        analyze = analyze or words[0].upper() == "ANALYZE"
-        words.pop(0)
-    trees = session.parse(" ".join(words))
-    if len(trees) != 1 or not isinstance(rewrites.apply(trees[0]), exp.Query):
+def _explain(session: Session, tree: Explain) -> Result:
+    query = tree.expression
+    if not isinstance(query, exp.Query):
         raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
-    bound = bind(session, trees[0])
-    plan = bound.to_arrow(explain="EXPLAIN ANALYZE " if analyze else "EXPLAIN ")
+    bound = bind(session, query)
+    plan = bound.to_arrow(explain="EXPLAIN ANALYZE " if tree.args.get("analyze") else "EXPLAIN ")
     kinds = ["omnilake_scan"] * len(bound.scans) + plan.column(0).to_pylist()
     lines = [s.describe() for s in bound.scans] + plan.column(1).to_pylist()
     table = pa.table({"plan_type": pa.array(kinds, pa.large_string()),
@@ -472,6 +492,7 @@ _IN_TRANSACTION = (exp.Query, exp.Values, exp.Insert, exp.Update, exp.Delete, ex
 _DDL = (exp.Create, exp.Drop, exp.Alter)
 
 _HANDLERS = {
+    Explain: _explain,
     exp.Query: _query,
     exp.Values: _query,
     exp.Insert: dml.insert,

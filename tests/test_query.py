@@ -97,6 +97,18 @@ def test_explain_rejects_writes(cur):
         cur.execute("EXPLAIN DELETE FROM t")
 
 
+def test_explain_takes_parameters(conn, cur):
+    cur.execute("CREATE TABLE ep (id INT, note TEXT)")
+    cur.execute("INSERT INTO ep VALUES (1, 'a  b'), (2, 'c')")
+    conn.flush()
+    plan = dict(rows(cur, "EXPLAIN SELECT note FROM ep WHERE id = %s", (2,)))
+    assert "id = 2" in plan["omnilake_scan"]
+    analyzed = rows(cur, "EXPLAIN ANALYZE SELECT count(*) FROM ep WHERE note = %(n)s", {"n": "a  b"})
+    assert any("output_rows=1" in line for _, line in analyzed)
+    with pytest.raises(E.ProgrammingError, match="placeholder"):
+        cur.execute("EXPLAIN SELECT note FROM ep WHERE id = %s")
+
+
 def test_time_travel_by_snapshot_and_timestamp(conn, cur):
     cur.execute("CREATE TABLE tt (a INT)")
     cur.execute("INSERT INTO tt VALUES (1)")
