@@ -4,6 +4,10 @@ protocols over a private engine session.
 Statements run on the server's thread pool (DataFusion releases the GIL), never on the
 event loop, and their rows are encoded there too; the loop only moves bytes. In the extended
 protocol an error discards messages up to the next Sync, as PostgreSQL does.
+
+Replies are held until the client has no further message buffered (or they pass
+FLUSH_BYTES), so a pipelined Bind/Describe/Execute/Sync costs one socket write, and one trip
+to the pool: the trip that starts a query also encodes its first rows.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Portal:
 
 
 CHUNK_ROWS = 8192  # rows encoded per trip to the pool while a result streams out
+FLUSH_BYTES = 1 << 16  # held replies are written once they pass this size
 
 
 @dataclass
@@ -76,13 +81,36 @@ class RowStream:
     pending: list[bytes] = field(default_factory=list)
     sent: int = 0
     done: bool = False
+    error: E.Error | None = None  # met while encoding ahead; raised where it would have been
 
     def __post_init__(self):
         self.encoders = [binary_encoder(f) if _format(self.formats, i) == 1 else text_encoder(f)
                          for i, f in enumerate(self.schema)]
 
+    def prefetch(self, limit: int) -> None:
+        """Encode up to `limit` rows ahead, in the trip to the pool that started the query,
+        so that Execute can often answer without another trip. An error is kept for the
+        pull that would have met it."""
+        try:
+            self._fill(limit)
+        except E.Error as err:
+            self.error = err
+
+    def ready(self, limit: int) -> bool:
+        """True when pull(limit) needs no engine work (so it may run on the event loop)."""
+        return len(self.pending) >= limit or self.done
+
     def pull(self, limit: int) -> list[bytes]:
         """Up to `limit` encoded rows (fewer only at the end of the result)."""
+        self._fill(limit)
+        rows, self.pending = self.pending[:limit], self.pending[limit:]
+        self.sent += len(rows)
+        return rows
+
+    def _fill(self, limit: int) -> None:
+        if self.error is not None and len(self.pending) < limit:
+            error, self.error, self.pending, self.done = self.error, None, [], True
+            raise error
         while len(self.pending) < limit and not self.done:
             batch = next(self.batches, None)
             if batch is None:
@@ -91,9 +119,6 @@ class RowStream:
             self.pending.extend(_encode_columns(
                 [encode(pa.chunked_array([column], type=column.type))
                  for encode, column in zip(self.encoders, batch.columns)], batch.num_rows))
-        rows, self.pending = self.pending[:limit], self.pending[limit:]
-        self.sent += len(rows)
-        return rows
 
     @property
     def exhausted(self) -> bool:
@@ -122,7 +147,10 @@ class Connection:
     portals: dict[str, Portal] = field(default_factory=dict)
     running: asyncio.Future | None = None
     canceled: bool = False
+    messages: M.MessageReader | None = None  # after startup
     _reported: dict[str, str] = field(default_factory=dict)
+    _out: list[bytes] = field(default_factory=list)  # replies held until the client waits
+    _out_size: int = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -147,14 +175,27 @@ class Connection:
 
     async def _fatal(self, err: E.Error) -> None:
         try:
-            self.writer.write(M.error_response(err, "FATAL"))
-            await self.writer.drain()
+            await self._send(M.error_response(err, "FATAL"))
         except ConnectionError:
             pass
 
-    async def _send(self, data: bytes) -> None:
-        self.writer.write(data)
+    def _queue(self, data: bytes) -> None:
+        """Hold a reply; _flush() writes what is held, in order."""
+        self._out.append(data)
+        self._out_size += len(data)
+
+    async def _flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._out_size = 0
+            self.writer.write(data)
         await self.writer.drain()
+
+    async def _send(self, data: bytes) -> None:
+        """Write `data` now, after anything held."""
+        self._queue(data)
+        await self._flush()
 
     # -- startup --------------------------------------------------------------------------
     async def _startup(self) -> bool:
@@ -198,6 +239,7 @@ class Connection:
         out.append(M.backend_key_data(self.pid, self.secret))
         out.append(M.ready_for_query(self._status()))
         await self._send(b"".join(out))
+        self.messages = M.MessageReader(self.reader)
         return True
 
     def _status(self) -> str:
@@ -210,8 +252,10 @@ class Connection:
     async def _loop(self) -> None:
         skipping = False  # after an extended-protocol error, until Sync
         while True:
+            if self._out_size >= FLUSH_BYTES or not self.messages.has_message():
+                await self._flush()  # the client may be waiting for these
             self.idle = True
-            kind, body = await M.read_message(self.reader)
+            kind, body = await self.messages.read()
             self.idle = False
             if kind == b"X":
                 return
@@ -223,10 +267,10 @@ class Connection:
                 skipping = False
                 if self.session.transaction is None:  # portals end with their transaction
                     self._close_portals()
-                await self._send(M.ready_for_query(self._status()))
+                self._queue(M.ready_for_query(self._status()))
                 continue
             if kind == b"H":
-                await self.writer.drain()
+                await self._flush()
                 continue
             if kind in (b"d", b"c", b"f"):
                 continue  # COPY messages outside COPY are ignored, as PostgreSQL does
@@ -242,12 +286,12 @@ class Connection:
             except E.Error as err:
                 skipping = True
                 self._fail_transaction()
-                await self._send(M.error_response(err))
+                self._queue(M.error_response(err))
             except Exception as exc:  # noqa: BLE001 - never drop a client for an internal bug
                 log.exception("internal error")
                 skipping = True
                 self._fail_transaction()
-                await self._send(M.error_response(E.InternalError(f"internal error: {exc}")))
+                self._queue(M.error_response(E.InternalError(f"internal error: {exc}")))
 
     def _close_portals(self) -> None:
         for portal in self.portals.values():
@@ -293,40 +337,42 @@ class Connection:
             text = M.Reader(body).cstring()
             out, stream, rest = await self._run(self._simple_batch, text,
                                                 abandon_on_cancel=_reads_only(text))
-            await self._send(out)
+            self._queue(out)
             while stream is not None or rest:
                 if stream is not None:  # a result larger than one chunk: send it as it comes
                     while not stream.exhausted:
+                        await self._flush()  # what is ready goes out while the next chunk is made
                         rows = await self._run(stream.pull, CHUNK_ROWS, abandon_on_cancel=True)
-                        await self._send(b"".join(rows))
-                    await self._send(M.command_complete(f"SELECT {stream.sent}"))
+                        self._queue(b"".join(rows))
+                    self._queue(M.command_complete(f"SELECT {stream.sent}"))
                     stream = None
                     continue
                 if isinstance(rest[0], exp.Copy):
                     await self._copy(rest.pop(0))
                     continue
+                await self._flush()
                 out, stream, rest = await self._run(self._simple_trees, rest,
                                                     abandon_on_cancel=_is_read(rest[0]))
-                await self._send(out)
+                self._queue(out)
         except asyncio.CancelledError:
             if not self.canceled:
                 raise
             self.canceled = False
             self._fail_transaction()
-            await self._send(M.error_response(
+            self._queue(M.error_response(
                 E.QueryCanceled("canceling statement due to user request")))
         except E.Error as err:
             self._fail_transaction()
-            await self._send(getattr(err, "partial_output", b"") + M.error_response(err))
+            self._queue(getattr(err, "partial_output", b"") + M.error_response(err))
         except Exception as exc:  # noqa: BLE001
             log.exception("internal error")
             self._fail_transaction()
-            await self._send(M.error_response(E.InternalError(f"internal error: {exc}")))
+            self._queue(M.error_response(E.InternalError(f"internal error: {exc}")))
         finally:
             self._task = None
             if stream is not None:
                 stream.close()
-        await self._send(M.ready_for_query(self._status()))
+        self._queue(M.ready_for_query(self._status()))  # written by the message loop
 
     def _simple_batch(self, text: str):
         statements.debug("simple: %s", text)
@@ -397,19 +443,22 @@ class Connection:
         known = recognise(text)
         if known is not None:
             self.statements[name] = Prepared(None, known.param_oids, text, known)
-            await self._send(M.PARSE_COMPLETE)
-            return
-        trees = await self._run(self.session.parse, text)
+        else:
+            self.statements[name] = await self._run(self._prepare, text, oids)
+        self._queue(M.PARSE_COMPLETE)
+
+    def _prepare(self, text: str, oids: list[int]) -> Prepared:
+        """Parse and infer parameter types in one trip to the pool."""
+        trees = self.session.parse(text)
         if len(trees) > 1:
             raise E.SyntaxError("cannot insert multiple commands into a prepared statement")
         tree = trees[0] if trees else None
         if tree is not None:
             from omnilake.engine.describe import parameter_types
-            inferred = await self._run(parameter_types, self.session, tree)
+            inferred = parameter_types(self.session, tree)
             oids = oids + [0] * (len(inferred) - len(oids))
             oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
-        self.statements[name] = Prepared(tree, oids, text)
-        await self._send(M.PARSE_COMPLETE)
+        return Prepared(tree, oids, text)
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)
@@ -438,7 +487,7 @@ class Connection:
         if portal_name in self.portals:
             self.portals[portal_name].close()
         self.portals[portal_name] = Portal(statement, tree, result_formats, values)
-        await self._send(M.BIND_COMPLETE)
+        self._queue(M.BIND_COMPLETE)
 
     def _statement(self, name: str) -> Prepared:
         if name not in self.statements:
@@ -462,18 +511,18 @@ class Connection:
                 schema = await self._run(result_schema, self.session, statement.tree,
                                          statement.param_oids)
             out.append(M.NO_DATA if schema is None else self._row_description(schema, [0]))
-            await self._send(b"".join(out))
+            self._queue(b"".join(out))
         elif kind == b"P":
             portal = self._portal(name)
             if portal.statement.known is None and (portal.tree is None
                                                    or not _returns_rows(portal.tree)):
-                await self._send(M.NO_DATA)
+                self._queue(M.NO_DATA)
                 return
             await self._execute_portal(portal)
             schema = portal.stream.schema if portal.stream is not None else (
                 portal.result.table.schema if portal.result.table is not None else None)
-            await self._send(M.NO_DATA if schema is None else
-                             self._row_description(schema, portal.result_formats))
+            self._queue(M.NO_DATA if schema is None else
+                        self._row_description(schema, portal.result_formats))
         else:
             raise M.ProtocolViolation(f"invalid DESCRIBE message subtype {kind!r}")
 
@@ -502,6 +551,7 @@ class Connection:
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         if result.batches is not None:
             portal.stream = RowStream(result.schema, result.batches, portal.result_formats)
+            portal.stream.prefetch(CHUNK_ROWS)  # so Execute seldom needs a second trip
             return result, None
         rows = encode_rows(result.table, portal.result_formats) if result.table is not None else None
         return result, rows
@@ -511,7 +561,7 @@ class Connection:
         name, limit = r.cstring(), r.int32()
         portal = self._portal(name)
         if portal.tree is None and portal.statement.known is None:
-            await self._send(M.EMPTY_QUERY)
+            self._queue(M.EMPTY_QUERY)
             return
         if isinstance(portal.tree, exp.Copy):
             await self._copy(portal.tree)
@@ -522,32 +572,35 @@ class Connection:
             await self._execute_stream(portal, limit, prefix)
             return
         if portal.rows is None:
-            await self._send(prefix + M.command_complete(portal.result.status))
+            self._queue(prefix + M.command_complete(portal.result.status))
             return
         end = len(portal.rows) if limit <= 0 else min(portal.sent + limit, len(portal.rows))
         chunk = portal.rows[portal.sent:end]
         portal.sent = end
         if end < len(portal.rows):
-            await self._send(prefix + b"".join(chunk) + M.PORTAL_SUSPENDED)
+            self._queue(prefix + b"".join(chunk) + M.PORTAL_SUSPENDED)
         else:
-            await self._send(prefix + b"".join(chunk) + M.command_complete(portal.result.status))
+            self._queue(prefix + b"".join(chunk) + M.command_complete(portal.result.status))
 
     async def _execute_stream(self, portal: Portal, limit: int, prefix: bytes) -> None:
         stream = portal.stream
         wanted = limit if limit > 0 else None
-        if prefix:
-            await self._send(prefix)
+        self._queue(prefix)
         while wanted is None or wanted > 0:
             step = CHUNK_ROWS if wanted is None else min(wanted, CHUNK_ROWS)
-            rows = await self._run(stream.pull, step, abandon_on_cancel=True)
+            if stream.ready(step):
+                rows = stream.pull(step)  # encoded ahead: no engine work left
+            else:
+                await self._flush()  # what is ready goes out while the next chunk is made
+                rows = await self._run(stream.pull, step, abandon_on_cancel=True)
             if wanted is not None:
                 wanted -= len(rows)
             if rows:
-                await self._send(b"".join(rows))
+                self._queue(b"".join(rows))
             if stream.exhausted:
-                await self._send(M.command_complete(f"SELECT {stream.sent}"))
+                self._queue(M.command_complete(f"SELECT {stream.sent}"))
                 return
-        await self._send(M.PORTAL_SUSPENDED)
+        self._queue(M.PORTAL_SUSPENDED)
 
     async def _close(self, body: bytes) -> None:
         r = M.Reader(body)
@@ -560,28 +613,24 @@ class Connection:
                 portal.close()
         else:
             raise M.ProtocolViolation(f"invalid CLOSE message subtype {kind!r}")
-        await self._send(M.CLOSE_COMPLETE)
+        self._queue(M.CLOSE_COMPLETE)
 
-    async def _flush(self, body: bytes) -> None:
-        await self.writer.drain()
-
-    _EXTENDED = {b"P": _parse, b"B": _bind, b"D": _describe, b"E": _execute, b"C": _close,
-                 b"H": _flush}
+    _EXTENDED = {b"P": _parse, b"B": _bind, b"D": _describe, b"E": _execute, b"C": _close}
 
     # -- COPY -----------------------------------------------------------------------------
     async def _copy(self, tree: exp.Copy) -> None:
         spec = parse_copy(self.session, tree)
         if spec.direction == "out":
             chunks, tag = await self._run(copy_out, self.session, spec)
-            await self._send(M.copy_response(b"H", spec.binary, spec.columns)
-                             + b"".join(M.copy_data(c) for c in chunks) + M.COPY_DONE
-                             + M.command_complete(tag))
+            self._queue(M.copy_response(b"H", spec.binary, spec.columns)
+                        + b"".join(M.copy_data(c) for c in chunks) + M.COPY_DONE
+                        + M.command_complete(tag))
             return
-        await self._send(M.copy_response(b"G", spec.binary, spec.columns))
+        await self._send(M.copy_response(b"G", spec.binary, spec.columns))  # the client waits for it
         loader = CopyIn(self.session, spec)
         failure: E.Error | None = None
         while True:
-            kind, body = await M.read_message(self.reader)
+            kind, body = await self.messages.read()
             if kind == b"d":
                 if failure is None:
                     try:
@@ -605,7 +654,7 @@ class Connection:
                 failure = err
         if failure is not None:
             raise failure
-        await self._send(M.command_complete(f"COPY {count}"))
+        self._queue(M.command_complete(f"COPY {count}"))
 
 
 def _format(formats: list[int], i: int) -> int:

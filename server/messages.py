@@ -69,6 +69,40 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return kind, await reader.readexactly(length - 4)
 
 
+class MessageReader:
+    """Client messages after startup, read from the socket in large pieces. Knowing whether a
+    whole message is already buffered lets the connection hold its replies while the client
+    has more to say (one write for Bind/Describe/Execute/Sync instead of one per message)."""
+
+    def __init__(self, reader: asyncio.StreamReader):
+        self.reader = reader
+        self.buffer = bytearray()  # deleting from the front is cheap for a bytearray
+
+    def has_message(self) -> bool:
+        """True when the next message is whole in the buffer (reading it will not wait)."""
+        return len(self.buffer) >= 5 and len(self.buffer) > _I32.unpack_from(self.buffer, 1)[0]
+
+    async def read(self) -> tuple[bytes, bytes]:
+        """One message: (type byte, body). Raises IncompleteReadError when the client goes away."""
+        while len(self.buffer) < 5:
+            await self._fill(5)
+        length = _I32.unpack_from(self.buffer, 1)[0]
+        if length < 4 or length > MAX_MESSAGE:
+            raise ProtocolViolation(f"invalid message length {length} for message type "
+                                    f"{bytes(self.buffer[:1])!r}")
+        while len(self.buffer) < length + 1:
+            await self._fill(length + 1)
+        kind, body = bytes(self.buffer[:1]), bytes(self.buffer[5:length + 1])
+        del self.buffer[:length + 1]
+        return kind, body
+
+    async def _fill(self, wanted: int) -> None:
+        data = await self.reader.read(max(1 << 16, wanted - len(self.buffer)))
+        if not data:
+            raise asyncio.IncompleteReadError(bytes(self.buffer), wanted)
+        self.buffer += data
+
+
 class Reader:
     """Reads the fields of one message body; a short or malformed body is a protocol error."""
 

@@ -85,3 +85,22 @@ def test_bad_binary_parameters_are_data_errors(oid, data):
 def test_unsupported_binary_parameter_type_says_what_to_do():
     with pytest.raises(E.NotSupportedError, match="text format"):
         decode_parameter(b"\x00", 600, True, 1)  # point
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), max_size=80),
+       st.lists(st.one_of(st.none(), st.text()), max_size=80))
+def test_small_columns_encode_as_the_arrow_casts_do(ints, texts):
+    """Columns of up to codecs.SMALL values skip the Arrow casts: same bytes either way."""
+    def cast(column):
+        return column.cast(pa.large_string()).cast(pa.large_binary()).to_pylist()
+    for values, types, sql in ((ints, (pa.int64(), pa.int32(), pa.int16()), None),
+                               (texts, (pa.string(), pa.large_string(), pa.string_view()), None)):
+        for arrow_type in types:
+            if arrow_type in (pa.int32(), pa.int16()):
+                bits = 31 if arrow_type == pa.int32() else 15
+                values = [None if v is None else v % (2 ** bits) for v in values]
+            column = pa.chunked_array([pa.array(values, arrow_type)])
+            assert text_encoder(_field(arrow_type, sql))(column) == cast(column)
+            if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+                assert binary_encoder(_field(arrow_type, sql))(column) == cast(column)

@@ -383,3 +383,123 @@ def test_large_results_stream_in_chunks(server):
         finally:
             await c.close()
     assert asyncio.run(chunks()) == expected
+
+
+def _parse(name: bytes, sql: bytes) -> bytes:
+    return _message(b"P", name + b"\0" + sql + b"\0\0\0")
+
+
+def _bind(statement: bytes, portal: bytes = b"") -> bytes:
+    return _message(b"B", portal + b"\0" + statement + b"\0\0\0\0\0\0\0")
+
+
+def _run_portal(statement: bytes) -> bytes:
+    """Bind, Describe, Execute, Sync: what psycopg sends for a prepared statement."""
+    return (_bind(statement) + _message(b"D", b"P\0") + _message(b"E", b"\0\0\0\0\0")
+            + _message(b"S", b""))
+
+
+def _rows(messages) -> list[list[bytes]]:
+    out = []
+    for kind, body in messages:
+        if kind == b"D":
+            values, pos = [], 2
+            for _ in range(struct.unpack("!h", body[:2])[0]):
+                length = struct.unpack("!i", body[pos:pos + 4])[0]
+                values.append(None if length < 0 else body[pos + 4:pos + 4 + length])
+                pos += 4 + max(length, 0)
+            out.append(values)
+    return out
+
+
+def _columns(messages) -> list[bytes]:
+    body = [b for k, b in messages if k == b"T"][0]
+    names, pos = [], 2
+    for _ in range(struct.unpack("!h", body[:2])[0]):
+        end = body.index(b"\0", pos)
+        names.append(body[pos:end])
+        pos = end + 1 + 18
+    return names
+
+
+def test_prepared_statement_sees_new_rows_and_schema_changes(server):
+    """A statement parsed once runs against the table as it is at each Execute."""
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        c.execute("CREATE TABLE prep_t (a INT)")
+        c.execute("INSERT INTO prep_t VALUES (1)")
+    sock = _connect(server)
+    sock.sendall(_parse(b"s1", b"SELECT * FROM prep_t ORDER BY a") + _message(b"S", b""))
+    assert [k for k, _ in _read_messages(sock)] == [b"1", b"Z"]
+    sock.sendall(_run_portal(b"s1"))
+    first = _read_messages(sock)
+    assert _columns(first) == [b"a"] and _rows(first) == [[b"1"]]
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        c.execute("INSERT INTO prep_t VALUES (2)")
+    sock.sendall(_run_portal(b"s1"))
+    assert _rows(_read_messages(sock)) == [[b"1"], [b"2"]]
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        c.execute("ALTER TABLE prep_t ADD COLUMN b TEXT")
+        c.execute("INSERT INTO prep_t VALUES (3, 'x')")
+    sock.sendall(_run_portal(b"s1"))
+    after = _read_messages(sock)
+    assert _columns(after) == [b"a", b"b"]
+    assert _rows(after) == [[b"1", None], [b"2", None], [b"3", b"x"]]
+    sock.close()
+
+
+def test_reparse_of_a_name_and_close_then_reuse(server):
+    sock = _connect(server)
+    sock.sendall(_parse(b"s1", b"SELECT 1") + _message(b"S", b""))
+    assert [k for k, _ in _read_messages(sock)] == [b"1", b"Z"]
+    sock.sendall(_parse(b"s1", b"SELECT 2") + _message(b"S", b""))
+    messages = _read_messages(sock)
+    assert [k for k, _ in messages] == [b"E", b"Z"] and _error_code(messages[0][1]) == "42P05"
+    sock.sendall(_run_portal(b"s1"))  # the first text is still the statement
+    assert _rows(_read_messages(sock)) == [[b"1"]]
+    sock.sendall(_message(b"C", b"Ss1\0") + _message(b"C", b"Sgone\0") + _message(b"S", b""))
+    assert [k for k, _ in _read_messages(sock)] == [b"3", b"3", b"Z"]
+    sock.sendall(_run_portal(b"s1"))
+    messages = _read_messages(sock)
+    assert [k for k, _ in messages] == [b"E", b"Z"] and _error_code(messages[0][1]) == "26000"
+    sock.sendall(_parse(b"s1", b"SELECT 'again'") + _run_portal(b"s1"))
+    assert _rows(_read_messages(sock)) == [[b"again"]]
+    # the unnamed statement is replaced by each Parse
+    sock.sendall(_parse(b"", b"SELECT 3") + _parse(b"", b"SELECT 4") + _run_portal(b""))
+    assert _rows(_read_messages(sock)) == [[b"4"]]
+    sock.close()
+
+
+def test_replies_are_held_until_the_client_waits(server):
+    """A pipelined Bind/Describe/Execute/Sync is answered in one write; a client that sends a
+    message without Flush or Sync still gets its reply (nothing else is coming to wait for)."""
+    sock = _connect(server)
+    sock.sendall(_parse(b"", b"SELECT n FROM nums WHERE n < 3 ORDER BY n") + _run_portal(b""))
+    sock.settimeout(20)
+    chunk = sock.recv(65536)
+    kinds = [k for k, _ in _read_messages_from(chunk)]
+    assert kinds == [b"1", b"2", b"T", b"D", b"D", b"D", b"C", b"Z"]
+    sock.sendall(_parse(b"lone", b"SELECT 1"))  # no Sync, no Flush
+    assert [k for k, _ in _read_messages(sock, until=b"1")] == [b"1"]
+    sock.close()
+
+
+def _read_messages_from(data: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    while len(data) >= 5:
+        length = struct.unpack("!i", data[1:5])[0]
+        out.append((data[:1], data[5:1 + length]))
+        data = data[1 + length:]
+    return out
+
+
+def test_an_error_while_reading_rows_is_reported_by_execute(server):
+    """Describe of a portal starts the query and encodes its first rows ahead; an error met
+    there still comes as Execute's answer, after the row description, as PostgreSQL does."""
+    sock = _connect(server)
+    sock.sendall(_parse(b"", b"SELECT 10 / n FROM nums") + _run_portal(b""))
+    messages = _read_messages(sock)
+    assert [k for k, _ in messages] == [b"1", b"2", b"T", b"E", b"Z"]
+    assert _error_code(messages[3][1]) == "22012"
+    sock.sendall(_message(b"Q", b"SELECT 1\0"))
+    assert [k for k, _ in _read_messages(sock)] == [b"T", b"D", b"C", b"Z"]
+    sock.close()
