@@ -10,6 +10,9 @@ current schema, so a renamed column reads from its old name, a column added late
 NULL from older files, and a dropped column is ignored. Files that carry delete files
 (row-level deletes written by other engines) are read by pyiceberg's reader, which applies
 the deletes, and are unioned with the rest.
+
+A file scanned before may be served from the column cache instead (engine/column_cache.py):
+its decoded columns in memory, through the same projection.
 """
 
 from __future__ import annotations
@@ -147,7 +150,8 @@ def describe_filter(expr: BooleanExpression) -> str:
 def _prune(table: Table, tasks: list[FileScanTask], row_filter: BooleanExpression) -> list[FileScanTask]:
     """The tasks whose data files may hold rows matching `row_filter`, judged as pyiceberg's
     planner judges manifest entries: partition values, then column metrics. A kept task
-    carries the delete files of the unfiltered plan (a superset: deletes only remove rows)."""
+    carries the delete files of the unfiltered plan (a superset: deletes only remove rows).
+    Uses the planner's evaluator builders, private in pyiceberg 0.12 (pinned below 0.13)."""
     planner = ManifestGroupPlanner(table.metadata, table.io, row_filter)
     partitions = {}
     metrics = planner._build_metrics_evaluator()
