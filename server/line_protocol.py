@@ -402,6 +402,9 @@ class _Part:
 
 
 class _Body:
+    """One request body on the fast path: parse() gives its Batch (None when every line is
+    left to the exact parser), or raises _Decline."""
+
     def __init__(self, body: bytes, scale: int, default_ts: int):
         if b"\r" in body:
             body = body.replace(b"\r\n", b"\n")  # the exact parser strips a trailing \r too
