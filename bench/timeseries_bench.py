@@ -10,6 +10,7 @@ on the table loaded through line protocol after a flush (DuckDB: the same rows i
 in-memory table), best of 5 after one warm-up, and their results are compared.
 
 Usage: python bench/timeseries_bench.py [--hosts 100] [--hours 6] [--results bench/RESULTS.md]
+       python bench/timeseries_bench.py --ingest-only ...   (the ingest rates, no queries)
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import argparse
 import datetime as dt
 import math
 import os
+import pickle
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -75,9 +78,14 @@ def post(url: str, body: bytes) -> None:
         assert response.status == 204, response.status
 
 
-def post_all(url: str, bodies: list[bytes]) -> tuple[float, float]:
-    """The load generator (run in its own process, as TSBS's loader is): (start, end) wall
-    clock, so handing it the bodies is not timed."""
+def post_all(url: str, path: str, start_at: float = 0.0) -> tuple[float, float]:
+    """The load generator (run in its own process, as TSBS's loader is): posts the bodies
+    pickled in `path`, starting at `start_at` (so that every client has read its bodies before
+    any starts: handing 50 MB to one client would otherwise take CPU while the others post);
+    (start, end) wall clock."""
+    with open(path, "rb") as f:
+        bodies = pickle.load(f)
+    time.sleep(max(0.0, start_at - time.time()))
     start = time.time()
     for body in bodies:
         post(url, body)
@@ -144,7 +152,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1,
                         help="load-generating processes posting line protocol")
     parser.add_argument("--results", default=None)
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="measure the ingest paths only (no queries, no RESULTS.md)")
     args = parser.parse_args()
+    if args.ingest_only and args.results:
+        parser.error("--results needs the queries: drop --ingest-only")
     data = make_data(args.hosts, args.hours)
     rows = data.num_rows
     bodies = line_protocol(data)
@@ -162,12 +174,19 @@ def main() -> None:
         url = f"http://127.0.0.1:{server.port}/write?precision=ns"
         from concurrent.futures import ProcessPoolExecutor
         clients = max(1, args.clients)
+        folder = tempfile.mkdtemp(prefix="ol-tsbs-bodies-")
+        paths = [os.path.join(folder, f"client{i}.pickle") for i in range(clients + 1)]
+        for path, part in zip(paths, [bodies[:1]] + [bodies[i::clients] for i in range(clients)]):
+            with open(path, "wb") as f:
+                pickle.dump(part, f)
         with ProcessPoolExecutor(clients) as pool:
-            pool.submit(post_all, url, bodies[:1]).result()  # the client processes start
+            pool.submit(post_all, url, paths[0]).result()  # the client processes start
             conn.sql("DROP TABLE cpu")
-            futures = [pool.submit(post_all, url, bodies[i::clients]) for i in range(clients)]
+            start_at = time.time() + 2.0
+            futures = [pool.submit(post_all, url, path, start_at) for path in paths[1:]]
             spans = [future.result() for future in futures]
             out["lp"] = rows / (max(e for _, e in spans) - min(s for s, _ in spans))
+        shutil.rmtree(folder, ignore_errors=True)
         server.close()
         t0 = time.perf_counter()
         conn.flush()
@@ -185,6 +204,9 @@ def main() -> None:
         assert conn.sql("SELECT count(*) FROM cpu").fetchall() == [(rows,)]
         files = len(list(conn.session.engine.warehouse.catalog.load_table("public.cpu")
                          .scan().plan_files()))
+        if args.ingest_only:
+            print(report(args, rows, body_mb, parse_rate, out, files, []))
+            return
 
         duck = duckdb.connect()
         duck.execute("SET TimeZone = 'UTC'")
@@ -223,6 +245,10 @@ def report(args, rows, body_mb, parse_rate, out, files, results) -> str:
         f"{parse_rate / cores:,.0f} |",
         f"| Arrow (`conn.insert`, 10k-row batches) | {out['arrow']:,.0f} | "
         f"{out['arrow'] / cores:,.0f} |", "",
+    ]
+    if not results:  # --ingest-only
+        return "\n".join(lines) + "\n"
+    lines += [
         f"Flushing the line-protocol rows to Iceberg afterwards took {out['lp_flush_s']:.2f} s "
         f"({files} data files: day partitions). COPY is not measured (it comes with the wire "
         "server).", "",
