@@ -27,12 +27,12 @@ from omnilake.config import Settings
 from omnilake.engine import (blob_functions, blobs, ddl, dml, rewrites, session_commands,
                              system_views, vector_index)
 from omnilake.engine.catalog_views import table_names
+from omnilake.engine.column_cache import ColumnCache
 from omnilake.engine.dialect import INPUT_DIALECTS, space_parameters
 from omnilake.engine.embeddings import Embeddings
 from omnilake.engine.errors import from_parse
 from omnilake.engine.params import bind as bind_params
 from omnilake.engine.query import bind, new_context, normalise_output
-from omnilake.engine.column_cache import ColumnCache
 from omnilake.engine.scan import PlanCache
 from omnilake.engine.session_commands import SessionCommand
 from omnilake.engine.tables import TableCache, ident
