@@ -85,7 +85,7 @@ class Settings:
     column_cache_bytes: int = _setting(
         _quarter_of_memory(), int, "Memory for decoded columns of data files read more than "
         "once (least recently used dropped first); default a quarter of physical memory, "
-        "0 turns it off. One scan takes at most this much; the rest streams from Parquet.")
+        "0 turns it off. One scan takes about this much at most; the rest streams from Parquet.")
     durability: str = _setting(
         "fsync", str, "When a write is acknowledged: `fsync` (its log record is on disk), "
         "`batch` (written, fsynced within 10 ms: an OS crash may lose the last 10 ms), `off` "
