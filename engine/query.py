@@ -30,6 +30,7 @@ from omnilake.engine import pushdown, vector_functions
 from omnilake.engine.dialect import to_datafusion, to_datafusion_with_values
 from omnilake.engine.errors import from_datafusion
 from omnilake.engine.scan import Column, ScanPlan, pending_in_scan_types, scan
+from omnilake.engine.search_result import direct_result
 from omnilake.engine.tables import TableRef, ident, load, split_name
 from omnilake.engine.walk import nodes
 
@@ -62,6 +63,7 @@ class BoundQuery:
     renames: dict[str, str] = field(default_factory=dict)  # DataFusion name -> output name
     declared: dict[str, str] = field(default_factory=dict)  # output name -> SQL type
     registered: list[str] = field(default_factory=list)
+    direct: pa.Table | None = None  # the result, when no DataFusion run is needed
 
     def register(self, name: str, data) -> None:
         """Register a DataFrame as a view, or an Arrow table as a table, under `name`."""
@@ -82,6 +84,9 @@ class BoundQuery:
 
     def to_arrow(self, explain: str = "") -> pa.Table:
         """Execute (optionally under EXPLAIN [ANALYZE]) and release the statement's tables."""
+        if self.direct is not None and not explain:
+            self.close()
+            return self.direct
         try:
             result = self.frame(explain).to_arrow_table()
         except Exception as exc:  # DataFusion raises plain Exceptions
@@ -94,6 +99,9 @@ class BoundQuery:
         """Execute, and yield the result's batches as DataFusion produces them, so a large
         result is never held whole. The statement's tables stay registered until the
         iterator is exhausted or closed."""
+        if self.direct is not None:
+            self.close()
+            return self.direct.schema, iter(self.direct.to_batches())
         try:
             frame = self.frame()
             batches = frame.execute_stream()
@@ -160,6 +168,8 @@ def bind(session: "Session", tree: exp.Expression, pinned: TableRef | None = Non
         vector_functions.elementwise_operators(tree, vectors)  # (walks for those operators)
     bound.declared = _declared_types(tree)
     bound.renames = _name_outputs(tree)
+    if len(bound.scans) == 1 and not isinstance(bound.scans[0], ScanPlan):  # a search
+        bound.direct = direct_result(bound)
     return bound
 
 

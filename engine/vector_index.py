@@ -151,7 +151,8 @@ class VectorIndexes:
         rows = self.rows.get(key)
         if rows is None:
             # One chunk per column: searches then take the vector matrix without a copy.
-            rows = read_data_file(ref.table.io, path, columns).combine_chunks()
+            # Plain string types, cast once here: a search takes its k rows from these.
+            rows = without_views(read_data_file(ref.table.io, path, columns).combine_chunks())
             self.rows.put(key, rows, rows.nbytes)
         return rows
 
@@ -298,6 +299,17 @@ class VectorIndexes:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def without_views(rows: pa.Table) -> pa.Table:
+    """Arrow's take has no kernel for string_view/binary_view (what DataFusion reads text as)."""
+    views = {i: pa.large_string() if pa.types.is_string_view(f.type) else pa.large_binary()
+             for i, f in enumerate(rows.schema)
+             if pa.types.is_string_view(f.type) or pa.types.is_binary_view(f.type)}
+    if not views:
+        return rows
+    fields = [f.with_type(views[i]) if i in views else f for i, f in enumerate(rows.schema)]
+    return rows.cast(pa.schema(fields))
 
 
 def read_data_file(io, path: str, columns: list[Column]) -> pa.Table:

@@ -35,7 +35,7 @@ from omnilake.engine.query import batches_of, new_statement_name
 from omnilake.engine.scan import Column, _read_with_pyiceberg, engine_schema, pending_in_scan_types
 from omnilake.engine.tables import TableRef, ident
 from omnilake.engine.vector_functions import as_matrix
-from omnilake.engine.vector_index import default_ef_search, setting
+from omnilake.engine.vector_index import default_ef_search, setting, without_views
 from omnilake.gpu import kernels
 from omnilake.gpu.backend import get_backend
 
@@ -411,26 +411,15 @@ def _gather(sources: list[_Source], found, k: int,
     distances, positions, owners = distances[best], positions[best], owners[best]
     numbers = np.unique(owners)
     if len(numbers) == 1:
-        return _without_views(sources[int(numbers[0])].rows).take(pa.array(positions)), distances
+        return without_views(sources[int(numbers[0])].rows).take(pa.array(positions)), distances
     parts, placed = [], []
     for number in numbers.tolist():
         picked = np.nonzero(owners == number)[0]
-        parts.append(_without_views(sources[number].rows).take(pa.array(positions[picked])))
+        parts.append(without_views(sources[number].rows).take(pa.array(positions[picked])))
         placed.append(picked)
     # Back into distance order: row i of the concatenation belongs at placed[i].
     order = np.argsort(np.concatenate(placed), kind="stable")
     return pa.concat_tables(parts).take(pa.array(order)), distances
-
-
-def _without_views(rows: pa.Table) -> pa.Table:
-    """Arrow's take has no kernel for string_view/binary_view (what DataFusion reads text as)."""
-    views = {i: pa.large_string() if pa.types.is_string_view(f.type) else pa.large_binary()
-             for i, f in enumerate(rows.schema)
-             if pa.types.is_string_view(f.type) or pa.types.is_binary_view(f.type)}
-    if not views:
-        return rows
-    fields = [f.with_type(views[i]) if i in views else f for i, f in enumerate(rows.schema)]
-    return rows.cast(pa.schema(fields))
 
 
 # -- batch search (conn.vector_search) ------------------------------------------------------

@@ -1,0 +1,148 @@
+"""A plain nearest-neighbour query takes its result straight from the search's rows
+(engine/search_result.py): the same rows, names, types and distances as DataFusion gives."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from omnilake.engine import query
+
+DIM = 8
+
+
+@pytest.fixture
+def items(conn):
+    """Rows in a data file with an HNSW index, in a file without one, and in the memtable;
+    text, bytes, a NULL vector and a zero vector among them."""
+    rng = np.random.default_rng(7)
+    conn.execute(f"CREATE TABLE items (id BIGINT, cat INT, title TEXT, body BYTEA, "
+                 f"v VECTOR({DIM}))")
+
+    def batch(start, n):
+        vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+        vectors[0] = 0.0
+        valid = np.ones(n, bool)
+        valid[1] = False  # one row without a vector
+        ids = np.arange(start, start + n)
+        return pa.table({"id": ids, "cat": (ids % 10).astype(np.int32),
+                         "title": [f"item {i}" for i in ids],
+                         "body": [bytes([i % 256]) for i in ids],
+                         "v": pa.FixedSizeListArray.from_arrays(
+                             pa.array(vectors.ravel()), DIM, mask=pa.array(~valid))})
+    conn.insert("items", batch(0, 400))
+    conn.flush("items")
+    conn.execute("CREATE INDEX items_v ON items USING hnsw (v vector_l2_ops)")
+    conn.insert("items", batch(400, 200))
+    conn.flush("items")
+    conn.insert("items", batch(600, 50))  # memtable
+    return conn
+
+
+def _both(conn, sql, params, monkeypatch):
+    """(direct result, DataFusion result) of one statement, and whether the direct path ran."""
+    used = []
+    original = query.direct_result
+
+    def direct(bound):
+        result = original(bound)
+        used.append(result is not None)
+        return result
+    monkeypatch.setattr(query, "direct_result", direct)
+    fast = conn.sql(sql, params).to_arrow()
+    monkeypatch.setattr(query, "direct_result", lambda bound: None)
+    slow = conn.sql(sql, params).to_arrow()
+    return fast, slow, used == [True]
+
+
+DIRECT = [
+    "SELECT id FROM items ORDER BY v <-> %s LIMIT 10",
+    "SELECT * FROM items ORDER BY v <-> %s LIMIT 7",
+    "SELECT id, title, body FROM items WHERE cat = 3 ORDER BY v <-> %s LIMIT 5",
+    "SELECT i.id AS key, i.title FROM items AS i ORDER BY i.v <-> %s LIMIT 5 OFFSET 3",
+    "SELECT id, v <-> %s AS distance FROM items ORDER BY distance LIMIT 10",
+    "SELECT id, v <=> %s AS d FROM items ORDER BY v <=> %s LIMIT 10",
+    "SELECT id, v <#> %s AS d FROM items ORDER BY v <#> %s LIMIT 10",
+    "SELECT id, v <+> %s AS d, id FROM items ORDER BY v <+> %s LIMIT 10",
+    "SELECT id, inner_product(v, %s) AS s FROM items ORDER BY inner_product(v, %s) DESC NULLS LAST "
+    "LIMIT 4",
+    "SELECT id, v <-> %s FROM items ORDER BY v <-> %s LIMIT 3",  # unnamed: `?column?`
+    "SELECT id, v FROM items WHERE cat < 5 AND title <> 'item 3' ORDER BY v <-> %s LIMIT 700",
+]
+
+
+@pytest.mark.parametrize("sql", DIRECT)
+def test_direct_result_equals_datafusion(items, sql, monkeypatch):
+    q = np.random.default_rng(len(sql)).normal(size=DIM).astype(np.float32)
+    params = (q,) * sql.count("%s")
+    fast, slow, used = _both(items, sql, params, monkeypatch)
+    assert used, "the statement should not need DataFusion"
+    assert fast.schema == slow.schema
+    assert fast.schema.metadata == slow.schema.metadata
+    assert [f.metadata for f in fast.schema] == [f.metadata for f in slow.schema]
+    assert fast.num_rows == slow.num_rows > 0
+    # Rows at equal distances (those without a vector) may come in any order: compare the
+    # rows by their first column (the id), the order in test_results_are_nearest_first.
+    fast, slow = (t.take(pc.sort_indices(t.column(0))) for t in (fast, slow))
+    for i, field in enumerate(fast.schema):
+        a, b = fast.column(i).to_pylist(), slow.column(i).to_pylist()
+        if pa.types.is_floating(field.type):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
+        else:
+            assert a == b
+
+
+def test_results_are_nearest_first(items, monkeypatch):
+    q = np.random.default_rng(3).normal(size=DIM).astype(np.float32)
+    sql = "SELECT id, v <-> %s AS d FROM items WHERE cat < 5 ORDER BY d LIMIT 100 OFFSET 5"
+    fast, slow, used = _both(items, sql, (q,), monkeypatch)
+    assert used
+    d = fast.column("d").to_pylist()
+    assert d == sorted(d) and len(d) == 100
+    assert fast.column("id").to_pylist() == slow.column("id").to_pylist()
+
+
+def test_null_and_zero_vectors_come_last_or_null(items, monkeypatch):
+    """Every row is asked for: those without a vector come last, with a NULL distance, and
+    a zero vector's cosine distance is NULL, as DataFusion computes it."""
+    q = np.ones(DIM, np.float32)
+    fast, slow, used = _both(items, "SELECT id, v <=> %s AS d FROM items "
+                             "ORDER BY v <=> %s LIMIT 1000", (q, q), monkeypatch)
+    assert used and fast.num_rows == slow.num_rows == 650
+    d = fast.column("d").to_pylist()
+    assert d.count(None) == 6  # 3 rows without a vector, 3 zero vectors
+    assert d[:-6] == sorted(d[:-6]) and None not in d[:-6]
+    ids = fast.column("id").to_pylist()
+    assert set(ids[-6:]) == set(slow.column("id").to_pylist()[-6:]) == {0, 1, 400, 401, 600, 601}
+
+
+NOT_DIRECT = [
+    "SELECT id + 1 AS next FROM items ORDER BY v <-> %s LIMIT 3",
+    "SELECT upper(title) AS t FROM items ORDER BY v <-> %s LIMIT 3",
+    "SELECT id, v <-> %s AS d FROM items ORDER BY v <=> %s LIMIT 3",  # another distance
+    "WITH n AS (SELECT id FROM items ORDER BY v <-> %s LIMIT 3) SELECT id FROM n",
+]
+
+
+@pytest.mark.parametrize("sql", NOT_DIRECT)
+def test_other_statements_still_run_on_datafusion(items, sql, monkeypatch):
+    q = np.random.default_rng(1).normal(size=DIM).astype(np.float32)
+    fast, slow, used = _both(items, sql, (q,) * sql.count("%s"), monkeypatch)
+    assert not used
+    assert fast.equals(slow)
+
+
+def test_stream_and_explain_of_a_direct_statement(items):
+    q = np.random.default_rng(2).normal(size=DIM).astype(np.float32)
+    sql = "SELECT id, title FROM items ORDER BY v <-> %s LIMIT 5"
+    expected = items.sql(sql, (q,)).to_arrow()
+    streamed = items.stream(sql, (q,)).read_all()
+    assert streamed.equals(expected)
+    plan = [line for _, line in items.execute("EXPLAIN " + sql, (q,)).fetchall()]
+    assert any(line.startswith("VectorSearch") for line in plan)
+
+
+def test_wrong_dimensions_still_an_error(items):
+    from omnilake import errors as E
+    with pytest.raises(E.DataError, match="different vector dimensions"):
+        items.execute("SELECT id FROM items ORDER BY v <-> %s LIMIT 3", (np.ones(3),))
