@@ -357,7 +357,7 @@ def _scan_select(ref: TableRef, alias: str, projections: list[exp.Expression],
 
 
 def update(session: "Session", tree: exp.Update) -> "Result":
-    if tree.args.get("from") or tree.args.get("returning"):
+    if tree.args.get("from_") or tree.args.get("returning"):  # (sqlglot's key is from_)
         raise E.NotSupportedError("UPDATE ... FROM / RETURNING is not supported yet")
     ref, alias = _target(session, tree.this)
     columns = ref.columns()

@@ -243,3 +243,15 @@ def test_decimal_literals_into_float_columns_are_correctly_rounded(cur):
     got = cur.fetchall()
     assert got[0][0] == 0.1 and got[1][0] == 10.2
     assert abs(got[1][1] - 10.2) < 1e-6 and abs(got[0][1] - 0.3) < 1e-6
+
+
+def test_update_from_and_delete_using_are_refused_clearly(cur):
+    cur.execute("CREATE TABLE a (id INT, x INT)")
+    cur.execute("CREATE TABLE b (id INT, y INT)")
+    cur.execute("INSERT INTO a VALUES (1, 0), (2, 0)")
+    cur.execute("INSERT INTO b VALUES (1, 10)")
+    with pytest.raises(E.NotSupportedError, match="UPDATE ... FROM"):
+        cur.execute("UPDATE a SET x = b.y FROM b WHERE a.id = b.id")
+    with pytest.raises(E.NotSupportedError, match="DELETE ... USING"):
+        cur.execute("DELETE FROM a USING b WHERE a.id = b.id")
+    assert rows(cur, "SELECT * FROM a ORDER BY id") == [(1, 0), (2, 0)]
