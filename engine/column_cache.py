@@ -28,9 +28,12 @@ from typing import Callable
 import pyarrow as pa
 from datafusion import DataFrame, SessionContext
 
-CHUNK_ROWS = 1 << 20  # rows per batch handed to DataFusion (fewer, larger batches scan faster)
+from omnilake.engine.zone_maps import ChunkFilter, ChunkMetrics, add_column
+
+CHUNK_ROWS = 1 << 16  # rows per batch handed to DataFusion, and per zone of min/max bounds
 SEEN_FILES = 100_000  # files remembered as scanned once (for admission)
-FRAMES_PER_FILE = 8  # DataFrames kept per file, one per column set statements read
+FRAMES_PER_FILE = 8  # DataFrames kept per file, one per column set (and chunks) read
+SURVIVORS_PER_FILE = 32  # filters remembered per file with the chunks they keep
 
 _names = itertools.count()
 
@@ -54,7 +57,9 @@ class _Entry:
     columns: dict[tuple, list[pa.Array]]  # column key -> its chunks (same bounds for all)
     sources: dict[tuple, object]  # column key -> the column it was decoded as
     nbytes: int = 0
-    frames: OrderedDict = field(default_factory=OrderedDict)  # (keys, schema) -> DataFrame
+    frames: OrderedDict = field(default_factory=OrderedDict)  # (keys, schema, chunks) -> DataFrame
+    measured: dict = field(default_factory=dict)  # field id -> per-chunk ChunkMetrics
+    survivors: OrderedDict = field(default_factory=OrderedDict)  # filter -> (chunks kept,)
 
 
 class ScanBudget:
@@ -76,19 +81,22 @@ class ColumnCache:
         self.nbytes = 0
         self.hits = 0
         self.loads = 0
+        self.chunks_skipped = 0
 
     def scan_budget(self) -> ScanBudget:
         return ScanBudget(self.budget)
 
     def frame(self, ctx: SessionContext, uri: str, columns: list, schema: pa.Schema,
-              allowance: ScanBudget, decode: Callable[[list], pa.Table]) -> DataFrame | None:
+              allowance: ScanBudget, decode: Callable[[list], list[pa.Table]],
+              keep: ChunkFilter | None = None) -> DataFrame | None:
         """The file's rows in `columns` (the scan's columns, `schema` their Arrow schema) as
         an in-memory DataFrame, or None when the file should be read from Parquet instead.
-        `decode(columns)` reads the given columns of the file, in that order."""
+        `decode(columns)` reads the given columns of the file, in that order, as one table
+        per partition of the read (each a contiguous run of the file). With `keep`
+        (the scan's filter), chunks whose bounds rule out every match are left out."""
         if self.budget <= 0 or allowance.left <= 0:
             return None
         keys = [_key(c) for c in columns]
-        frame_key = (tuple(keys), schema)
         with self._lock:
             entry = self._files.get(uri)
             if entry is None and uri not in self._seen:
@@ -98,12 +106,6 @@ class ColumnCache:
                 return None
             if entry is not None:
                 self._files.move_to_end(uri)
-                frame = entry.frames.get(frame_key)
-                if frame is not None:
-                    entry.frames.move_to_end(frame_key)
-                    allowance.left -= sum(_nbytes(entry.columns[key]) for key in keys)
-                    self.hits += 1
-                    return frame
             if entry is None or any(key not in entry.columns for key in keys):
                 # Decode the new columns together with those held, so all rows line up.
                 wanted = dict(zip(keys, columns))
@@ -113,15 +115,27 @@ class ColumnCache:
                         wanted[key] = column
                 entry = None
         if entry is None:
-            decoded = decode(list(wanted.values()))
+            parts = decode(list(wanted.values()))
             with self._lock:
                 self.loads += 1
-            chunks = self._chunks(decoded)
+            chunks = self._chunks(parts)
             columns_held = {key: [chunk.column(i) for chunk in chunks] for i, key in enumerate(wanted)}
-            entry = _Entry(decoded.num_rows, columns_held, wanted,
+            entry = _Entry(sum(chunk.num_rows for chunk in chunks), columns_held, wanted,
                            sum(chunk.nbytes for chunk in chunks))
+        survivors = self._survivors(entry, keys, keep) if keep is not None else None
+        frame_key = (tuple(keys), schema, survivors)
         chunks = [entry.columns[key] for key in keys]
         allowance.left -= sum(_nbytes(c) for c in chunks)
+        with self._lock:
+            if survivors is not None:
+                self.chunks_skipped += len(chunks[0]) - len(survivors)
+            frame = entry.frames.get(frame_key)
+            if frame is not None:
+                entry.frames.move_to_end(frame_key)
+                self.hits += 1
+                return frame
+        if survivors is not None:
+            chunks = [[column[i] for i in survivors] for column in chunks]
         frame = self._dataframe(ctx, chunks, schema)
         if entry.nbytes > self.budget:  # never cached: it would push out everything else
             return frame
@@ -139,28 +153,59 @@ class ColumnCache:
             self._evict()
         return frame
 
+    def _survivors(self, entry: _Entry, keys: list[tuple], keep: ChunkFilter) -> tuple | None:
+        """The numbers of the chunks that may hold rows matching `keep`; None for all."""
+        found = entry.survivors.get(keep.key)
+        if found is not None:
+            return found[0]
+        held = {key[0]: key for key in keys}
+        for field_id in keep.field_ids:
+            if field_id in held and field_id not in entry.measured and field_id in keep.types:
+                metrics = [ChunkMetrics(0) for _ in entry.columns[held[field_id]]]
+                add_column(metrics, field_id, keep.types[field_id], entry.columns[held[field_id]])
+                entry.measured[field_id] = metrics  # (a whole list at once: threads may race)
+        n = len(entry.columns[keys[0]]) if keys else 0
+        per_chunk = [ChunkMetrics(len(entry.columns[keys[0]][i]) if keys else 0)
+                     for i in range(n)]
+        for field_id, metrics in list(entry.measured.items()):
+            for combined, one in zip(per_chunk, metrics):
+                combined.merge(one, field_id)
+        kept = tuple(i for i, metrics in enumerate(per_chunk) if keep.might_match(metrics))
+        result = None if len(kept) == n else kept
+        entry.survivors[keep.key] = (result,)
+        while len(entry.survivors) > SURVIVORS_PER_FILE:
+            entry.survivors.popitem(last=False)
+        return result
+
     def _evict(self) -> None:
         while self.nbytes > self.budget and self._files:
             _, old = self._files.popitem(last=False)
             self.nbytes -= old.nbytes
 
-    def _chunks(self, decoded: pa.Table) -> list[pa.RecordBatch]:
+    def _chunks(self, parts: list[pa.Table]) -> list[pa.RecordBatch]:
         """The decoded rows as batches of up to CHUNK_ROWS rows, each with buffers of its own
         (DataFusion sizes a batch by its buffers: slices of one big array would each count it
         whole, and the planner would then pick the wrong side of a join to build), at least
-        one per partition where there are enough rows."""
-        target = max(8192, min(CHUNK_ROWS, -(-decoded.num_rows // self.partitions)))
-        chunks, group, rows = [], [], 0
-        for batch in decoded.to_batches():
-            group.append(batch)
-            rows += batch.num_rows
-            if rows >= target:
-                chunks.append(pa.Table.from_batches(group).combine_chunks().to_batches()[0])
-                group, rows = [], 0
-        if group or not chunks:
-            table = pa.Table.from_batches(group, schema=decoded.schema).combine_chunks()
-            chunks.append(table.to_batches()[0] if table.num_rows else
-                          pa.RecordBatch.from_pylist([], schema=decoded.schema))
+        one per partition where there are enough rows. `parts` are the decode's partitions,
+        each a contiguous run of the file: a chunk never mixes two, so that the file's sort
+        order shows in the chunks' bounds (engine/zone_maps.py)."""
+        schema = parts[0].schema
+        total = sum(part.num_rows for part in parts)
+        target = max(8192, min(CHUNK_ROWS, -(-total // self.partitions)))
+        chunks = []
+        for part in parts:
+            group, rows = [], 0
+            for batch in part.to_batches():
+                group.append(batch)
+                rows += batch.num_rows
+                if rows >= target:
+                    chunks.append(pa.Table.from_batches(group).combine_chunks().to_batches()[0])
+                    group, rows = [], 0
+            if group:
+                chunks.append(pa.Table.from_batches(group, schema=schema).combine_chunks()
+                              .to_batches()[0])
+        if not chunks:
+            chunks.append(pa.RecordBatch.from_pylist([], schema=schema))
         return chunks
 
     def _dataframe(self, ctx: SessionContext, columns: list[list[pa.Array]],
@@ -187,4 +232,5 @@ class ColumnCache:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"files": len(self._files), "bytes": self.nbytes, "budget": self.budget,
-                    "hits": self.hits, "loads": self.loads}
+                    "hits": self.hits, "loads": self.loads,
+                    "chunks_skipped": self.chunks_skipped}

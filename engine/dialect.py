@@ -135,6 +135,7 @@ class DataFusionSQL(_Postgres):
             NegativeInnerProduct: lambda self, e: f"(-{self.func(e.function, e.this, e.expression)})",
             L1Distance: lambda self, e: self.func(e.function, e.this, e.expression),
             NumberArray: lambda self, e: _datafusion_number_array(self, e),
+            exp.IsNan: lambda self, e: self.func("isnan", e.this),  # (sqlglot writes is_nan)
         }
 
 

@@ -30,6 +30,7 @@ from pyiceberg.table import FileScanTask, ManifestGroupPlanner, Table
 
 from omnilake.catalog.types import SQL_TYPE_KEY, SqlType
 from omnilake.engine.column_cache import ColumnCache
+from omnilake.engine.zone_maps import chunk_filter
 from omnilake.storage.files import (has_single_valued_float_column, is_local, local_path,
                                     parquet_schema, top_level_field_ids)
 
@@ -209,14 +210,16 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     plan.files_with_deletes = sum(1 for t in tasks if t.delete_files)
     schema = engine_schema(columns)
     allowance = column_cache.scan_budget() if column_cache is not None else None
+    keep = chunk_filter(table.schema(), row_filter) if column_cache is not None else None
     for task in tasks:
         if not (task.delete_files or _has_nan(task, table.io)):
             uri = task.file.file_path
             cached = column_cache.frame(
                 ctx, uri, columns, schema, allowance,
-                lambda wanted, uri=uri: _read_data_file(  # by position: names may repeat
-                    ctx, uri, [replace(c, name=f"c{i}") for i, c in enumerate(wanted)],
-                    table.io).to_arrow_table(),
+                lambda wanted, uri=uri: _partitions(_read_data_file(  # by position: names
+                    ctx, uri, [replace(c, name=f"c{i}") for i, c in enumerate(wanted)],  # may repeat
+                    table.io)),
+                keep,
             ) if column_cache is not None else None
             if cached is not None:
                 frames.append(cached)
@@ -239,6 +242,12 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
         frames.append(ctx.create_dataframe([[pa.RecordBatch.from_pylist([], schema=schema)]],
                                            name=plan.registered[-1], schema=schema))
     return reduce(lambda a, b: a.union(b), frames), plan
+
+
+def _partitions(frame: DataFrame) -> list[pa.Table]:
+    """A DataFrame's rows, one table per partition (to_arrow_table interleaves them)."""
+    schema = frame.schema()
+    return [pa.Table.from_batches(batches, schema=schema) for batches in frame.collect_partitioned()]
 
 
 def _has_nan(task: FileScanTask, io=None) -> bool:

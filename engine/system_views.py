@@ -35,7 +35,7 @@ def read_cache_stats(settings) -> dict:
 
 _COLUMN_CACHE_COLUMNS = pa.schema([
     ("files", pa.int64()), ("bytes", pa.int64()), ("budget", pa.int64()), ("hits", pa.int64()),
-    ("loads", pa.int64())])
+    ("loads", pa.int64()), ("chunks_skipped", pa.int64())])
 
 
 def system_table(session: "Session", name: str) -> pa.Table:

@@ -208,6 +208,7 @@ def test_nan_values_read_back_as_nan(conn, cur):
     conn.flush()  # from the data file: its statistics say min = max = 0.5
     got = rows(cur, "SELECT id, x FROM nf ORDER BY id")
     assert got[0] == (1, 0.5) and got[1][0] == 2 and math.isnan(got[1][1])
+    assert rows(cur, "SELECT id FROM nf WHERE isnan(x)") == [(2,)]
 
 
 def test_same_column_twice(shop):
