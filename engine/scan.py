@@ -225,7 +225,7 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
                 frames.append(cached)
             elif is_local(uri):
                 frames.append(cache.frame((uri, tuple(columns)),
-                                          lambda: _read_data_file(ctx, uri, columns, table.io)))
+                                          lambda uri=uri: _read_data_file(ctx, uri, columns, table.io)))
             else:  # the local copy in the read cache may be evicted: look it up each time
                 frames.append(_read_data_file(ctx, uri, columns, table.io))
     if by_pyiceberg:
