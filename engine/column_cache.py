@@ -158,11 +158,16 @@ class ColumnCache:
         found = entry.survivors.get(keep.key)
         if found is not None:
             return found[0]
+        try:
+            wanted = keep.field_ids
+        except Exception:  # a filter pyiceberg cannot bind (the scan falls back the same way)
+            return None
         held = {key[0]: key for key in keys}
-        for field_id in keep.field_ids:
-            if field_id in held and field_id not in entry.measured and field_id in keep.types:
+        types = keep.types
+        for field_id in wanted:
+            if field_id in held and field_id not in entry.measured and field_id in types:
                 metrics = [ChunkMetrics(0) for _ in entry.columns[held[field_id]]]
-                add_column(metrics, field_id, keep.types[field_id], entry.columns[held[field_id]])
+                add_column(metrics, field_id, types[field_id], entry.columns[held[field_id]])
                 entry.measured[field_id] = metrics  # (a whole list at once: threads may race)
         n = len(entry.columns[keys[0]]) if keys else 0
         per_chunk = [ChunkMetrics(len(entry.columns[keys[0]][i]) if keys else 0)

@@ -210,7 +210,8 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
     plan.files_with_deletes = sum(1 for t in tasks if t.delete_files)
     schema = engine_schema(columns)
     allowance = column_cache.scan_budget() if column_cache is not None else None
-    keep = chunk_filter(table.schema(), row_filter) if column_cache is not None else None
+    keep = chunk_filter(table.schema(), row_filter, plan.row_filter) \
+        if column_cache is not None else None
     for task in tasks:
         if not (task.delete_files or _has_nan(task, table.io)):
             uri = task.file.file_path

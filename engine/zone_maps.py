@@ -79,24 +79,37 @@ def add_column(metrics: list[ChunkMetrics], field_id: int, kind: IcebergType,
 
 
 class ChunkFilter:
-    """A scan's row filter, for judging chunks: `might_match(metrics)`. `key` names it
-    (a file remembers which chunks each filter keeps), `field_ids` are the columns it reads."""
+    """A scan's row filter, for judging chunks: `might_match(metrics)`. `key` names it (a
+    file remembers which chunks each filter keeps, so a repeated statement binds nothing);
+    `field_ids` are the columns it reads. Bound on first use."""
 
-    def __init__(self, schema: Schema, row_filter: BooleanExpression):
-        self._evaluator = _InclusiveMetricsEvaluator(schema, row_filter, include_empty_files=True)
-        self.types = {f.field_id: f.field_type for f in schema.fields}
-        self.field_ids = extract_field_ids(self._evaluator.expr)
-        self.key = (schema.schema_id, repr(row_filter))
+    def __init__(self, schema: Schema, row_filter: BooleanExpression, text: str):
+        self._schema, self._row_filter = schema, row_filter
+        self._evaluator = None
+        self.key = (schema.schema_id, text)
+
+    @property
+    def evaluator(self) -> _InclusiveMetricsEvaluator:
+        if self._evaluator is None:
+            self._evaluator = _InclusiveMetricsEvaluator(self._schema, self._row_filter,
+                                                         include_empty_files=True)
+        return self._evaluator
+
+    @property
+    def types(self) -> dict[int, IcebergType]:
+        return {f.field_id: f.field_type for f in self._schema.fields}
+
+    @property
+    def field_ids(self) -> set[int]:
+        return extract_field_ids(self.evaluator.expr)
 
     def might_match(self, metrics: ChunkMetrics) -> bool:
-        return self._evaluator.eval(metrics)
+        return self.evaluator.eval(metrics)
 
 
-def chunk_filter(schema: Schema, row_filter: BooleanExpression) -> ChunkFilter | None:
-    """The filter for judging chunks, or None where there is nothing to judge by."""
+def chunk_filter(schema: Schema, row_filter: BooleanExpression, text: str) -> ChunkFilter | None:
+    """The filter for judging chunks (`text`: the filter as EXPLAIN prints it, which names it),
+    or None where there is nothing to judge by."""
     if row_filter == AlwaysTrue():
         return None
-    try:
-        return ChunkFilter(schema, row_filter)
-    except Exception:  # a filter pyiceberg cannot bind (the scan falls back the same way)
-        return None
+    return ChunkFilter(schema, row_filter, text)

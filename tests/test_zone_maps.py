@@ -6,7 +6,7 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 import pytest
-from pyiceberg.expressions import GreaterThan, IsNull, LessThan, Or
+from pyiceberg.expressions import AlwaysTrue, GreaterThan, IsNull, LessThan, Or
 from pyiceberg.schema import Schema
 from pyiceberg.types import DoubleType, NestedField, StringType
 
@@ -111,11 +111,13 @@ def test_chunk_bounds_judge_like_file_metrics():
     add_column(metrics, 2, StringType(), [pa.array(["b", "c", None], pa.string_view()),
                                           pa.array(["x", "y", "z"]), pa.array(["a", "a", "a"])])
     assert metrics[1].lower_bounds.get(1) is None  # NaN: no bounds for that column
-    above = chunk_filter(schema, GreaterThan("x", 2.5))
+    above = chunk_filter(schema, GreaterThan("x", 2.5), "x > 2.5")
     assert [above.might_match(m) for m in metrics] == [True, True, False]
-    nulls = chunk_filter(schema, Or(IsNull("s"), LessThan("s", "b")))
+    nulls = chunk_filter(schema, Or(IsNull("s"), LessThan("s", "b")), "s IS NULL OR s < 'b'")
     assert [nulls.might_match(m) for m in metrics] == [True, False, True]
-    assert chunk_filter(schema, GreaterThan("missing", 1)) is None  # cannot bind: no judging
+    assert chunk_filter(schema, AlwaysTrue(), "true") is None  # nothing to judge by
+    with pytest.raises(ValueError):  # cannot bind: the cache then keeps every chunk
+        chunk_filter(schema, GreaterThan("missing", 1), "missing > 1").field_ids
 
 
 @pytest.mark.parametrize("value", ["h07", "h99"])
