@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from functools import reduce
 
 import pyarrow as pa
-from datafusion import DataFrame, SessionContext, col, lit
+from datafusion import DataFrame, SessionContext, col, functions, lit
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, ManifestGroupPlanner, Table
@@ -287,6 +287,11 @@ def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column], io=Non
             expr = col(f'"{_escape(source.name)}"')
         else:
             expr = col(f'"{_escape(source.name)}"').cast(target)
+        if source is not None and pa.types.is_floating(target):
+            # Parquet's float min/max leave NaN out, and DataFusion prunes files and row
+            # groups by them as if NaN were not there (apache/datafusion#15812): `x = 'NaN'`
+            # or `x > 1000` would lose NaN rows. Its pruning does not look through coalesce.
+            expr = functions.coalesce(expr, expr)
         exprs.append(expr.alias(c.name, metadata=column_metadata(c)))
     return frame.select(*exprs)
 
