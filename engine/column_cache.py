@@ -177,9 +177,10 @@ class ColumnCache:
                 combined.merge(one, field_id)
         kept = tuple(i for i, metrics in enumerate(per_chunk) if keep.might_match(metrics))
         result = None if len(kept) == n else kept
-        entry.survivors[keep.key] = (result,)
-        while len(entry.survivors) > SURVIVORS_PER_FILE:
-            entry.survivors.popitem(last=False)
+        with self._lock:
+            entry.survivors[keep.key] = (result,)
+            while len(entry.survivors) > SURVIVORS_PER_FILE:
+                entry.survivors.popitem(last=False)
         return result
 
     def _evict(self) -> None:
