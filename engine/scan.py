@@ -217,8 +217,9 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
             uri = task.file.file_path
             cached = column_cache.frame(
                 ctx, uri, columns, schema, allowance,
-                lambda wanted, uri=uri: _partitions(_read_data_file(  # by position: names
-                    ctx, uri, [replace(c, name=f"c{i}") for i, c in enumerate(wanted)],  # may repeat
+                lambda wanted, uri=uri: _partitions(_read_data_file(
+                    # columns by position: names may repeat
+                    ctx, uri, [replace(c, name=f"c{i}") for i, c in enumerate(wanted)],
                     table.io)),
                 keep,
             ) if column_cache is not None else None
