@@ -224,7 +224,7 @@ def main() -> None:
     if args.results:
         sys.path.insert(0, os.path.dirname(__file__))
         from results import write_section
-        write_section(args.results, "timeseries", text)
+        write_section(args.results, f"timeseries-{args.hosts}-hosts", text)  # one per scale
 
 
 def report(args, rows, body_mb, parse_rate, out, files, results) -> str:
