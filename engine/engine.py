@@ -454,9 +454,17 @@ def _explain(session: Session, tree: Explain) -> Result:
     if not isinstance(query, exp.Query):
         raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
     bound = bind(session, query)
-    plan = bound.to_arrow(explain="EXPLAIN ANALYZE " if tree.args.get("analyze") else "EXPLAIN ")
-    kinds = ["omnilake_scan"] * len(bound.scans) + plan.column(0).to_pylist()
-    lines = [s.describe() for s in bound.scans] + plan.column(1).to_pylist()
+    if bound.direct is not None:  # what runs is the search alone (engine/search_result.py)
+        bound.close()
+        kinds = ["omnilake_scan", "omnilake_result"]
+        lines = [bound.scans[0].describe(),
+                 f"SearchResult: columns=[{', '.join(bound.direct.column_names)}] "
+                 f"rows={bound.direct.num_rows} from the search's rows, nearest first "
+                 "(no DataFusion plan)"]
+    else:
+        plan = bound.to_arrow(explain="EXPLAIN ANALYZE " if tree.args.get("analyze") else "EXPLAIN ")
+        kinds = ["omnilake_scan"] * len(bound.scans) + plan.column(0).to_pylist()
+        lines = [s.describe() for s in bound.scans] + plan.column(1).to_pylist()
     table = pa.table({"plan_type": pa.array(kinds, pa.large_string()),
                       "plan": pa.array(lines, pa.large_string())})
     return Result(status="EXPLAIN", table=table, rowcount=table.num_rows)

@@ -138,8 +138,13 @@ def test_stream_and_explain_of_a_direct_statement(items):
     expected = items.sql(sql, (q,)).to_arrow()
     streamed = items.stream(sql, (q,)).read_all()
     assert streamed.equals(expected)
-    plan = [line for _, line in items.execute("EXPLAIN " + sql, (q,)).fetchall()]
-    assert any(line.startswith("VectorSearch") for line in plan)
+    plan = items.execute("EXPLAIN " + sql, (q,)).fetchall()
+    assert [kind for kind, _ in plan] == ["omnilake_scan", "omnilake_result"]
+    assert plan[0][1].startswith("VectorSearch") and "columns=[id, title] rows=5" in plan[1][1]
+    other = items.execute("EXPLAIN SELECT id + 1 FROM items ORDER BY v <-> %s LIMIT 5",
+                          (q,)).fetchall()  # runs on DataFusion: its plan is shown
+    assert other[0][1].startswith("VectorSearch") and len(other) > 2
+    assert "omnilake_result" not in [kind for kind, _ in other]
 
 
 def test_wrong_dimensions_still_an_error(items):
