@@ -1,7 +1,7 @@
 """Decoded columns of hot data files, kept in memory for DataFusion to scan.
 
 Most of a warm query's time over Parquet is decoding: at TPC-H SF1 on 2 cores the geometric
-mean of the 22 queries is about 3x lower with this cache than without (bench/RESULTS.md; q18
+mean of the 22 queries is about 2x lower with this cache than without (bench/RESULTS.md; q18
 is the exception, see docs/architecture.md). Data files never change under
 their name, so a file's decoded columns stay valid for as long as the file is read.
 
