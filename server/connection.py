@@ -31,6 +31,7 @@ from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid
                                     decode_parameter, text_encoder)
 from omnilake.server.client_queries import KnownQuery, recognise
 from omnilake.server.copy import CopyIn, copy_out, parse_copy
+from omnilake.server.small_results import bounded
 
 if TYPE_CHECKING:
     from omnilake.server.server import Server
@@ -47,6 +48,7 @@ class Prepared:
     param_oids: list[int]
     text: str
     known: KnownQuery | None = None
+    small: bool = False  # its result fits one chunk whatever the data: run, not streamed
 
 
 @dataclass
@@ -390,7 +392,7 @@ class Connection:
             if isinstance(tree, exp.Copy):
                 return b"".join(out), None, trees[i:]
             try:
-                result = for_client(self.session.stream(tree), self.session.engine.blobs)
+                result = self._start(tree, bounded(tree, CHUNK_ROWS))
                 out.append(self._after(result))
                 if result.batches is None:
                     if result.table is not None:
@@ -408,6 +410,12 @@ class Connection:
                 err.partial_output = b"".join(out)
                 raise
         return b"".join(out), None, []
+
+    def _start(self, tree: exp.Expression, small: bool) -> Result:
+        """Run one statement: a query whose result is bounded by its text (small_results)
+        to completion, any other query as a stream of batches read as the client asks."""
+        result = self.session.run(tree) if small else self.session.stream(tree)
+        return for_client(result, self.session.engine.blobs)
 
     def _after(self, result: Result) -> bytes:
         """Server-side effects of session commands: forgotten statements, and a
@@ -458,7 +466,7 @@ class Connection:
             inferred = parameter_types(self.session, tree)
             oids = oids + [0] * (len(inferred) - len(oids))
             oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
-        return Prepared(tree, oids, text)
+        return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS))
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)
@@ -547,7 +555,7 @@ class Connection:
             table = known.answer(portal.values)
             result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
         else:
-            result = for_client(self.session.stream(portal.tree), self.session.engine.blobs)
+            result = self._start(portal.tree, portal.statement.small)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         if result.batches is not None:
             portal.stream = RowStream(result.schema, result.batches, portal.result_formats)
