@@ -54,7 +54,7 @@ class Prepared:
 @dataclass
 class Portal:
     statement: Prepared
-    tree: exp.Expression | None
+    tree: exp.Expression | None  # the statement's own tree, parameters unbound: read only
     result_formats: list[int]
     values: list = field(default_factory=list)
     result: Result | None = None
@@ -62,6 +62,13 @@ class Portal:
     sent: int = 0
     prefix: bytes = b""
     stream: RowStream | None = None  # a query's rows, pulled as Execute asks for them
+
+    def bound(self) -> exp.Expression:
+        """A copy of the statement with the parameters in it, to run (and rewrite in place).
+        Made where the statement runs, on the pool: copying and binding a large tree is work
+        the event loop should not do."""
+        tree = self.tree.copy()
+        return bind_params(tree, self.values) if self.values else tree
 
     def close(self) -> None:
         if self.stream is not None:
@@ -485,16 +492,11 @@ class Connection:
         result_formats = [r.int16() for _ in range(r.int16())]
         values = [decode_parameter(v, oid, _format(formats, i) == 1, i + 1)
                   for i, (v, oid) in enumerate(zip(raw, statement.param_oids))]
-        tree = None
-        if statement.tree is not None:
-            tree = statement.tree.copy()
-            if values:
-                tree = bind_params(tree, values)
         if portal_name and portal_name in self.portals:
             raise E.Error(f'cursor "{portal_name}" already exists', sqlstate="42P03")
         if portal_name in self.portals:
             self.portals[portal_name].close()
-        self.portals[portal_name] = Portal(statement, tree, result_formats, values)
+        self.portals[portal_name] = Portal(statement, statement.tree, result_formats, values)
         self._queue(M.BIND_COMPLETE)
 
     def _statement(self, name: str) -> Prepared:
@@ -555,7 +557,7 @@ class Connection:
             table = known.answer(portal.values)
             result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
         else:
-            result = self._start(portal.tree, portal.statement.small)
+            result = self._start(portal.bound(), portal.statement.small)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         if result.batches is not None:
             portal.stream = RowStream(result.schema, result.batches, portal.result_formats)
@@ -572,7 +574,7 @@ class Connection:
             self._queue(M.EMPTY_QUERY)
             return
         if isinstance(portal.tree, exp.Copy):
-            await self._copy(portal.tree)
+            await self._copy(portal.bound())
             return
         await self._execute_portal(portal)
         prefix, portal.prefix = portal.prefix, b""
