@@ -315,7 +315,7 @@ class Connection:
     async def _run(self, fn, *args, abandon_on_cancel: bool = False):
         """Run `fn` on the pool. A cancel request stops the wait for a read at once (its
         result is dropped); a write is waited for, so a canceled write never lands later."""
-        future = asyncio.get_running_loop().run_in_executor(self.server.pool, fn, *args)
+        future = self.server.pool.run(asyncio.get_running_loop(), fn, *args)
         self.running, self.abandonable = future, abandon_on_cancel
         try:
             return await (asyncio.shield(future) if abandon_on_cancel else future)
