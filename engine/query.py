@@ -105,16 +105,24 @@ class BoundQuery:
         try:
             frame = self.frame()
             batches = frame.execute_stream()
-            schema = normalise_output(frame.schema().empty_table(), self.renames,
-                                      self.declared).schema
+            raw = frame.schema()
+            schema = pa.schema([_output_field(f, self.renames, self.declared) for f in raw])
         except Exception as exc:  # DataFusion raises plain Exceptions
             self.close()
             raise from_datafusion(exc) from exc
+        # the type each column changes to, or None (the usual case: a batch as planned)
+        casts = [None if out.type == f.type else out.type for f, out in zip(raw, schema)]
 
         def produce() -> Iterator[pa.RecordBatch]:
             try:
                 for batch in batches:
-                    table = normalise_output(pa.Table.from_batches([batch.to_pyarrow()]),
+                    batch = batch.to_pyarrow()
+                    if batch.schema.equals(raw):
+                        yield pa.RecordBatch.from_arrays(
+                            [c if t is None else c.cast(t, safe=False)
+                             for c, t in zip(batch.columns, casts)], schema=schema)
+                        continue
+                    table = normalise_output(pa.Table.from_batches([batch]),
                                              self.renames, self.declared)
                     yield from table.cast(schema).to_batches()
             except E.Error:
@@ -487,22 +495,32 @@ def normalise_output(table: pa.Table, renames: dict[str, str] | None = None,
     """Results in the types users get back: microsecond timestamps, plain strings."""
     fields, arrays, changed = [], [], False
     for f, column in zip(table.schema, table.columns):
-        t = f.type
-        if pa.types.is_timestamp(t) and t.unit == "ns":
-            t = pa.timestamp("us", tz=t.tz)
-        elif pa.types.is_string_view(t) or pa.types.is_string(t):
-            t = pa.large_string()
-        elif pa.types.is_binary_view(t) or pa.types.is_binary(t):
-            t = pa.large_binary()
-        name = (renames or {}).get(f.name, f.name)
-        if t != f.type:
-            column = column.cast(t, safe=False)
-        metadata = f.metadata
-        if declared and name in declared and not (metadata or {}).get(SQL_TYPE_KEY.encode()):
-            metadata = {**(metadata or {}), SQL_TYPE_KEY.encode(): declared[name].encode()}
-        changed = changed or t != f.type or name != f.name or metadata is not f.metadata
-        fields.append(pa.field(name, t, f.nullable, metadata=metadata))
+        out = _output_field(f, renames, declared)
+        if out.type != f.type:
+            column = column.cast(out.type, safe=False)
+        changed = changed or out is not f
+        fields.append(out)
         arrays.append(column)
     if not changed:
         return table
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _output_field(f: pa.Field, renames: dict[str, str] | None,
+                  declared: dict[str, str] | None) -> pa.Field:
+    """`f` as normalise_output returns it (`f` itself when nothing changes)."""
+    t = f.type
+    if pa.types.is_timestamp(t) and t.unit == "ns":
+        t = pa.timestamp("us", tz=t.tz)
+    elif pa.types.is_string_view(t) or pa.types.is_string(t):
+        t = pa.large_string()
+    elif pa.types.is_binary_view(t) or pa.types.is_binary(t):
+        t = pa.large_binary()
+    name = (renames or {}).get(f.name, f.name)
+    metadata = f.metadata
+    tagged = declared and name in declared and not (metadata or {}).get(SQL_TYPE_KEY.encode())
+    if tagged:
+        metadata = {**(metadata or {}), SQL_TYPE_KEY.encode(): declared[name].encode()}
+    if t == f.type and name == f.name and not tagged:
+        return f
+    return pa.field(name, t, f.nullable, metadata=metadata)

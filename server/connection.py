@@ -31,6 +31,7 @@ from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid
                                     decode_parameter, text_encoder)
 from omnilake.server.client_queries import KnownQuery, recognise
 from omnilake.server.copy import CopyIn, copy_out, parse_copy
+from omnilake.server.small_results import bounded
 
 if TYPE_CHECKING:
     from omnilake.server.server import Server
@@ -47,12 +48,13 @@ class Prepared:
     param_oids: list[int]
     text: str
     known: KnownQuery | None = None
+    small: bool = False  # its result fits one chunk whatever the data: run, not streamed
 
 
 @dataclass
 class Portal:
     statement: Prepared
-    tree: exp.Expression | None
+    tree: exp.Expression | None  # the statement's own tree, parameters unbound: read only
     result_formats: list[int]
     values: list = field(default_factory=list)
     result: Result | None = None
@@ -60,6 +62,13 @@ class Portal:
     sent: int = 0
     prefix: bytes = b""
     stream: RowStream | None = None  # a query's rows, pulled as Execute asks for them
+
+    def bound(self) -> exp.Expression:
+        """A copy of the statement with the parameters in it, to run (and rewrite in place).
+        Made where the statement runs, on the pool: copying and binding a large tree is work
+        the event loop should not do."""
+        tree = self.tree.copy()
+        return bind_params(tree, self.values) if self.values else tree
 
     def close(self) -> None:
         if self.stream is not None:
@@ -306,7 +315,7 @@ class Connection:
     async def _run(self, fn, *args, abandon_on_cancel: bool = False):
         """Run `fn` on the pool. A cancel request stops the wait for a read at once (its
         result is dropped); a write is waited for, so a canceled write never lands later."""
-        future = asyncio.get_running_loop().run_in_executor(self.server.pool, fn, *args)
+        future = self.server.pool.run(asyncio.get_running_loop(), fn, *args)
         self.running, self.abandonable = future, abandon_on_cancel
         try:
             return await (asyncio.shield(future) if abandon_on_cancel else future)
@@ -390,7 +399,7 @@ class Connection:
             if isinstance(tree, exp.Copy):
                 return b"".join(out), None, trees[i:]
             try:
-                result = for_client(self.session.stream(tree), self.session.engine.blobs)
+                result = self._start(tree, bounded(tree, CHUNK_ROWS))
                 out.append(self._after(result))
                 if result.batches is None:
                     if result.table is not None:
@@ -408,6 +417,12 @@ class Connection:
                 err.partial_output = b"".join(out)
                 raise
         return b"".join(out), None, []
+
+    def _start(self, tree: exp.Expression, small: bool) -> Result:
+        """Run one statement: a query whose result is bounded by its text (small_results)
+        to completion, any other query as a stream of batches read as the client asks."""
+        result = self.session.run(tree) if small else self.session.stream(tree)
+        return for_client(result, self.session.engine.blobs)
 
     def _after(self, result: Result) -> bytes:
         """Server-side effects of session commands: forgotten statements, and a
@@ -458,7 +473,7 @@ class Connection:
             inferred = parameter_types(self.session, tree)
             oids = oids + [0] * (len(inferred) - len(oids))
             oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
-        return Prepared(tree, oids, text)
+        return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS))
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)
@@ -477,16 +492,11 @@ class Connection:
         result_formats = [r.int16() for _ in range(r.int16())]
         values = [decode_parameter(v, oid, _format(formats, i) == 1, i + 1)
                   for i, (v, oid) in enumerate(zip(raw, statement.param_oids))]
-        tree = None
-        if statement.tree is not None:
-            tree = statement.tree.copy()
-            if values:
-                tree = bind_params(tree, values)
         if portal_name and portal_name in self.portals:
             raise E.Error(f'cursor "{portal_name}" already exists', sqlstate="42P03")
         if portal_name in self.portals:
             self.portals[portal_name].close()
-        self.portals[portal_name] = Portal(statement, tree, result_formats, values)
+        self.portals[portal_name] = Portal(statement, statement.tree, result_formats, values)
         self._queue(M.BIND_COMPLETE)
 
     def _statement(self, name: str) -> Prepared:
@@ -547,7 +557,7 @@ class Connection:
             table = known.answer(portal.values)
             result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
         else:
-            result = for_client(self.session.stream(portal.tree), self.session.engine.blobs)
+            result = self._start(portal.bound(), portal.statement.small)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         if result.batches is not None:
             portal.stream = RowStream(result.schema, result.batches, portal.result_formats)
@@ -564,7 +574,7 @@ class Connection:
             self._queue(M.EMPTY_QUERY)
             return
         if isinstance(portal.tree, exp.Copy):
-            await self._copy(portal.tree)
+            await self._copy(portal.bound())
             return
         await self._execute_portal(portal)
         prefix, portal.prefix = portal.prefix, b""

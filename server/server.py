@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import ssl
-from concurrent.futures import ThreadPoolExecutor
 
 from omnilake import errors as E
 from omnilake.catalog.users import Users
@@ -21,6 +20,7 @@ from omnilake.engine.engine import Engine
 from omnilake.server.auth import Authenticator
 from omnilake.server.connection import Connection, new_secret
 from omnilake.server.pg_catalog import PgCatalog
+from omnilake.server.pool import StatementPool
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Server:
                 raise E.InvalidParameterValue("TLS needs both --tls-cert and --tls-key")
             self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.tls.load_cert_chain(tls_cert, tls_key)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omnilake-query")
+        self.pool = StatementPool(workers, thread_name_prefix="omnilake-query")
         self.connections: dict[int, Connection] = {}
         self._next_pid = os.getpid() * 1000 % 2_000_000_000
         self._server: asyncio.AbstractServer | None = None
