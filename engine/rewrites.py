@@ -149,6 +149,37 @@ def time_series_functions(tree: exp.Expression) -> exp.Expression:
     return rewrite(tree)
 
 
+def fetch_as_limit(tree: exp.Expression) -> exp.Expression:
+    """`FETCH FIRST n ROWS ONLY` (the SQL standard's LIMIT) as LIMIT n, which DataFusion
+    reads; `FETCH FIRST ROW ONLY` is one row."""
+    from omnilake import errors as E
+    for node in [n for n in nodes(tree) if isinstance(n, exp.Fetch)]:
+        options = node.args.get("limit_options")
+        if options is not None and (options.args.get("percent") or options.args.get("with_ties")):
+            raise E.NotSupportedError("FETCH ... PERCENT / WITH TIES is not supported",
+                                      hint="use FETCH FIRST n ROWS ONLY or LIMIT n")
+        count = node.args.get("count") or exp.Literal.number(1)
+        node.replace(exp.Limit(expression=count))
+    return tree
+
+
+def set_returning_projections(tree: exp.Expression) -> exp.Expression:
+    """`SELECT generate_series(1, 3)` gives a row per value, as in PostgreSQL (DataFusion's
+    generate_series in a projection is one list): the call is unnested. Named
+    `generate_series` unless aliased, as PostgreSQL names it."""
+    for select in [n for n in nodes(tree) if isinstance(n, exp.Select)]:
+        for i, projection in enumerate(select.expressions):
+            value = projection.this if isinstance(projection, exp.Alias) else projection
+            if not isinstance(value, exp.ExplodingGenerateSeries):
+                continue
+            unnested = exp.Anonymous(this="unnest", expressions=[value.copy()])
+            if isinstance(projection, exp.Alias):
+                projection.set("this", unnested)
+            else:
+                select.expressions[i].replace(exp.alias_(unnested, "generate_series"))
+    return tree
+
+
 def _vector_functions_needed(kinds: Kinds) -> bool:
     return kinds.has(exp.CosineDistance) or kinds.calls(*_DISTANCE_FUNCTIONS)
 
@@ -167,7 +198,7 @@ def _time_series_needed(kinds: Kinds) -> bool:
 
 # Each rule with a test of what the statement holds (its Kinds, seen in one walk before the
 # first rule): a rule is skipped when the statement has nothing it could rewrite, and most
-# statements need one or two of the six. A rule that makes nodes a later rule looks for says
+# statements need one or two of the eight. A rule that makes nodes a later rule looks for says
 # so in that rule's test.
 RULES = (
     (fold_identifiers, lambda kinds: kinds.has(exp.Identifier)),
@@ -176,6 +207,8 @@ RULES = (
     (vector_literals, _vector_literals_needed),
     (split_intersecting_in_lists, lambda kinds: kinds.has(exp.And) and kinds.has(exp.In)),
     (time_series_functions, _time_series_needed),
+    (fetch_as_limit, lambda kinds: kinds.has(exp.Fetch)),
+    (set_returning_projections, lambda kinds: kinds.has(exp.ExplodingGenerateSeries)),
 )
 
 

@@ -227,3 +227,23 @@ def test_timestamptz_literal_without_zone_prunes_as_utc(conn):
     assert conn.execute(query).fetchall() == [(2,)]
     plan = "\n".join(r[1] for r in conn.execute("EXPLAIN " + query).fetchall())
     assert "files=1/2" in plan
+
+
+def test_fetch_first_is_a_limit(cur):
+    cur.execute("CREATE TABLE f (a INT)")
+    cur.execute("INSERT INTO f VALUES (5), (3), (1), (4), (2)")
+    assert rows(cur, "SELECT a FROM f ORDER BY a FETCH FIRST 3 ROWS ONLY") == [(1,), (2,), (3,)]
+    assert rows(cur, "SELECT a FROM f ORDER BY a OFFSET 1 ROWS FETCH NEXT 2 ROWS ONLY") == [(2,), (3,)]
+    assert rows(cur, "SELECT a FROM f ORDER BY a DESC FETCH FIRST ROW ONLY") == [(5,)]
+    with pytest.raises(E.NotSupportedError, match="PERCENT"):
+        cur.execute("SELECT a FROM f FETCH FIRST 50 PERCENT ROWS ONLY")
+
+
+def test_generate_series_in_the_select_list_gives_rows(cur):
+    cur.execute("SELECT generate_series(1, 4)")
+    assert cur.fetchall() == [(1,), (2,), (3,), (4,)]
+    assert cur.description[0][0] == "generate_series"
+    assert rows(cur, "SELECT 'x' AS k, generate_series(2, 3) AS n") == [("x", 2), ("x", 3)]
+    cur.execute("CREATE TABLE g (a INT)")
+    cur.execute("INSERT INTO g VALUES (1), (2)")
+    assert rows(cur, "SELECT a, generate_series(1, a) FROM g ORDER BY 1, 2") == [(1, 1), (2, 1), (2, 2)]
