@@ -57,7 +57,7 @@ class _Entry:
     columns: dict[tuple, list[pa.Array]]  # column key -> its chunks (same bounds for all)
     sources: dict[tuple, object]  # column key -> the column it was decoded as
     nbytes: int = 0
-    frames: OrderedDict = field(default_factory=OrderedDict)  # (keys, schema, chunks) -> DataFrame
+    frames: OrderedDict = field(default_factory=OrderedDict)  # (keys, schema, chunks) -> (DataFrame, rows)
     measured: dict = field(default_factory=dict)  # field id -> per-chunk ChunkMetrics
     survivors: OrderedDict = field(default_factory=OrderedDict)  # filter -> (chunks kept,)
 
@@ -88,9 +88,10 @@ class ColumnCache:
 
     def frame(self, ctx: SessionContext, uri: str, columns: list, schema: pa.Schema,
               allowance: ScanBudget, decode: Callable[[list], list[pa.Table]],
-              keep: ChunkFilter | None = None) -> DataFrame | None:
+              keep: ChunkFilter | None = None) -> tuple[DataFrame, int] | None:
         """The file's rows in `columns` (the scan's columns, `schema` their Arrow schema) as
-        an in-memory DataFrame, or None when the file should be read from Parquet instead.
+        an in-memory DataFrame and how many rows it holds, or None when the file should be
+        read from Parquet instead.
         `decode(columns)` reads the given columns of the file, in that order, as one table
         per partition of the read (each a contiguous run of the file). With `keep`
         (the scan's filter), chunks whose bounds rule out every match are left out."""
@@ -129,16 +130,17 @@ class ColumnCache:
         with self._lock:
             if survivors is not None:
                 self.chunks_skipped += len(chunks[0]) - len(survivors)
-            frame = entry.frames.get(frame_key)
-            if frame is not None:
+            found = entry.frames.get(frame_key)
+            if found is not None:
                 entry.frames.move_to_end(frame_key)
                 self.hits += 1
-                return frame
+                return found
         if survivors is not None:
             chunks = [[column[i] for i in survivors] for column in chunks]
-        frame = self._dataframe(ctx, chunks, schema)
+        rows = sum(len(chunk) for chunk in chunks[0]) if chunks else 0
+        found = (self._dataframe(ctx, chunks, schema), rows)
         if entry.nbytes > self.budget:  # never cached: it would push out everything else
-            return frame
+            return found
         with self._lock:
             held = self._files.get(uri)
             if held is not entry:
@@ -146,12 +148,12 @@ class ColumnCache:
                     self.nbytes -= held.nbytes
                 self._files[uri] = entry
                 self.nbytes += entry.nbytes
-            entry.frames[frame_key] = frame
+            entry.frames[frame_key] = found
             while len(entry.frames) > FRAMES_PER_FILE:
                 entry.frames.popitem(last=False)
             self._files.move_to_end(uri)
             self._evict()
-        return frame
+        return found
 
     def _survivors(self, entry: _Entry, keys: list[tuple], keep: ChunkFilter) -> tuple | None:
         """The numbers of the chunks that may hold rows matching `keep`; None for all."""

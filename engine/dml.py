@@ -235,7 +235,8 @@ def with_generated(session: "Session", ref: TableRef, rows: pa.Table, names: lis
 def _evaluate(session: "Session", select: exp.Select, data: pa.Table) -> pa.Table:
     """Run `select` (no FROM yet) over `data`, registered under a private name."""
     from omnilake.engine.embeddings import rewrite_model_arguments
-    from omnilake.engine.query import batches_of, new_statement_name
+    from omnilake.engine.query import (SMALL_STATEMENT_ROWS, batches_of, new_statement_name,
+                                       plan_sql)
     ctx = session.engine.datafusion
     name = new_statement_name("rows")
     ctx.register_record_batches(name, [batches_of(data)])
@@ -243,7 +244,8 @@ def _evaluate(session: "Session", select: exp.Select, data: pa.Table) -> pa.Tabl
         tree = rewrites.apply(select.from_(exp.to_identifier(name)))
         tree = rewrite_model_arguments(tree, session.engine.embeddings)
         try:
-            return ctx.sql(to_datafusion(tree)).to_arrow_table()
+            return plan_sql(ctx, to_datafusion(tree),
+                            small=data.num_rows <= SMALL_STATEMENT_ROWS).to_arrow_table()
         except Exception as exc:
             raise from_datafusion(exc) from exc
     finally:

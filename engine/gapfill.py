@@ -257,7 +257,8 @@ def _order(session, table: pa.Table, order, limit, offset, roles, bucket_index, 
     if order is None and limit is None and offset is None:
         return table
     from omnilake.engine.dialect import to_datafusion
-    from omnilake.engine.query import batches_of, new_statement_name
+    from omnilake.engine.query import (SMALL_STATEMENT_ROWS, batches_of, new_statement_name,
+                                       plan_sql)
     from omnilake.engine.errors import from_datafusion
     from omnilake.engine.rewrites import fold_identifiers
     private = new_statement_name("gapfill")
@@ -287,7 +288,8 @@ def _order(session, table: pa.Table, order, limit, offset, roles, bucket_index, 
     ctx = session.engine.datafusion
     ctx.register_record_batches(private, [batches_of(table)])
     try:
-        return ctx.sql(to_datafusion(fold_identifiers(select))).to_arrow_table()
+        return plan_sql(ctx, to_datafusion(fold_identifiers(select)),
+                        small=table.num_rows <= SMALL_STATEMENT_ROWS).to_arrow_table()
     except Exception as exc:
         raise from_datafusion(exc) from exc
     finally:

@@ -56,6 +56,7 @@ class ScanPlan:
     columns: list[Column] = field(default_factory=list)
     registered: list[str] = field(default_factory=list)  # in-memory tables made for the scan
     pending_rows: int = 0  # acknowledged rows read from the memtable
+    rows: int = 0  # the rows handed to DataFusion, at most (filters drop more)
 
     def describe(self) -> str:
         pruned = self.total_files - len(self.tasks)
@@ -224,18 +225,23 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
                 keep,
             ) if column_cache is not None else None
             if cached is not None:
-                frames.append(cached)
-            elif is_local(uri):
+                frames.append(cached[0])
+                plan.rows += cached[1]
+                continue
+            plan.rows += task.file.record_count
+            if is_local(uri):
                 frames.append(cache.frame((uri, tuple(columns)),
                                           lambda uri=uri: _read_data_file(ctx, uri, columns, table.io)))
             else:  # the local copy in the read cache may be evicted: look it up each time
                 frames.append(_read_data_file(ctx, uri, columns, table.io))
     if by_pyiceberg:
         plan.registered.append(f"{private}_pyiceberg")
-        frames.append(ctx.from_arrow(_read_with_pyiceberg(table, by_pyiceberg, columns),
-                                     name=plan.registered[-1]))
+        rows = _read_with_pyiceberg(table, by_pyiceberg, columns)
+        plan.rows += rows.num_rows
+        frames.append(ctx.from_arrow(rows, name=plan.registered[-1]))
     if pending:
         plan.pending_rows = sum(t.num_rows for t in pending)
+        plan.rows += plan.pending_rows
         plan.registered.append(f"{private}_pending")
         frames.append(ctx.from_arrow(pending_in_scan_types(pending, columns),
                                      name=plan.registered[-1]))

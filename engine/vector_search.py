@@ -31,7 +31,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.catalog.indexes import VectorIndexDef, read_indexes
 from omnilake.engine import dialect
-from omnilake.engine.query import batches_of, new_statement_name
+from omnilake.engine.query import batches_of, new_statement_name, plan_sql
 from omnilake.engine.scan import Column, _read_with_pyiceberg, engine_schema, pending_in_scan_types
 from omnilake.engine.tables import TableRef, ident
 from omnilake.engine.vector_functions import as_matrix
@@ -79,6 +79,7 @@ class SearchPlan:
     candidates: int = 0
     columns: list[Column] = field(default_factory=list)
     result: pa.Table | None = None
+    private: str = ""  # the statement's name for `result` in DataFusion, where it runs there
     # Per query, the distances of its candidate rows in their order (nearest first; +inf for
     # a matching row without a vector), so callers need not compute them again.
     distances: list[np.ndarray] = field(default_factory=list)
@@ -386,7 +387,7 @@ def _where_mask(session: "Session", search: Search, rows: pa.Table) -> np.ndarra
            f"WHERE {to_datafusion(search.where)}")
     ctx.register_record_batches(name, [batches_of(data)])
     try:
-        picked = ctx.sql(sql).to_arrow_table().column(0).to_numpy()
+        picked = plan_sql(ctx, sql).to_arrow_table().column(0).to_numpy()
     except Exception as exc:
         raise from_datafusion(exc) from exc
     finally:
@@ -399,14 +400,11 @@ def _where_mask(session: "Session", search: Search, rows: pa.Table) -> np.ndarra
 def _gather(sources: list[_Source], found, k: int,
             columns: list[Column]) -> tuple[pa.Table, np.ndarray]:
     """The k nearest of all sources' candidates, as rows nearest first, and their distances."""
-    empty = (pa.Table.from_batches([], schema=engine_schema(columns)), np.empty(0, np.float64))
-    if not found:
-        return empty
-    distances = np.concatenate([d for d, _, _ in found])
+    distances = np.concatenate([d for d, _, _ in found]) if found else np.empty(0, np.float64)
+    if not len(distances):
+        return pa.Table.from_batches([], schema=engine_schema(columns)), distances
     positions = np.concatenate([p for _, p, _ in found])
     owners = np.concatenate([np.full(len(p), n) for _, p, n in found])
-    if not len(distances):
-        return empty
     best = np.argsort(distances, kind="stable")[:k]
     distances, positions, owners = distances[best], positions[best], owners[best]
     numbers = np.unique(owners)

@@ -168,8 +168,10 @@ def test_columns_decoded_at_different_times_line_up():
     schema_ab = pa.schema([("a", pa.int64()), ("b", pa.int64())])
     assert cache.frame(ctx, "f", [a], schema_a, cache.scan_budget(), decode) is None  # first scan
     cache.frame(ctx, "f", [a], schema_a, cache.scan_budget(), decode)
-    both = cache.frame(ctx, "f", [a, b], schema_ab, cache.scan_budget(), decode).to_arrow_table()
+    both, rows = cache.frame(ctx, "f", [a, b], schema_ab, cache.scan_budget(), decode)
+    both = both.to_arrow_table()
+    assert rows == 1000
     assert both.num_rows == 1000
     assert (both["b"].to_numpy() == 2 * both["a"].to_numpy()).all()
-    again = cache.frame(ctx, "f", [a], schema_a, cache.scan_budget(), decode).to_arrow_table()
+    again = cache.frame(ctx, "f", [a], schema_a, cache.scan_budget(), decode)[0].to_arrow_table()
     assert sorted(again["a"].to_pylist()) == list(range(1000))

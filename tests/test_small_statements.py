@@ -1,0 +1,77 @@
+"""A statement over few rows is planned as one DataFusion partition (engine/query.py,
+SMALL_STATEMENT_ROWS); larger ones keep the configured parallelism, also when both kinds
+are planned at once from several threads."""
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+
+import omnilake
+from omnilake.engine.query import SMALL_STATEMENT_ROWS
+
+
+def _explain(conn, sql: str) -> str:
+    return "\n".join(str(v) for row in conn.sql("EXPLAIN " + sql).fetchall() for v in row)
+
+
+def _setup(tmp_path):
+    conn = omnilake.connect(str(tmp_path / "wh"), target_partitions=2)
+    conn.sql("CREATE TABLE small (k INT, v DOUBLE PRECISION)")
+    conn.sql("CREATE TABLE big (k INT, v DOUBLE PRECISION)")
+    rng = np.random.default_rng(0)
+    conn.insert("small", pa.table({"k": pa.array(rng.integers(0, 5, 100), pa.int32()),
+                                   "v": rng.random(100)}))
+    n = SMALL_STATEMENT_ROWS + 1000
+    conn.insert("big", pa.table({"k": pa.array(rng.integers(0, 5, n), pa.int32()),
+                                 "v": rng.random(n)}))
+    return conn
+
+
+GROUP = "SELECT k, count(*) AS n, sum(v) AS s FROM {} GROUP BY k ORDER BY k"
+
+
+def test_small_statements_plan_one_partition_and_large_ones_keep_theirs(tmp_path):
+    conn = _setup(tmp_path)
+    assert "RepartitionExec" not in _explain(conn, GROUP.format("small"))
+    assert "RepartitionExec" in _explain(conn, GROUP.format("big"))
+    # after a small statement the context plans with its own setting again
+    assert "RepartitionExec" not in _explain(conn, GROUP.format("small"))
+    assert "RepartitionExec" in _explain(conn, GROUP.format("big"))
+    # a join of two tables counts both
+    join = "SELECT count(*) FROM small s JOIN big b ON s.k = b.k"
+    assert "RepartitionExec" in _explain(conn, join)
+
+
+def test_results_do_not_depend_on_the_partitions(tmp_path):
+    conn = _setup(tmp_path)
+    small = conn.sql(GROUP.format("small")).fetchall()
+    data = conn.sql("SELECT k, v FROM small").to_arrow().to_pandas()
+    expected = data.groupby("k").agg(n=("v", "size"), s=("v", "sum")).reset_index()
+    assert [r[0] for r in small] == expected["k"].tolist()
+    assert [r[1] for r in small] == expected["n"].tolist()
+    assert np.allclose([r[2] for r in small], expected["s"])
+
+
+def test_concurrent_planning_never_sees_another_statements_setting(tmp_path):
+    conn = _setup(tmp_path)
+    engine = conn._engine
+    failures = []
+
+    def work(table: str, repartitioned: bool):
+        session = omnilake.dbapi.Connection(engine)
+        try:
+            for _ in range(15):
+                text = _explain(session, GROUP.format(table))
+                if ("RepartitionExec" in text) != repartitioned:
+                    failures.append((table, text))
+        finally:
+            session.close()
+
+    threads = [threading.Thread(target=work, args=(t, t == "big"))
+               for t in ("small", "big", "small", "big")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
