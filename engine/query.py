@@ -85,7 +85,9 @@ class BoundQuery:
         """The statement as a DataFusion DataFrame; long number arrays (vectors) travel as
         parameter values, which DataFusion takes without parsing hundreds of literals."""
         sql, values = to_datafusion_with_values(self.tree)  # (spends the tree)
-        return plan_sql(self.ctx, explain + sql, values, small=self.rows <= SMALL_STATEMENT_ROWS)
+        # (a statement without tables, SELECT 1, has nothing to repartition: no setting change)
+        small = bool(self.registered) and self.rows <= SMALL_STATEMENT_ROWS
+        return plan_sql(self.ctx, explain + sql, values, small=small)
 
     def to_arrow(self, explain: str = "") -> pa.Table:
         """Execute (optionally under EXPLAIN [ANALYZE]) and release the statement's tables."""
