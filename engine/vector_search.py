@@ -400,6 +400,12 @@ def _where_mask(session: "Session", search: Search, rows: pa.Table) -> np.ndarra
 def _gather(sources: list[_Source], found, k: int,
             columns: list[Column]) -> tuple[pa.Table, np.ndarray]:
     """The k nearest of all sources' candidates, as rows nearest first, and their distances."""
+    if len(found) == 1:  # one source (one data file, no memtable rows): the usual case
+        distances, positions, number = found[0]
+        if len(distances):
+            best = np.argsort(distances, kind="stable")[:k]
+            rows = without_views(sources[number].rows).take(pa.array(positions[best]))
+            return rows, distances[best]
     distances = np.concatenate([d for d, _, _ in found]) if found else np.empty(0, np.float64)
     if not len(distances):
         return pa.Table.from_batches([], schema=engine_schema(columns)), distances
