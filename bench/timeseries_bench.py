@@ -188,6 +188,8 @@ def main() -> None:
             out["lp"] = rows / (max(e for _, e in spans) - min(s for s, _ in spans))
         shutil.rmtree(folder, ignore_errors=True)
         server.close()
+        writer = conn.session.engine.writer
+        out["lp_flush_rows"] = sum(t.num_rows for t in writer.memtable.rows("public.cpu"))
         t0 = time.perf_counter()
         conn.flush()
         out["lp_flush_s"] = time.perf_counter() - t0
@@ -247,6 +249,8 @@ def report(args, rows, body_mb, parse_rate, out, files, results) -> str:
         f"{out['arrow'] / cores:,.0f} |", "",
     ]
     if not results:  # --ingest-only
+        lines.append(f"Flushing the {out['lp_flush_rows']:,} line-protocol rows still pending "
+                     f"afterwards took {out['lp_flush_s']:.2f} s ({files} data files in all).")
         return "\n".join(lines) + "\n"
     lines += [
         f"Flushing the line-protocol rows to Iceberg afterwards took {out['lp_flush_s']:.2f} s "

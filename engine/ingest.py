@@ -90,38 +90,54 @@ def write_measurements(session: "Session", namespace: str, tables: dict[str, pa.
     `tables`: measurement -> rows (a `time` column, tag columns as strings, field columns);
     `kinds`: measurement -> field -> float|integer|unsigned|boolean|string; `lines`: where each
     field first appeared, for error messages."""
-    from omnilake.engine.dml import insert_rows
-    from omnilake.engine.transaction import Transaction
     # an existing table implies its schema: the catalog is asked only on a first write
     if not all(_exists(session, namespace, name) for name in tables) and \
             (namespace,) not in session.engine.warehouse.catalog.list_namespaces():
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(namespace)}")
     for attempt in range(ATTEMPTS):
-        prepared = _prepare(session, namespace, tables, kinds, lines)
         try:
-            # Rows are checked against the table and logged with no schema change of ours in
-            # between (a commit updates the shared cached table object in place).
+            # The usual batch: its tables exist with every column it needs. Checked and
+            # logged under the shared lock, so no schema change of ours comes in between,
+            # and batches do not wait for each other.
             with _schema_lock.shared():
-                # Another batch may have added columns between our _prepare and here, through
-                # the cached table object we hold (updated in place, its SQL types not): then
-                # the rows are checked again against the table as it is now.
-                if any(ref.table.metadata_location != seen for ref, _, seen in prepared):
-                    raise E.SerializationFailure("the table changed while the batch was prepared")
-                tx = Transaction()
-                saved, session.transaction = session.transaction, tx
-                try:
-                    for ref, rows, _ in prepared:
-                        insert_rows(session, ref, rows, list(rows.column_names))
-                finally:
-                    session.transaction = saved
-                session.engine.writer.write_all(tx.parts())
+                prepared = _prepare_unchanged(session, namespace, tables, kinds, lines)
+                due = None if prepared is None else _log(session, prepared)
+            if prepared is None:  # tables to create or columns to add: alone
+                prepared = _prepare(session, namespace, tables, kinds, lines)
+                # Rows are checked against the table and logged with no schema change of ours
+                # in between (a commit updates the shared cached table object in place).
+                with _schema_lock.shared():
+                    # Another batch may have added columns between our _prepare and here,
+                    # through the cached table object we hold (updated in place, its SQL types
+                    # not): then the rows are checked again against the table as it is now.
+                    if any(ref.table.metadata_location != seen for ref, _, seen in prepared):
+                        raise E.SerializationFailure("the table changed while the batch was prepared")
+                    due = _log(session, prepared)
         except E.SerializationFailure:
             # another writer added columns between our check and our write: check again
             if attempt == ATTEMPTS - 1:
                 raise
             continue
+        # Acknowledged. A flush it made due runs outside the schema lock: other batches
+        # (and their schema changes) go on meanwhile.
+        session.engine.writer.flush_due(due)
         return sum(rows.num_rows for _, rows, _ in prepared)
     raise AssertionError("unreachable")
+
+
+def _log(session: "Session", prepared: list) -> list[str]:
+    """Check the rows against their tables and write them as one WAL record; the tables due
+    for a flush."""
+    from omnilake.engine.dml import insert_rows
+    from omnilake.engine.transaction import Transaction
+    tx = Transaction()
+    saved, session.transaction = session.transaction, tx
+    try:
+        for ref, rows, _ in prepared:
+            insert_rows(session, ref, rows, list(rows.column_names))
+    finally:
+        session.transaction = saved
+    return session.engine.writer.write_all(tx.parts(), flush=False)
 
 
 def _exists(session: "Session", namespace: str, name: str) -> bool:
@@ -132,6 +148,25 @@ def _exists(session: "Session", namespace: str, name: str) -> bool:
     if warehouse.metadata_location(namespace, name) is not None:
         return True
     return warehouse.catalog.table_exists((namespace, name))
+
+
+def _prepare_unchanged(session: "Session", namespace: str, tables: dict[str, pa.Table],
+                       kinds: dict[str, dict[str, str]], lines) -> list | None:
+    """(table, rows, its metadata location) ready to insert, when every table exists with
+    the columns and tags the rows need (checked, nothing changed); None otherwise."""
+    from omnilake.engine.tables import load
+    prepared = []
+    for name, rows in tables.items():
+        fields = kinds.get(name, {})
+        if not _exists(session, namespace, name):
+            return None
+        ref = load(session.engine, namespace, name)
+        tags = [c for c in rows.column_names if c != TIME and c not in fields]
+        missing, new_tags, rows = _plan(ref, rows, tags, fields, (lines or {}).get(name, {}))
+        if missing or new_tags:
+            return None
+        prepared.append((ref, rows, ref.table.metadata_location))
+    return prepared
 
 
 def _prepare(session: "Session", namespace: str, tables: dict[str, pa.Table],
@@ -158,9 +193,10 @@ def _prepare(session: "Session", namespace: str, tables: dict[str, pa.Table],
     return prepared
 
 
-def _evolve(session: "Session", ref, rows: pa.Table, tags: list[str], fields: dict[str, str],
-            lines: dict[str, int]) -> pa.Table:
-    """Add missing columns; check field kinds; rename `time` to the table's time column."""
+def _plan(ref, rows: pa.Table, tags: list[str], fields: dict[str, str],
+          lines: dict[str, int]) -> tuple[list, list[str], pa.Table]:
+    """Check field kinds against the table: (columns to add, tags new to the time series,
+    rows with `time` renamed to the table's time column)."""
     from omnilake.engine.retention import options_of
     columns = {c.name: c.sql_type.name for c in ref.columns()}
     options = options_of(ref.table)
@@ -179,14 +215,23 @@ def _evolve(session: "Session", ref, rows: pa.Table, tags: list[str], fields: di
         if tag in columns and columns[tag] not in FITS["string"]:
             raise E.DatatypeMismatch(f'tag "{tag}" is text but column "{tag}" of "{ref.name}" '
                                      f"is {columns[tag]}")
+    new_tags = [t for t in tags if options is not None and t not in options.tags]
+    if time_column != TIME:
+        rows = rows.rename_columns([time_column if c == TIME else c for c in rows.column_names])
+    return missing, new_tags, rows
+
+
+def _evolve(session: "Session", ref, rows: pa.Table, tags: list[str], fields: dict[str, str],
+            lines: dict[str, int]) -> pa.Table:
+    """Add missing columns; check field kinds; rename `time` to the table's time column."""
+    from omnilake.engine.retention import options_of
+    options = options_of(ref.table)  # as before the ALTER
+    missing, new_tags, rows = _plan(ref, rows, tags, fields, lines)
     if missing:
         actions = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote(n)} {t}" for n, t in missing)
         session.execute(f"ALTER TABLE {quote(ref.namespace)}.{quote(ref.name)} {actions}")
-    new_tags = [t for t in tags if options is not None and t not in options.tags]
     if new_tags:
         _add_tags(session, ref.namespace, ref.name, options, new_tags)
-    if time_column != TIME:
-        rows = rows.rename_columns([time_column if c == TIME else c for c in rows.column_names])
     return rows
 
 

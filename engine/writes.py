@@ -7,6 +7,12 @@ highest LSN it contains. Recovery (at open) replays the records of logs whose pr
 with an LSN above that property, in one commit per table, then deletes the log: nothing
 acknowledged is lost, and nothing is applied twice, because the rows and the LSN that marks
 them commit together or not at all.
+
+A flush writes its data files (storage/datafiles.py) without holding the table's memtable
+lock, so writers and readers go on meanwhile; the rows stay pending (and visible) until the
+commit. It takes the lock only to commit: it checks that the rows it wrote are still the
+oldest pending rows, commits the files with the LSN, and removes exactly those rows from the
+memtable. A crash before the commit leaves unreferenced files and the rows in the log.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -25,6 +31,7 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, Valida
 from pyiceberg.expressions import AlwaysTrue
 
 from omnilake import errors as E
+from omnilake.storage.datafiles import delete_files, sort_keys, sort_rows, write_data_files
 from omnilake.storage.memtable import Memtable, Pending
 from omnilake.storage.objectstore import translate as storage_error
 from omnilake.storage.wal import WriteAheadLog, orphaned_logs, read_log, remove_log
@@ -83,18 +90,12 @@ def _overwrite(tx, table, rows: pa.Table) -> None:
 def sorted_rows(table, rows: pa.Table) -> pa.Table:
     """Rows in the table's Iceberg sort order (a time series: tags, then time), so each
     flush writes sorted files."""
-    order = table.sort_order()
-    if not order.fields or rows.num_rows < 2:
-        return rows
-    schema = table.schema()
-    keys = []
-    for f in order.fields:
-        name = schema.find_column_name(f.source_id)
-        if name is None or str(f.transform) != "identity" or name not in rows.column_names:
-            return rows
-        keys.append((name, "descending" if str(f.direction).lower().startswith("desc")
-                     else "ascending"))
-    return rows.sort_by(keys)
+    return sort_rows(rows, sort_keys(table, rows))
+
+
+class _Superseded(Exception):
+    """The rows a flush wrote are no longer the table's oldest pending rows (a transaction
+    replaced them, or the table was dropped): its files must not be committed."""
 
 
 class Writer:
@@ -109,6 +110,8 @@ class Writer:
         # metadata file a flush made -> (the one before, ids of the pending tables it committed)
         self._flushed_from: dict[str, tuple[str, frozenset[int]]] = {}
         self._flush_chain_lock = threading.Lock()
+        self._flush_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._flush_locks_guard = threading.Lock()
         self._closed = False
         root = engine.warehouse.wal_root
         self.recovered = self._recover(root)
@@ -123,10 +126,14 @@ class Writer:
         self.write_all([(ref, rows)])
 
     def write_all(self, writes: list[tuple["TableRef", pa.Table]],
-                  replacements: list[tuple["TableRef", list[pa.Table], pa.Table]] = ()) -> None:
+                  replacements: list[tuple["TableRef", list[pa.Table], pa.Table]] = (),
+                  flush: bool = True) -> list[str]:
         """Several tables' rows as one record: acknowledged, and recovered, all or none.
         `replacements` (a transaction's UPDATE/DELETE): (table as read, its pending rows then,
-        its new rows), applied to Iceberg at once as overwrites (see `_replace`)."""
+        its new rows), applied to Iceberg at once as overwrites (see `_replace`). Tables whose
+        pending rows reached the flush thresholds are flushed before returning, or, with
+        `flush=False`, returned for the caller to pass to `flush_due` (once it holds no
+        lock that other writers wait for)."""
         if self._closed:
             raise E.OperationalError("the engine is closed")
         parts = [(_meta(ref), rows, table_key(ref.namespace, ref.name))
@@ -134,7 +141,7 @@ class Writer:
         keys = sorted({key for _, _, key in parts} |
                       {table_key(ref.namespace, ref.name) for ref, _, _ in replacements})
         if not keys:
-            return
+            return []
         # Logged and buffered under the tables' locks (taken in name order), so a flush never
         # marks an LSN flushed while an older record of its table is still on its way into the
         # memtable. The fsync waits outside the locks, where concurrent writers share it;
@@ -160,14 +167,23 @@ class Writer:
             self.engine.vectors.note_write(ref)
         if replacements:
             self.wal.release(self._flushed)
-        for key, pending in pendings:
-            if pending.rows >= self.flush_rows or pending.bytes >= self.flush_bytes:
-                try:
-                    self.flush(*key.split(".", 1))
-                except Exception as exc:
-                    # The write is acknowledged already: a failed flush must not look like a
-                    # failed write (a retry would apply it twice). The flusher retries.
-                    log.warning("flush of %s after a write failed, retried later: %s", key, exc)
+        due = [key for key, pending in pendings
+               if pending.rows >= self.flush_rows or pending.bytes >= self.flush_bytes]
+        if not flush:
+            return due
+        self.flush_due(due)
+        return []
+
+    def flush_due(self, keys: list[str]) -> None:
+        """Flush tables after an acknowledged write, unless a flush of them runs already
+        (it is nearly done; the next write or the flusher takes the rest)."""
+        for key in keys:
+            try:
+                self.flush(*key.split(".", 1), wait=False)
+            except Exception as exc:
+                # The write is acknowledged already: a failed flush must not look like a
+                # failed write (a retry would apply it twice). The flusher retries.
+                log.warning("flush of %s after a write failed, retried later: %s", key, exc)
 
     def _unchanged(self, ref: "TableRef", pending: list[pa.Table]):
         """The Iceberg table to replace the rows of, provided they are still the ones the
@@ -244,21 +260,62 @@ class Writer:
             yield lambda: self.memtable.rows(table_key(namespace, name))
 
     # -- flushing ------------------------------------------------------------------------
-    def flush(self, namespace: str, name: str) -> int:
-        """Commit a table's pending rows to Iceberg; the number of rows committed."""
+    def flush(self, namespace: str, name: str, wait: bool = True) -> int:
+        """Commit a table's pending rows to Iceberg; the number of rows committed. With
+        `wait=False`, nothing (0) when a flush of the table is running already."""
         key = table_key(namespace, name)
-        with self.memtable.lock(key):
-            pending = self.memtable.take(key)
-            if pending is None:
-                return 0
-            try:
-                self._commit(namespace, name, pending, self.wal.id)
-            except BaseException:
-                self.memtable.restore(key, pending)
-                raise
-            self._flushed[key] = pending.max_lsn
+        with self._flush_locks_guard:
+            flushing = self._flush_locks[key]
+        # One flush of a table at a time: two would write the same pending rows.
+        if not flushing.acquire(blocking=wait):
+            return 0
+        try:
+            with self.memtable.lock(key):
+                pending = self.memtable.stats(key)
+                if pending is None:
+                    return 0
+                # What this flush commits: the rows pending now. They stay in the memtable,
+                # visible to readers, while their files are written; writes go on meanwhile.
+                batch = Pending(tables=list(pending.tables), max_lsn=pending.max_lsn,
+                                rows=pending.rows, bytes=pending.bytes, since=time.monotonic(),
+                                table_uuid=pending.table_uuid)
+            committed = self._commit(namespace, name, batch, self.wal.id,
+                                     committing=lambda: self._committing(key, pending, batch))
+        finally:
+            flushing.release()
+        if not committed:
+            return 0
         self.wal.release(self._flushed)
-        return pending.rows
+        return batch.rows
+
+    @contextmanager
+    def _committing(self, key: str, pending: Pending, batch: Pending):
+        """Around a flush's Iceberg commit, under the table's lock (readers then see the rows
+        either in the snapshot or in the memtable, never both): first check that `batch` is
+        still the oldest pending rows, then, once committed, remove them from the memtable."""
+        with self.memtable.lock(key):
+            current = self.memtable.stats(key)
+            count = len(batch.tables)
+            # Since the flush began, writes only appended tables to `pending`, or merged
+            # small writes into its last table (storage/memtable.py). Anything else (a
+            # transaction's replacement or DROP TABLE took the rows) supersedes the flush.
+            if current is not pending or len(current.tables) < count or any(
+                    a is not b for a, b in zip(current.tables[:count - 1], batch.tables)):
+                raise _Superseded()
+            last = current.tables[count - 1]
+            if last is not batch.tables[-1] and last.num_rows <= batch.tables[-1].num_rows:
+                raise _Superseded()
+            yield
+            self.memtable.take(key)
+            rest = current.tables[count:]
+            if last is not batch.tables[-1]:  # merged since: its newer rows stay pending
+                rest.insert(0, last.slice(batch.tables[-1].num_rows))
+            if rest:
+                self.memtable.restore(key, Pending(
+                    tables=rest, max_lsn=current.max_lsn, rows=current.rows - batch.rows,
+                    bytes=max(0, current.bytes - batch.bytes), since=batch.since,
+                    table_uuid=current.table_uuid))
+            self._flushed[key] = batch.max_lsn
 
     def flush_all(self) -> None:
         for key in self.memtable.keys():
@@ -274,42 +331,74 @@ class Writer:
                 self._flushed[key] = pending.max_lsn
 
     def _commit(self, namespace: str, name: str, pending: Pending, wal_id: str,
-                table_uuid: str | None = None, overwrite: bool = False) -> None:
+                table_uuid: str | None = None, overwrite: bool = False,
+                committing=None) -> bool:
+        """Append (or, a replayed replacement, overwrite with) `pending`'s rows in one commit
+        that records `pending.max_lsn`. `committing()`: a flush's context around the commit
+        itself (see `_committing`). False when the flush was superseded: nothing committed."""
         uuid = table_uuid or pending.table_uuid
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                table = self._find(namespace, name, uuid)
-            except OSError as exc:  # the object store holding its metadata is unreachable
-                raise storage_error(exc, f"could not flush {namespace}.{name}") from exc
-            if table is None:
-                log.warning("table %s.%s was dropped; %d pending row(s) dropped with it",
-                            namespace, name, pending.rows)
-                return
-            rows = sorted_rows(table, conform(pending.tables, table))
-            before = table.metadata_location
-            try:
-                with table.transaction() as tx:
+        written = None  # (table, its schema and spec ids, data files) not committed yet
+        try:
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    table = self._find(namespace, name, uuid)
+                except OSError as exc:  # the object store holding its metadata is unreachable
+                    raise storage_error(exc, f"could not flush {namespace}.{name}") from exc
+                if table is None:
+                    log.warning("table %s.%s was dropped; %d pending row(s) dropped with it",
+                                namespace, name, pending.rows)
+                    if committing is not None:
+                        with committing():
+                            pass
+                    return True
+                before = table.metadata_location
+                try:
                     if overwrite:  # a replayed replacement: the table's rows from then on
-                        _overwrite(tx, table, rows)
+                        with table.transaction() as tx:
+                            _overwrite(tx, table, sorted_rows(table, conform(pending.tables, table)))
+                            tx.set_properties({LSN_PROPERTY + wal_id: str(pending.max_lsn)})
                     else:
-                        tx.append(rows)
-                    tx.set_properties({LSN_PROPERTY + wal_id: str(pending.max_lsn)})
-                self._note_flush(before, table.metadata_location, pending.tables)
-                return
-            except CommitFailedException as exc:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise E.SerializationFailure(
-                        f"could not flush {namespace}.{name}: concurrent commits kept winning",
-                        hint="the rows stay in the write-ahead log and memtable and are "
-                             "flushed again later") from exc
-                time.sleep(random.uniform(0.005, 0.01 * 2 ** attempt))
-            except E.Error:
-                raise
-            except OSError as exc:  # files unwritable: disk full, object store unreachable
-                raise storage_error(exc, f"could not flush {namespace}.{name}") from exc
-            except Exception as exc:  # the catalog database busy or gone
-                raise E.OperationalError(f"could not flush {namespace}.{name}: {exc}",
-                                         hint="the rows stay in the write-ahead log") from exc
+                        layout = (table.metadata.current_schema_id, table.metadata.default_spec_id)
+                        if written is not None and written[1] != layout:  # altered meanwhile
+                            delete_files(written[0], written[2])
+                            written = None
+                        if written is None:  # the expensive part: sort, split, write Parquet
+                            rows = conform(pending.tables, table)
+                            written = (table, layout,
+                                       write_data_files(table, rows, sort_keys(table, rows)))
+                        tx = table.transaction()
+                        with tx.update_snapshot().fast_append() as append:
+                            for data_file in written[2]:
+                                append.append_data_file(data_file)
+                        tx.set_properties({LSN_PROPERTY + wal_id: str(pending.max_lsn)})
+                        # The files and the LSN marking their rows commit together, or not.
+                        with committing() if committing is not None else nullcontext():
+                            tx.commit_transaction()
+                            written = None  # the table's files now
+                            self._note_flush(before, table.metadata_location, pending.tables)
+                        return True
+                    self._note_flush(before, table.metadata_location, pending.tables)
+                    return True
+                except CommitFailedException as exc:
+                    if attempt == COMMIT_ATTEMPTS - 1:
+                        raise E.SerializationFailure(
+                            f"could not flush {namespace}.{name}: concurrent commits kept winning",
+                            hint="the rows stay in the write-ahead log and memtable and are "
+                                 "flushed again later") from exc
+                    time.sleep(random.uniform(0.005, 0.01 * 2 ** attempt))
+                except (E.Error, _Superseded):
+                    raise
+                except OSError as exc:  # files unwritable: disk full, object store unreachable
+                    raise storage_error(exc, f"could not flush {namespace}.{name}") from exc
+                except Exception as exc:  # the catalog database busy or gone
+                    raise E.OperationalError(f"could not flush {namespace}.{name}: {exc}",
+                                             hint="the rows stay in the write-ahead log") from exc
+        except _Superseded:
+            return False
+        finally:
+            if written is not None:  # never committed: unreferenced, remove them
+                delete_files(written[0], written[2])
+        raise AssertionError("unreachable")
 
     def _note_flush(self, before: str, after: str, tables: list[pa.Table]) -> None:
         """Remember which metadata file each flush replaced, and which pending tables it
@@ -347,7 +436,7 @@ class Writer:
                 if stats is not None and now - stats.since >= self.flush_interval:
                     namespace, name = key.split(".", 1)
                     try:
-                        self.flush(namespace, name)
+                        self.flush(namespace, name, wait=False)
                         self._compact_if_due(namespace, name)
                     except Exception as exc:  # kept in memory and the log; retried next tick
                         log.warning("background flush of %s failed: %s", key, exc)

@@ -380,7 +380,7 @@ def _parse_fast(body: bytes, scale: int, default_ts: int) -> Batch | None:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Head:
     """A distinct head text: its measurement and tags, the series it names, its first line."""
 
@@ -388,6 +388,7 @@ class _Head:
     tags: tuple
     series: int
     first: int
+    keys: tuple  # the tag keys, in the head's order
 
 
 @dataclass
@@ -540,18 +541,20 @@ class _Body:
         # running maximum grows
         grows = np.diff(np.maximum.accumulate(codes), prepend=-1)
         first_lines = (lines[np.flatnonzero(grows)] + 1).tolist()
-        ids = np.empty(len(encoded.dictionary), np.int64)
-        for code, text in enumerate(encoded.dictionary.to_pylist()):
-            i = self.head_ids.get(text)
+        # One pass per distinct head (a thousand hosts: a thousand), so kept lean.
+        heads, head_ids, series, known = self.heads, self.head_ids, self.series, _HEADS
+        ids = []
+        for text, first in zip(encoded.dictionary.to_pylist(), first_lines):
+            i = head_ids.get(text)
             if i is None:
-                name, tags, canonical = _head(text)
-                i = self.head_ids[text] = len(self.heads)
-                series = self.series.setdefault(canonical, len(self.series))
-                self.heads.append(_Head(name, tags, series, first_lines[code]))
-            else:
-                self.heads[i].first = min(self.heads[i].first, first_lines[code])
-            ids[code] = i
-        return ids[codes]
+                name, tags, canonical, keys = known.get(text) or _head(text)
+                i = head_ids[text] = len(heads)
+                heads.append(_Head(name, tags, series.setdefault(canonical, len(series)), first,
+                                   keys))
+            elif first < heads[i].first:
+                heads[i].first = first
+            ids.append(i)
+        return np.array(ids, np.int64)[codes]
 
     def _same_keys(self, begin: np.ndarray, end: np.ndarray) -> bool:
         """Whether every line has the first line's field keys (begin/end: line x field).
@@ -651,8 +654,10 @@ class _Body:
         used = np.unique(row_heads).tolist()
         used.sort(key=lambda i: heads[i].first)
         tag_at: dict[str, tuple[int, int]] = {}
-        for i in used:
-            for key, _ in heads[i].tags:
+        shapes = {heads[i].keys for i in used}
+        # Every head with the same tag keys (the usual case): the first head has them all.
+        for i in used if len(shapes) > 1 else used[:1]:
+            for key in heads[i].keys:
                 if key not in tag_at:
                     tag_at[key] = (heads[i].first, len(tag_at))
         if exact is not None:
@@ -672,9 +677,15 @@ class _Body:
         per_head = np.zeros(len(heads), np.int64)
         per_head[used] = np.arange(len(used))
         which = pa.array(per_head[row_heads])
-        tags = [dict(heads[i].tags) for i in used]
-        for key in tag_keys:
-            columns[key] = pa.array([t.get(key) for t in tags], pa.string()).take(which)
+        if len(shapes) == 1:  # a column of values per key, straight from the heads
+            (keys,) = shapes
+            by_key = dict(zip(keys, zip(*[[v for _, v in heads[i].tags] for i in used])))
+            values = [by_key.get(key) or [None] * len(used) for key in tag_keys]
+        else:
+            tags = [dict(heads[i].tags) for i in used]
+            values = [[t.get(key) for t in tags] for key in tag_keys]
+        for key, column in zip(tag_keys, values):
+            columns[key] = pa.array(column, pa.string()).take(which)
         for key in field_keys:
             chunks = [p.fields[key][1] if key in p.fields else
                       pa.nulls(len(p.lines), KINDS[kinds[key]]) for p in parts]
@@ -757,8 +768,7 @@ def _measurement_codes(heads: list[_Head], row_heads: np.ndarray, names: dict) -
     """A small integer per row naming its measurement."""
     distinct = np.unique(row_heads)
     lookup = np.zeros(int(distinct[-1]) + 1, np.int64)
-    for i in distinct.tolist():
-        lookup[i] = names.setdefault(heads[i].name, len(names))
+    lookup[distinct] = [names.setdefault(heads[i].name, len(names)) for i in distinct.tolist()]
     return lookup[row_heads]
 
 
@@ -774,9 +784,9 @@ _HEADS: dict[str, tuple] = {}  # head text -> _head(text), across requests (the 
 _HEADS_MAX = 100_000           # come back in every batch)
 
 
-def _head(text: str) -> tuple[str, tuple, tuple]:
-    """Measurement, tags, and (measurement, sorted tags) of a head; the shape already
-    guarantees `k=v` pieces with nothing empty."""
+def _head(text: str) -> tuple[str, tuple, tuple, tuple]:
+    """Measurement, tags, (measurement, sorted tags) and tag keys of a head; the shape
+    already guarantees `k=v` pieces with nothing empty."""
     known = _HEADS.get(text)
     if known is not None:
         return known
@@ -787,7 +797,8 @@ def _head(text: str) -> tuple[str, tuple, tuple]:
         raise _Decline  # a repeated tag or one named "time": the exact parser's error
     if len(_HEADS) >= _HEADS_MAX:
         _HEADS.clear()
-    known = _HEADS[text] = (pieces[0], tags, (pieces[0], tuple(sorted(tags))))
+    known = _HEADS[text] = (pieces[0], tags, (pieces[0], tuple(sorted(tags))),
+                            tuple(k for k, _ in tags))
     return known
 
 
