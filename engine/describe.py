@@ -134,7 +134,8 @@ def _insert_column(tree: exp.Insert, position: int, scope) -> SqlType | None:
 
 def result_schema(session: "Session", tree: exp.Expression, param_oids: list[int]) -> pa.Schema | None:
     """The columns a query would return, from its plan; parameters stand in as typed NULLs."""
-    from omnilake.engine.query import bind, normalise_output, plan_sql
+    from omnilake.engine.planning import plan_sql
+    from omnilake.engine.query import bind, normalise_output
     tree = tree.copy()
     for node in placeholders(tree):
         number = _number(node)
@@ -150,7 +151,7 @@ def result_schema(session: "Session", tree: exp.Expression, param_oids: list[int
         return None
     bound = bind(session, tree)
     try:
-        schema = plan_sql(bound.ctx, bound.sql()).schema()
+        schema = plan_sql(bound.ctx, bound.sql(), small=True).schema()  # (planned, not run)
     except Exception as exc:  # DataFusion planning errors
         from omnilake.engine.errors import from_datafusion
         raise from_datafusion(exc) from exc

@@ -235,8 +235,8 @@ def with_generated(session: "Session", ref: TableRef, rows: pa.Table, names: lis
 def _evaluate(session: "Session", select: exp.Select, data: pa.Table) -> pa.Table:
     """Run `select` (no FROM yet) over `data`, registered under a private name."""
     from omnilake.engine.embeddings import rewrite_model_arguments
-    from omnilake.engine.query import (SMALL_STATEMENT_ROWS, batches_of, new_statement_name,
-                                       plan_sql)
+    from omnilake.engine.planning import SMALL_STATEMENT_ROWS, plan_sql
+    from omnilake.engine.query import batches_of, new_statement_name
     ctx = session.engine.datafusion
     name = new_statement_name("rows")
     ctx.register_record_batches(name, [batches_of(data)])

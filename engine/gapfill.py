@@ -257,8 +257,8 @@ def _order(session, table: pa.Table, order, limit, offset, roles, bucket_index, 
     if order is None and limit is None and offset is None:
         return table
     from omnilake.engine.dialect import to_datafusion
-    from omnilake.engine.query import (SMALL_STATEMENT_ROWS, batches_of, new_statement_name,
-                                       plan_sql)
+    from omnilake.engine.planning import SMALL_STATEMENT_ROWS, plan_sql
+    from omnilake.engine.query import batches_of, new_statement_name
     from omnilake.engine.errors import from_datafusion
     from omnilake.engine.rewrites import fold_identifiers
     private = new_statement_name("gapfill")

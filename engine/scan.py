@@ -30,6 +30,7 @@ from pyiceberg.table import FileScanTask, ManifestGroupPlanner, Table
 
 from omnilake.catalog.types import SQL_TYPE_KEY, SqlType
 from omnilake.engine.column_cache import ColumnCache
+from omnilake.engine.planning import parallel
 from omnilake.engine.zone_maps import chunk_filter
 from omnilake.storage.files import (has_single_valued_float_column, is_local, local_path,
                                     parquet_schema, top_level_field_ids)
@@ -218,10 +219,10 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
             uri = task.file.file_path
             cached = column_cache.frame(
                 ctx, uri, columns, schema, allowance,
-                lambda wanted, uri=uri: _partitions(_read_data_file(
+                lambda wanted, uri=uri: _decode(
                     # columns by position: names may repeat
                     ctx, uri, [replace(c, name=f"c{i}") for i, c in enumerate(wanted)],
-                    table.io)),
+                    table.io),
                 keep,
             ) if column_cache is not None else None
             if cached is not None:
@@ -250,6 +251,14 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
         frames.append(ctx.create_dataframe([[pa.RecordBatch.from_pylist([], schema=schema)]],
                                            name=plan.registered[-1], schema=schema))
     return reduce(lambda a, b: a.union(b), frames), plan
+
+
+def _decode(ctx: SessionContext, uri: str, columns: list[Column], io) -> list[pa.Table]:
+    """A data file's columns decoded for the column cache, read in parallel, one table per
+    partition of the read (each a contiguous run of the file)."""
+    with parallel(ctx):
+        frame = _read_data_file(ctx, uri, columns, io)
+    return _partitions(frame)
 
 
 def _partitions(frame: DataFrame) -> list[pa.Table]:

@@ -31,7 +31,8 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.catalog.indexes import VectorIndexDef, read_indexes
 from omnilake.engine import dialect
-from omnilake.engine.query import batches_of, new_statement_name, plan_sql
+from omnilake.engine.planning import plan_sql
+from omnilake.engine.query import batches_of, new_statement_name
 from omnilake.engine.scan import Column, _read_with_pyiceberg, engine_schema, pending_in_scan_types
 from omnilake.engine.tables import TableRef, ident
 from omnilake.engine.vector_functions import as_matrix

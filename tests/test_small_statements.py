@@ -1,6 +1,6 @@
-"""A statement over few rows is planned as one DataFusion partition (engine/query.py,
-SMALL_STATEMENT_ROWS); larger ones keep the configured parallelism, also when both kinds
-are planned at once from several threads."""
+"""A statement over few rows is planned as one DataFusion partition (engine/planning.py);
+larger ones get the configured parallelism, also when both kinds are planned at once from
+several threads."""
 
 import threading
 
@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 import omnilake
-from omnilake.engine.query import SMALL_STATEMENT_ROWS
+from omnilake.engine.planning import SMALL_STATEMENT_ROWS
 
 
 def _explain(conn, sql: str) -> str:
@@ -75,3 +75,24 @@ def test_concurrent_planning_never_sees_another_statements_setting(tmp_path):
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_a_small_statement_streams_what_it_returns(tmp_path):
+    """Small single-table statements are collected at once where a stream was asked for
+    (query.BoundQuery.stream): the same schema and rows as run(), empty results included."""
+    conn = omnilake.connect(str(tmp_path / "wh"), target_partitions=2)
+    conn.sql("CREATE TABLE t (id BIGINT, name TEXT, at TIMESTAMPTZ, v VECTOR(2))")
+    conn.sql("INSERT INTO t VALUES (1, 'a', '2024-01-01 00:00:00+00', '[1,2]'), "
+             "(2, NULL, NULL, NULL), (3, 'c', '2024-01-02 00:00:00+00', '[3,4]')")
+    session = conn._session
+    for sql in ["SELECT name, at, v FROM t WHERE id = 3",
+                "SELECT * FROM t WHERE id = 99",
+                "SELECT name, count(*) AS n FROM t GROUP BY name ORDER BY name",
+                "SELECT a.id, b.id FROM t a CROSS JOIN t b ORDER BY 1, 2",
+                "WITH x AS (SELECT id FROM t) SELECT * FROM x ORDER BY id"]:
+        ran = session.run(session.parse(sql)[0]).table
+        streamed = session.stream(session.parse(sql)[0])
+        batches = list(streamed.batches)
+        got = pa.Table.from_batches(batches, schema=streamed.schema)
+        assert got.schema.equals(ran.schema, check_metadata=True), sql
+        assert got.to_pylist() == ran.to_pylist(), sql
