@@ -57,7 +57,8 @@ class _Entry:
     columns: dict[tuple, list[pa.Array]]  # column key -> its chunks (same bounds for all)
     sources: dict[tuple, object]  # column key -> the column it was decoded as
     nbytes: int = 0
-    frames: OrderedDict = field(default_factory=OrderedDict)  # (keys, schema, chunks) -> (DataFrame, rows)
+    # (keys, schema, chunks) -> (DataFrame, rows)
+    frames: OrderedDict = field(default_factory=OrderedDict)
     measured: dict = field(default_factory=dict)  # field id -> per-chunk ChunkMetrics
     survivors: OrderedDict = field(default_factory=OrderedDict)  # filter -> (chunks kept,)
 

@@ -256,9 +256,7 @@ def scan(ctx: SessionContext, table: Table, name: str, columns: list[Column],
 def _decode(ctx: SessionContext, uri: str, columns: list[Column], io) -> list[pa.Table]:
     """A data file's columns decoded for the column cache, read in parallel, one table per
     partition of the read (each a contiguous run of the file)."""
-    with parallel(ctx):
-        frame = _read_data_file(ctx, uri, columns, io)
-    return _partitions(frame)
+    return _partitions(_read_data_file(ctx, uri, columns, io, in_parallel=True))
 
 
 def _partitions(frame: DataFrame) -> list[pa.Table]:
@@ -276,9 +274,12 @@ def _has_nan(task: FileScanTask, io=None) -> bool:
     return has_single_valued_float_column(task.file.file_path, io)
 
 
-def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column], io=None) -> DataFrame:
+def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column], io=None,
+                    in_parallel: bool = False) -> DataFrame:
     """One data file through DataFusion's Parquet reader: a local path, or an object-store
-    URI read through the object store the engine registered for the warehouse's bucket."""
+    URI read through the object store the engine registered for the warehouse's bucket.
+    `in_parallel`: a frame to run itself, read with all the context's partitions (a frame
+    for a statement's plan is planned with the statement's)."""
     if is_local(uri):
         path = local_path(uri)
     else:  # through the local read cache when it is on (storage/objectstore.py)
@@ -289,7 +290,11 @@ def _read_data_file(ctx: SessionContext, uri: str, columns: list[Column], io=Non
         # A file without field ids (added from another tool): match columns by name.
         by_name = {f.name: f for f in file_schema}
         by_id = {c.field_id: by_name[c.name] for c in columns if c.name in by_name}
-    frame = ctx.read_parquet(path)
+    if in_parallel:
+        with parallel(ctx):  # (only this call: the file is fetched and its schema read above)
+            frame = ctx.read_parquet(path)
+    else:
+        frame = ctx.read_parquet(path)
     read_types = {f.name: f.type for f in frame.schema()}
     exprs = []
     for c in columns:
