@@ -168,8 +168,8 @@ def main() -> None:
     parse_rate = parsed / (time.perf_counter() - t0)
 
     out: dict = {}
-    with omnilake.connect(tempfile.mkdtemp(prefix="ol-tsbs-"), durability="fsync",
-                          timeseries_interval=0) as conn:
+    with tempfile.TemporaryDirectory(prefix="ol-tsbs-") as warehouse, \
+            omnilake.connect(warehouse, durability="fsync", timeseries_interval=0) as conn:
         server = start_in_thread(conn.session.engine, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{server.port}/write?precision=ns"
         from concurrent.futures import ProcessPoolExecutor
