@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 import omnilake
+from omnilake.engine import query
 from omnilake.engine.planning import SMALL_STATEMENT_ROWS
 
 
@@ -43,9 +44,14 @@ def test_small_statements_plan_one_partition_and_large_ones_keep_theirs(tmp_path
     assert "RepartitionExec" in _explain(conn, join)
 
 
-def test_results_do_not_depend_on_the_partitions(tmp_path):
+def test_results_do_not_depend_on_the_partitions(tmp_path, monkeypatch):
     conn = _setup(tmp_path)
     small = conn.sql(GROUP.format("small")).fetchall()
+    monkeypatch.setattr(query, "SMALL_STATEMENT_ROWS", -1)  # every statement: all partitions
+    assert "RepartitionExec" in _explain(conn, GROUP.format("small"))
+    parallel = conn.sql(GROUP.format("small")).fetchall()
+    assert [r[:2] for r in parallel] == [r[:2] for r in small]
+    assert np.allclose([r[2] for r in parallel], [r[2] for r in small])
     data = conn.sql("SELECT k, v FROM small").to_arrow().to_pandas()
     expected = data.groupby("k").agg(n=("v", "size"), s=("v", "sum")).reset_index()
     assert [r[0] for r in small] == expected["k"].tolist()
