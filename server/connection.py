@@ -30,6 +30,7 @@ from omnilake.server import messages as M
 from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid,
                                     decode_parameter, text_encoder)
 from omnilake.server.client_queries import KnownQuery, recognise
+from omnilake.server.constant_results import ConstantReply, is_constant
 from omnilake.server.copy import CopyIn, copy_out, parse_copy
 from omnilake.server.small_results import bounded
 
@@ -49,6 +50,7 @@ class Prepared:
     text: str
     known: KnownQuery | None = None
     small: bool = False  # its result fits one chunk whatever the data: run, not streamed
+    constant: bool = False  # its result depends on its text alone (constant_results)
 
 
 @dataclass
@@ -344,8 +346,14 @@ class Connection:
         stream = None
         try:
             text = M.Reader(body).cstring()
-            out, stream, rest = await self._run(self._simple_batch, text,
-                                                abandon_on_cancel=_reads_only(text))
+            reply = self._constant(text, [0])
+            if reply is not None:  # answered here, without a trip to the pool
+                statements.debug("simple: %s", text)
+                out, stream, rest = (reply.row_description + b"".join(reply.rows)
+                                     + M.command_complete(reply.status)), None, []
+            else:
+                out, stream, rest = await self._run(self._simple_batch, text,
+                                                    abandon_on_cancel=_reads_only(text))
             self._queue(out)
             while stream is not None or rest:
                 if stream is not None:  # a result larger than one chunk: send it as it comes
@@ -388,6 +396,12 @@ class Connection:
         trees = self.session.parse(text)
         if not trees:
             return M.EMPTY_QUERY, None, []
+        if len(trees) == 1 and is_constant(trees[0]):
+            tree = trees[0].copy()  # as parsed: running rewrites it
+            result = self._start(trees[0], small=True)
+            reply = self._keep_constant(text, tree, [0], result, encode_rows(result.table, [0]))
+            return (reply.row_description + b"".join(reply.rows)
+                    + M.command_complete(reply.status)), None, []
         return self._simple_trees(trees)
 
     def _simple_trees(self, trees: list[exp.Expression]):
@@ -424,6 +438,20 @@ class Connection:
         result = self.session.run(tree) if small else self.session.stream(tree)
         return for_client(result, self.session.engine.blobs)
 
+    def _constant(self, text: str, formats: list[int]) -> ConstantReply | None:
+        """The kept reply of a constant statement, where the session may run it now."""
+        tx = self.session.transaction
+        if (tx is not None and tx.failed) or not self.session.autocommit:
+            return None  # the engine answers: the failed transaction's error, or a BEGIN
+        return self.server.constant_results.get(text, tuple(formats))
+
+    def _keep_constant(self, text: str, tree: exp.Expression, formats: list[int],
+                       result: Result, rows: list[bytes]) -> ConstantReply:
+        reply = ConstantReply(result.table, self._row_description(result.table.schema, formats),
+                              tuple(rows), result.status)
+        self.server.constant_results.keep(text, tuple(formats), reply, tree)
+        return reply
+
     def _after(self, result: Result) -> bytes:
         """Server-side effects of session commands: forgotten statements, and a
         ParameterStatus for each reported setting a SET or RESET changed."""
@@ -456,8 +484,11 @@ class Connection:
         if name and name in self.statements:
             raise E.Error(f'prepared statement "{name}" already exists', sqlstate="42P05")
         known = recognise(text)
+        constant = self.server.constant_results.parsed(text) if not oids else None
         if known is not None:
             self.statements[name] = Prepared(None, known.param_oids, text, known)
+        elif constant is not None:  # no trip to the pool: parsed and without parameters
+            self.statements[name] = Prepared(constant, [], text, small=True, constant=True)
         else:
             self.statements[name] = await self._run(self._prepare, text, oids)
         self._queue(M.PARSE_COMPLETE)
@@ -473,7 +504,8 @@ class Connection:
             inferred = parameter_types(self.session, tree)
             oids = oids + [0] * (len(inferred) - len(oids))
             oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
-        return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS))
+        return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS),
+                        constant=is_constant(tree))
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)
@@ -539,6 +571,12 @@ class Connection:
     async def _execute_portal(self, portal: Portal) -> None:
         if portal.result is not None:
             return
+        if portal.statement.constant:
+            reply = self._constant(portal.statement.text, portal.result_formats)
+            if reply is not None:  # answered here, without a trip to the pool
+                portal.result = Result(reply.status, reply.table, reply.table.num_rows)
+                portal.rows = list(reply.rows)
+                return
         self._task = asyncio.current_task()
         try:
             portal.result, portal.rows = await self._run(
@@ -564,6 +602,9 @@ class Connection:
             portal.stream.prefetch(CHUNK_ROWS)  # so Execute seldom needs a second trip
             return result, None
         rows = encode_rows(result.table, portal.result_formats) if result.table is not None else None
+        if portal.statement.constant and rows is not None:
+            self._keep_constant(portal.statement.text, portal.statement.tree,
+                                portal.result_formats, result, rows)
         return result, rows
 
     async def _execute(self, body: bytes) -> None:

@@ -19,6 +19,7 @@ from omnilake.catalog.users import Users
 from omnilake.engine.engine import Engine
 from omnilake.server.auth import Authenticator
 from omnilake.server.connection import Connection, new_secret
+from omnilake.server.constant_results import ConstantResults
 from omnilake.server.pg_catalog import PgCatalog
 from omnilake.server.pool import StatementPool
 
@@ -50,6 +51,7 @@ class Server:
             self.tls.load_cert_chain(tls_cert, tls_key)
         self.pool = StatementPool(workers, thread_name_prefix="omnilake-query")
         self.connections: dict[int, Connection] = {}
+        self.constant_results = ConstantResults()
         self._next_pid = os.getpid() * 1000 % 2_000_000_000
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
