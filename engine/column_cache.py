@@ -156,6 +156,24 @@ class ColumnCache:
             self._evict()
         return found
 
+    def chunks(self, uri: str, columns: list, keep: ChunkFilter | None = None
+               ) -> list[list[pa.Array]] | None:
+        """The file's held chunks of `columns` (per column, the chunks that may match
+        `keep`), for a statement that reads them without DataFusion (engine/key_lookup.py);
+        None unless every column is held. Admits nothing: a miss is the caller's to scan."""
+        if self.budget <= 0:
+            return None
+        keys = [_key(c) for c in columns]
+        with self._lock:
+            entry = self._files.get(uri)
+            if entry is None or any(key not in entry.columns for key in keys):
+                return None
+            self._files.move_to_end(uri)
+            self.hits += 1
+        survivors = self._survivors(entry, keys, keep) if keep is not None else None
+        held = [entry.columns[key] for key in keys]
+        return held if survivors is None else [[column[i] for i in survivors] for column in held]
+
     def _survivors(self, entry: _Entry, keys: list[tuple], keep: ChunkFilter) -> tuple | None:
         """The numbers of the chunks that may hold rows matching `keep`; None for all."""
         found = entry.survivors.get(keep.key)

@@ -24,8 +24,8 @@ from sqlglot.tokens import TokenType
 from omnilake import errors as E
 from omnilake.catalog.warehouse import Warehouse
 from omnilake.config import Settings
-from omnilake.engine import (blob_functions, blobs, ddl, dml, rewrites, session_commands,
-                             system_views, vector_index)
+from omnilake.engine import (blob_functions, blobs, ddl, dml, key_lookup, rewrites,
+                             session_commands, system_views, vector_index)
 from omnilake.engine.catalog_views import table_names
 from omnilake.engine.column_cache import ColumnCache
 from omnilake.engine.dialect import INPUT_DIALECTS, space_parameters
@@ -212,6 +212,9 @@ class Session:
         special = special_query(self, prepared)  # gap fill, drop_chunks(): materialised
         if special is not None:
             return special
+        found = key_lookup.answer(self, prepared)
+        if found is not None:
+            return Result(status="SELECT", schema=found.schema, batches=iter(found.to_batches()))
         schema, batches = bind(self, prepared).stream()
         return Result(status="SELECT", schema=schema, batches=batches)
 
@@ -313,7 +316,9 @@ def _query(session: Session, tree: exp.Expression) -> Result:
     special = special_query(session, tree)  # drop_chunks(), time_bucket_gapfill
     if special is not None:
         return special
-    table = bind(session, tree).to_arrow()
+    table = key_lookup.answer(session, tree)
+    if table is None:
+        table = bind(session, tree).to_arrow()
     return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
 
 
@@ -453,6 +458,14 @@ def _explain(session: Session, tree: Explain) -> Result:
     query = tree.expression
     if not isinstance(query, exp.Query):
         raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
+    found = key_lookup.answer(session, query) if not tree.args.get("analyze") else None
+    if found is not None:  # what runs is the lookup alone (engine/key_lookup.py)
+        kinds = ["omnilake_result"]
+        lines = [f"KeyLookup: columns=[{', '.join(found.column_names)}] rows={found.num_rows} "
+                 "matched in the column cache and the memtable (no DataFusion plan)"]
+        table = pa.table({"plan_type": pa.array(kinds, pa.large_string()),
+                          "plan": pa.array(lines, pa.large_string())})
+        return Result(status="EXPLAIN", table=table, rowcount=table.num_rows)
     bound = bind(session, query)
     if bound.direct is not None:  # what runs is the search alone (engine/search_result.py)
         bound.close()

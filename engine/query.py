@@ -261,21 +261,11 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None,
         elif namespace in VIRTUAL_SCHEMAS:
             from omnilake.engine.catalog_views import virtual_table
             bound.register(private, virtual_table(session, namespace, name))
-        elif (builder := _virtual_builder(session, namespace, name)) is not None:
+        elif (builder := virtual_builder(session, namespace, name)) is not None:
             bound.register(private, builder(session, name))
         else:
-            key = split_name(node, session.schema)
-            version = node.args.get("version")
-            tx = session.transaction
-            if tx is not None and version is None:
-                ref, pending = tx.pin(key, lambda k=key: snapshot_and_pending(session, k, pinned))
-                snapshot_id, pending = tx.visible(key, _snapshot_for(ref, None), pending)
-            else:
-                ref, pending = snapshot_and_pending(session, key, pinned)
-                if version is not None:
-                    pending = []
-                snapshot_id = _snapshot_for(ref, version)
-            row_filter = _pruning_filter(node, ref)
+            ref, snapshot_id, pending = table_rows(session, node, pinned)
+            row_filter = pruning_filter(node, ref)
             search = vector_search.match(node, ref)
             if search is not None:  # ORDER BY distance LIMIT k: only the k nearest rows
                 bound.scans.append(_search(session, ref, search, snapshot_id, row_filter, pending))
@@ -283,7 +273,7 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None,
                 node.replace(exp.Table(this=exp.to_identifier(private), alias=_alias(node, name)))
                 continue
             columns = read_columns(ref.columns(), referenced)
-            pending = _SCAN_READY.rows(pending, columns)
+            pending = scan_ready_rows(pending, columns)
             engine = session.engine
             try:
                 frame, plan = scan(ctx, ref.table, ref.qualified, columns, snapshot_id,
@@ -300,6 +290,23 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None,
             bound.register(private, frame, plan.rows)
             bound.scans.append(plan)
         node.replace(exp.Table(this=exp.to_identifier(private), alias=_alias(node, name)))
+
+
+def table_rows(session: "Session", node: exp.Table, pinned: TableRef | None = None):
+    """(table, snapshot id, memtable rows) that the stored table `node` names reads: the
+    transaction's view inside one, the time-travel snapshot with `FOR VERSION AS OF`."""
+    key = split_name(node, session.schema)
+    version = node.args.get("version")
+    tx = session.transaction
+    if tx is not None and version is None:
+        ref, pending = tx.pin(key, lambda k=key: snapshot_and_pending(session, k, pinned))
+        snapshot_id, pending = tx.visible(key, _snapshot_for(ref, None), pending)
+    else:
+        ref, pending = snapshot_and_pending(session, key, pinned)
+        if version is not None:
+            pending = []
+        snapshot_id = _snapshot_for(ref, version)
+    return ref, snapshot_id, pending
 
 
 def referenced_names(found: list[exp.Expression]) -> set[str] | None:
@@ -345,7 +352,7 @@ def _search(session: "Session", ref: TableRef, search, snapshot_id, row_filter, 
     return plan
 
 
-def _virtual_builder(session: "Session", namespace: str | None, name: str):
+def virtual_builder(session: "Session", namespace: str | None, name: str):
     """The front end's builder for a virtual table: `pg_catalog.pg_class`, or `pg_class`
     unqualified (PostgreSQL searches pg_catalog first), or None for a stored table."""
     schemas = session.engine.virtual_schemas
@@ -407,6 +414,11 @@ class ScanReadyRows:
 _SCAN_READY = ScanReadyRows()
 
 
+def scan_ready_rows(pending: list[pa.Table], columns: list[Column]) -> list[pa.Table]:
+    """Memtable rows in a scan's types, reused while unchanged (ScanReadyRows)."""
+    return _SCAN_READY.rows(pending, columns)
+
+
 def _snapshot_for(ref: TableRef, version: exp.Version | None) -> int | None:
     table = ref.table
     if version is None:
@@ -443,7 +455,7 @@ def _snapshot_for(ref: TableRef, version: exp.Version | None) -> int | None:
     raise E.NotSupportedError(f"FOR {kind} AS OF is not supported; use VERSION or TIMESTAMP")
 
 
-def _pruning_filter(node: exp.Table, ref: TableRef):
+def pruning_filter(node: exp.Table, ref: TableRef):
     """Filter for file pruning from the WHERE of the SELECT that reads `node` directly."""
     parent = node.parent
     if not isinstance(parent, (exp.From, exp.Join)):

@@ -1,0 +1,175 @@
+"""Key lookups answered from the column cache (engine/key_lookup.py) give the rows, names,
+types and field metadata that DataFusion gives for the same statement, whatever state the
+table is in: memtable only, flushed, cached, cached plus newer rows, after DELETE and UPDATE,
+inside a transaction; and statements that do not qualify still run."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import omnilake
+from omnilake.engine import key_lookup
+
+STATEMENTS = [
+    "SELECT * FROM t WHERE id = 5",
+    "SELECT name, price FROM t WHERE id = 5",
+    "SELECT name AS n, t.id, ts FROM t WHERE t.id = 7",
+    "SELECT x.name, x.flag, x.amount FROM t x WHERE x.id = 7 AND x.name = 'n7'",
+    "SELECT id, u, js FROM t WHERE name = 'n3'",
+    "SELECT id FROM t WHERE tag = 'rare'",
+    "SELECT id, name FROM t WHERE k = -3",
+    "SELECT id FROM t WHERE s = 100000",  # beyond SMALLINT: no row
+    "SELECT id FROM t WHERE id = 999999",
+    "SELECT id FROM t WHERE 9 = id",
+    "SELECT id, name FROM t WHERE name = 'nobody'",
+    "SELECT id FROM t WHERE tag = 'common'",  # more rows than a lookup slices: DataFusion
+]
+
+
+def _sorted(table: pa.Table) -> list[dict]:
+    return sorted(table.to_pylist(), key=repr)
+
+
+def _compare(conn, monkeypatch, sql, params=None):
+    """The statement's result through the lookup and through DataFusion, compared whole;
+    returns whether the lookup answered."""
+    served = []
+    answer = key_lookup.answer
+
+    def counted(session, tree):
+        found = answer(session, tree)
+        served.append(found is not None)
+        return found
+    monkeypatch.setattr(key_lookup, "answer", counted)
+    cur = conn.cursor()
+    cur.execute(sql, params)
+    fast = cur.fetch_arrow_table()
+    monkeypatch.setattr(key_lookup, "answer", lambda session, tree: None)
+    cur.execute(sql, params)
+    slow = cur.fetch_arrow_table()
+    monkeypatch.setattr(key_lookup, "answer", answer)
+    assert fast.schema.equals(slow.schema, check_metadata=True), (sql, fast.schema, slow.schema)
+    assert _sorted(fast) == _sorted(slow), sql
+    return any(served)
+
+
+def _load(conn, ids):
+    cur = conn.cursor()
+    for i in ids:
+        cur.execute(
+            "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (i, -(i % 5), i % 300, None if i % 11 == 0 else f"n{i}",
+             "rare" if i == 42 else "common", i / 4, f"{i}.25", f"2024-01-{i % 28 + 1:02d} 10:00:00+00",
+             i % 2 == 0, str(uuid.UUID(int=i)), f'{{"i": {i}}}', f"[{i},0,1]"))
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = omnilake.connect(str(tmp_path / "wh"))
+    c.cursor().execute(
+        "CREATE TABLE t (id BIGINT, k INTEGER, s SMALLINT, name TEXT, tag VARCHAR(10), "
+        "price DOUBLE PRECISION, amount NUMERIC(10,2), ts TIMESTAMPTZ, flag BOOLEAN, u UUID, "
+        "js JSON, v VECTOR(3))")
+    yield c
+    c.close()
+
+
+def _all(conn, monkeypatch):
+    return [_compare(conn, monkeypatch, sql) for sql in STATEMENTS]
+
+
+def test_lookups_equal_datafusion_in_every_table_state(conn, monkeypatch):
+    _load(conn, range(300))
+    _all(conn, monkeypatch)  # memtable rows only
+    conn.flush()
+    _all(conn, monkeypatch)  # the first scans admit the file to the column cache
+    served = _all(conn, monkeypatch)
+    assert served[:-1] == [True] * (len(STATEMENTS) - 1)  # the last matches too many rows
+    assert served[-1] is False
+    _load(conn, range(300, 320))  # newer rows in the memtable, beside the cached file
+    conn.cursor().execute("INSERT INTO t (id, name) VALUES (5, 'again'), (7, NULL)")
+    assert _all(conn, monkeypatch)[0] is True
+    conn.cursor().execute("DELETE FROM t WHERE id = 9")
+    conn.cursor().execute("UPDATE t SET name = 'renamed' WHERE id = 3")
+    for _ in range(2):
+        _all(conn, monkeypatch)
+    cur = conn.cursor()
+    cur.execute("SELECT id FROM t WHERE id = 9")
+    assert cur.fetchall() == []
+    cur.execute("SELECT name FROM t WHERE id = 3")
+    assert cur.fetchall() == [("renamed",)]
+
+
+def test_parameters_and_a_transactions_own_rows(conn, monkeypatch):
+    _load(conn, range(50))
+    conn.flush()
+    for _ in range(2):
+        _compare(conn, monkeypatch, "SELECT name FROM t WHERE id = %s", (4,))
+    assert _compare(conn, monkeypatch, "SELECT name FROM t WHERE id = %s", (4,))
+    assert _compare(conn, monkeypatch, "SELECT id FROM t WHERE name = %s", ("n8",))
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute("INSERT INTO t (id, name) VALUES (4, 'mine')")
+    cur.execute("SELECT name FROM t WHERE id = 4")
+    assert sorted(cur.fetchall()) == [("mine",), ("n4",)]
+    _compare(conn, monkeypatch, "SELECT name FROM t WHERE id = 4")
+    conn.rollback()
+    cur.execute("SELECT name FROM t WHERE id = 4")
+    assert cur.fetchall() == [("n4",)]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM t WHERE id = 4 OR id = 5",
+    "SELECT id FROM t WHERE id > 4",
+    "SELECT id FROM t WHERE id = 4.0",
+    "SELECT id FROM t WHERE id = '4'",
+    "SELECT id FROM t WHERE flag = true",
+    "SELECT id FROM t WHERE price = 1",
+    "SELECT id FROM t WHERE id = NULL",
+    "SELECT id + 1 FROM t WHERE id = 4",
+    "SELECT id, id FROM t WHERE id = 4",
+    "SELECT v FROM t WHERE id = 4",
+    "SELECT count(*) FROM t WHERE id = 4",
+    "SELECT id FROM t WHERE id = 4 LIMIT 1",
+    "SELECT DISTINCT id FROM t WHERE id = 4",
+    "SELECT id FROM t WHERE id = 4 ORDER BY id",
+    "SELECT a.id FROM t a JOIN t b ON a.id = b.id WHERE a.id = 4",
+    "SELECT a FROM t x (a) WHERE a = 4",
+])
+def test_other_statements_run_as_before(conn, monkeypatch, sql):
+    _load(conn, range(20))
+    conn.flush()
+    for _ in range(2):
+        conn.cursor().execute("SELECT * FROM t")  # the file is cached
+    assert not _compare(conn, monkeypatch, sql)
+
+
+@pytest.mark.parametrize("sql, error", [
+    ("SELECT nope FROM t WHERE id = 1", "nope"),
+    ("SELECT id FROM t WHERE nope = 1", "nope"),
+    ("SELECT id FROM missing WHERE id = 1", "missing"),
+])
+def test_bad_lookups_get_the_usual_errors(conn, sql, error):
+    _load(conn, range(5))
+    conn.flush()
+    for _ in range(2):
+        conn.cursor().execute("SELECT * FROM t")
+    with pytest.raises(omnilake.Error, match=error):
+        conn.cursor().execute(sql)
+
+
+def test_explain_names_the_lookup_and_names_fold_as_in_postgres(conn, monkeypatch):
+    _load(conn, range(20))
+    conn.flush()
+    cur = conn.cursor()
+    for _ in range(2):
+        cur.execute("SELECT * FROM t")
+    assert _compare(conn, monkeypatch, 'SELECT NAME, Id AS "Key" FROM T WHERE ID = 5')
+    cur.execute("EXPLAIN SELECT name FROM t WHERE id = 5")
+    plan = cur.fetchall()
+    assert plan == [("omnilake_result", "KeyLookup: columns=[name] rows=1 matched in the "
+                     "column cache and the memtable (no DataFusion plan)")]
+    cur.execute("EXPLAIN SELECT name FROM t WHERE id > 5")
+    assert "KeyLookup" not in str(cur.fetchall())
