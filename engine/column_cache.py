@@ -25,7 +25,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datafusion import DataFrame, SessionContext
 
 from omnilake.engine.zone_maps import ChunkFilter, ChunkMetrics, add_column
@@ -60,6 +62,7 @@ class _Entry:
     # (keys, schema, chunks) -> (DataFrame, rows)
     frames: OrderedDict = field(default_factory=OrderedDict)
     measured: dict = field(default_factory=dict)  # field id -> per-chunk ChunkMetrics
+    ranges: dict = field(default_factory=dict)  # column key -> (min, max) per chunk, integers
     survivors: OrderedDict = field(default_factory=OrderedDict)  # filter -> (chunks kept,)
 
 
@@ -156,11 +159,13 @@ class ColumnCache:
             self._evict()
         return found
 
-    def chunks(self, uri: str, columns: list, keep: ChunkFilter | None = None
-               ) -> list[list[pa.Array]] | None:
+    def chunks(self, uri: str, columns: list, keep: ChunkFilter | None = None,
+               ranges: dict | None = None) -> list[list[pa.Array]] | None:
         """The file's held chunks of `columns` (per column, the chunks that may match
-        `keep`), for a statement that reads them without DataFusion (engine/key_lookup.py);
-        None unless every column is held. Admits nothing: a miss is the caller's to scan."""
+        `keep`, and whose values of the integer columns `ranges` names, {index in
+        `columns`: value}, may include those values), for a statement that reads them
+        without DataFusion (engine/key_lookup.py); None unless every column is held.
+        Admits nothing: a miss is the caller's to scan."""
         if self.budget <= 0:
             return None
         keys = [_key(c) for c in columns]
@@ -170,9 +175,29 @@ class ColumnCache:
                 return None
             self._files.move_to_end(uri)
             self.hits += 1
-        survivors = self._survivors(entry, keys, keep) if keep is not None else None
         held = [entry.columns[key] for key in keys]
-        return held if survivors is None else [[column[i] for i in survivors] for column in held]
+        survivors = self._survivors(entry, keys, keep) if keep is not None else None
+        kept = np.ones(len(held[0]), dtype=bool) if held else np.ones(0, dtype=bool)
+        if survivors is not None:
+            kept[:] = False
+            kept[list(survivors)] = True
+        for i, value in (ranges or {}).items():
+            low, high = self._ranges(entry, keys[i])
+            kept &= (low <= value) & (value <= high)
+        return [[chunk for chunk, k in zip(column, kept) if k] for column in held]
+
+    def _ranges(self, entry: _Entry, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max) of each chunk of an integer column; an all-NULL chunk gets an empty
+        range (min > max). Kept with the file."""
+        found = entry.ranges.get(key)
+        if found is None:
+            bounds = [pc.min_max(chunk) for chunk in entry.columns[key]]
+            low = np.array([b["min"].as_py() if b["min"].is_valid else 1 for b in bounds],
+                           dtype=np.int64)
+            high = np.array([b["max"].as_py() if b["max"].is_valid else 0 for b in bounds],
+                            dtype=np.int64)
+            found = entry.ranges[key] = (low, high)
+        return found
 
     def _survivors(self, entry: _Entry, keys: list[tuple], keep: ChunkFilter) -> tuple | None:
         """The numbers of the chunks that may hold rows matching `keep`; None for all."""

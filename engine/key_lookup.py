@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.expressions import AlwaysTrue
 from sqlglot import exp
 
 from omnilake import errors as E
@@ -60,7 +61,7 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
     if outputs is None or keys is None:
         return None
     columns = list({c.name: c for c in [c for _, c in outputs] + [c for c, _ in keys]}.values())
-    parts = _file_parts(session, ref, node, snapshot_id, columns)
+    parts = _file_parts(session, ref, node, snapshot_id, columns, keys)
     if parts is None:
         return None
     if pending:
@@ -177,27 +178,48 @@ def _keys(conditions, by_name: dict, alias: str) -> list | None:
     return keys
 
 
-def _file_parts(session: "Session", ref, node: exp.Table, snapshot_id, columns) -> list | None:
+def _file_parts(session: "Session", ref, node: exp.Table, snapshot_id, columns, keys
+                ) -> list | None:
     """Per data file that may hold a match, its chunks per column (from the column cache),
-    or None when a file is not held there or has deletes."""
+    or None when a file is not held there or has deletes. Integer keys pick files and chunks
+    by their bounds here (a new key value each statement would miss the plan cache and the
+    zone maps' memory of filters); a text key goes through the scan's Iceberg filter."""
     if snapshot_id is None:
         return []
     from omnilake.engine.query import pruning_filter
     from omnilake.engine.scan import _has_nan, describe_filter
     from omnilake.engine.zone_maps import chunk_filter
     engine = session.engine
-    row_filter = pruning_filter(node, ref)
+    position = {c.name: i for i, c in enumerate(columns)}
+    ranges = {position[c.name]: value for c, value in keys if isinstance(value, int)}
+    if len(ranges) == len(keys):
+        row_filter, keep = AlwaysTrue(), None
+    else:
+        row_filter = pruning_filter(node, ref)
+        keep = chunk_filter(ref.table.schema(), row_filter, describe_filter(row_filter))
     tasks = engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0]
-    keep = chunk_filter(ref.table.schema(), row_filter, describe_filter(row_filter))
+    integers = [(c.field_id, value) for c, value in keys if isinstance(value, int)]
     parts = []
     for task in tasks:
+        if not all(_may_hold(task.file, field_id, value) for field_id, value in integers):
+            continue
         if task.delete_files or _has_nan(task, ref.table.io):
             return None
-        chunks = engine.column_cache.chunks(task.file.file_path, columns, keep)
+        chunks = engine.column_cache.chunks(task.file.file_path, columns, keep, ranges)
         if chunks is None:
             return None
         parts.append(chunks)
     return parts
+
+
+def _may_hold(data_file, field_id: int, value: int) -> bool:
+    """Whether an integer column's bounds in a data file's metrics admit `value` (Iceberg
+    keeps int and long bounds as little-endian two's complement, never truncated)."""
+    low = (data_file.lower_bounds or {}).get(field_id)
+    high = (data_file.upper_bounds or {}).get(field_id)
+    if low is not None and value < int.from_bytes(low, "little", signed=True):
+        return False
+    return high is None or value <= int.from_bytes(high, "little", signed=True)
 
 
 def _matches(arrays: list[pa.Array], values: list) -> np.ndarray:
