@@ -5,6 +5,7 @@ inside a transaction; and statements that do not qualify still run."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ STATEMENTS = [
     "SELECT id FROM t WHERE id = 999999",
     "SELECT id FROM t WHERE 9 = id",
     "SELECT id, name FROM t WHERE name = 'nobody'",
+    "SELECT d, b, tm, tsn, r, ch FROM t WHERE id = 6",
     "SELECT id FROM t WHERE tag = 'common'",  # more rows than a lookup slices: DataFusion
 ]
 
@@ -61,10 +63,13 @@ def _load(conn, ids):
     cur = conn.cursor()
     for i in ids:
         cur.execute(
-            "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s)",
             (i, -(i % 5), i % 300, None if i % 11 == 0 else f"n{i}",
              "rare" if i == 42 else "common", i / 4, f"{i}.25", f"2024-01-{i % 28 + 1:02d} 10:00:00+00",
-             i % 2 == 0, str(uuid.UUID(int=i)), f'{{"i": {i}}}', f"[{i},0,1]"))
+             i % 2 == 0, str(uuid.UUID(int=i)), f'{{"i": {i}}}', f"[{i},0,1]",
+             f"2024-02-{i % 28 + 1:02d}", bytes([i % 256, 0]), dt.time(10, i % 60),
+             f"2024-03-01 00:00:{i % 60:02d}", i / 8, f"c{i % 10}"))
 
 
 @pytest.fixture
@@ -73,7 +78,7 @@ def conn(tmp_path):
     c.cursor().execute(
         "CREATE TABLE t (id BIGINT, k INTEGER, s SMALLINT, name TEXT, tag VARCHAR(10), "
         "price DOUBLE PRECISION, amount NUMERIC(10,2), ts TIMESTAMPTZ, flag BOOLEAN, u UUID, "
-        "js JSON, v VECTOR(3))")
+        "js JSON, v VECTOR(3), d DATE, b BYTEA, tm TIME, tsn TIMESTAMP, r REAL, ch CHAR(3))")
     yield c
     c.close()
 
