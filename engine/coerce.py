@@ -7,6 +7,7 @@ error before anything is written.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
@@ -94,6 +95,8 @@ def cast_column(data: pa.ChunkedArray | pa.Array, sql_type: SqlType, what: str) 
         data = pc.cast(data, pa.timestamp(data.type.unit, tz=target.tz))
     if pa.types.is_timestamp(target) and _is_text(data.type):
         data = _parse_timestamps(data, target, what)
+    if pa.types.is_time(target) and _is_text(data.type):
+        data = _parse_times(data, target, what)  # (Arrow has no text -> time cast)
     inexact = pa.types.is_floating(data.type) or pa.types.is_decimal(data.type)
     if kind in _INTEGER_KINDS and inexact:
         data = pc.round(data, round_mode="half_towards_infinity")  # as PostgreSQL rounds
@@ -144,6 +147,18 @@ def _parse_timestamps(data: pa.ChunkedArray, target: pa.DataType, what: str) -> 
             return pc.assume_timezone(naive, "UTC").cast(target)
     except pa.ArrowException as exc:
         raise from_arrow(exc, f"invalid input syntax for {what}") from exc
+
+
+def _parse_times(data: pa.ChunkedArray, target: pa.DataType, what: str) -> pa.ChunkedArray:
+    """'HH:MM[:SS[.ffffff]]' text, as PostgreSQL reads a TIME literal."""
+    values = []
+    for v in data.to_pylist():
+        try:
+            values.append(None if v is None else dt.time.fromisoformat(v.strip()))
+        except ValueError as exc:
+            raise E.DataError(f'invalid input syntax for type time: "{v}" ({what})',
+                              sqlstate="22007", hint="write it as HH:MM[:SS[.ffffff]]") from exc
+    return pa.chunked_array([pa.array(values, target)])
 
 
 def _map_text(data: pa.ChunkedArray, fn, what: str, type_name: str) -> pa.ChunkedArray:

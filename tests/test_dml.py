@@ -1,5 +1,6 @@
 """INSERT, UPDATE, DELETE, TRUNCATE, CREATE TABLE AS, executemany and conn.insert."""
 
+import datetime as dt
 from decimal import Decimal
 
 import pyarrow as pa
@@ -255,3 +256,17 @@ def test_update_from_and_delete_using_are_refused_clearly(cur):
     with pytest.raises(E.NotSupportedError, match="DELETE ... USING"):
         cur.execute("DELETE FROM a USING b WHERE a.id = b.id")
     assert rows(cur, "SELECT * FROM a ORDER BY id") == [(1, 0), (2, 0)]
+
+
+def test_time_columns_take_text_as_postgresql_does(cur):
+    cur.execute("CREATE TABLE clock (id INT, t TIME)")
+    cur.execute("INSERT INTO clock VALUES (1, '10:00'), (2, '23:59:59.5'), (3, NULL)")
+    cur.execute("INSERT INTO clock VALUES (%s, %s)", (4, " 07:08:09 "))
+    cur.execute("SELECT id, t FROM clock ORDER BY id")
+    assert cur.fetchall() == [(1, dt.time(10, 0)), (2, dt.time(23, 59, 59, 500000)), (3, None),
+                              (4, dt.time(7, 8, 9))]
+    with pytest.raises(E.DataError, match="type time: \"25:00\"") as err:
+        cur.execute("INSERT INTO clock VALUES (5, '25:00')")
+    assert err.value.sqlstate == "22007"
+    cur.execute("SELECT count(*) FROM clock")
+    assert cur.fetchall() == [(4,)]  # the failed INSERT wrote nothing
