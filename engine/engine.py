@@ -141,6 +141,11 @@ class Session:
         return [tree.copy() for tree in _parse_cached(sql, self.dialect)]
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Result]:
+        lookup = _lookup_of(sql, self.dialect) if isinstance(sql, str) else None
+        if lookup is not None:  # a key lookup, known from the text: no copy, bind or rewrite
+            result = self.lookup(lookup, params or ())
+            if result is not None:
+                return [result]
         trees = self.parse(sql)
         if params is not None and len(trees) > 1:
             raise E.ProgrammingError("parameters can only be used with a single statement")
@@ -160,6 +165,17 @@ class Session:
         for params in seq:
             total += max(self.execute(sql, params)[-1].rowcount, 0)
         return Result(status="EXECUTEMANY", rowcount=total)
+
+    def lookup(self, lookup: key_lookup.Lookup, values) -> Result | None:
+        """Run a key lookup (engine/key_lookup.py) with `values` for its parameters under
+        the transaction rules, as run() would run its statement; None where the statement
+        must run the general way."""
+        if isinstance(values, Mapping):
+            return None
+        table = self.run(lookup.table, lambda tree: key_lookup.run(self, lookup, values))
+        if table is None:
+            return None
+        return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
 
     def run(self, tree: exp.Expression, handler=None) -> Result:
         """Run one parsed statement (with `handler`, or the one for its kind) under the
@@ -262,6 +278,16 @@ def _parse_cached(sql: str, dialect: str) -> tuple[exp.Expression, ...]:
             raise from_parse(exc, piece) from None
         trees.extend(_explain_of(tree, dialect) for tree in parsed if tree is not None)
     return tuple(trees)
+
+
+@functools.lru_cache(maxsize=512)
+def _lookup_of(sql: str, dialect: str) -> key_lookup.Lookup | None:
+    """The key lookup a statement text is, if it is one (planned from the cached parse)."""
+    try:
+        trees = _parse_cached(sql, dialect)
+    except E.Error:
+        return None  # the general path reports it
+    return key_lookup.plan(trees[0]) if len(trees) == 1 else None
 
 
 class Explain(exp.Command):

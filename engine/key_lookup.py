@@ -18,15 +18,17 @@ same rows, names and types (tests/test_key_lookup.py compares the two).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 from sqlglot import exp
 
 from omnilake import errors as E
+from omnilake.engine import params
 from omnilake.engine.tables import ident
 
 if TYPE_CHECKING:
@@ -38,30 +40,103 @@ _TEXT_TYPES = ("text", "varchar")
 _CLAUSES = frozenset({"expressions", "from_", "where"})
 
 
+@dataclass(frozen=True)
+class Param:
+    """A value taken from the statement's parameters (0-based)."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a key-lookup statement reads, worked out from its text alone, so a prepared
+    statement (or a DB-API statement text run again) skips parsing, binding and rewriting.
+    Names are resolved against the table's columns each run (a column may be renamed)."""
+
+    table: exp.Table  # the FROM entry (read only)
+    alias: str
+    projections: tuple  # (output name or None, qualifier or None, column name); None: `*`
+    conditions: tuple  # (qualifier or None, column name, value or Param)
+    positional: int  # `%s` placeholders: the parameters must be exactly these
+
+
 def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
     """The result of `tree`, when it is a key lookup the cache can answer; else None."""
-    shape = _shape(tree)
-    if shape is None:
+    found = plan(tree)
+    return None if found is None else run(session, found, ())
+
+
+def plan(tree: exp.Expression) -> Lookup | None:
+    """The lookup `tree` is, or None (see the module's comment). Reads `tree` only."""
+    if type(tree) is not exp.Select or any(
+            value for key, value in tree.args.items() if key not in _CLAUSES):
         return None
-    node, projections, conditions = shape
+    source = tree.args.get("from_")
+    where = tree.args.get("where")
+    if source is None or where is None:
+        return None
+    node = source.this
+    if type(node) is not exp.Table or not isinstance(node.this, exp.Identifier) or any(
+            value for key, value in node.args.items() if key not in ("this", "db", "alias")):
+        return None
+    alias = node.args.get("alias")
+    if alias is not None and alias.args.get("columns"):
+        return None
+    numbers = _parameter_numbers(tree)
+    if numbers is None:
+        return None
+    projections = []
+    for projection in tree.expressions:
+        if type(projection) is exp.Star:
+            projections.append(None)
+            continue
+        name = None
+        if type(projection) is exp.Alias:
+            name, projection = projection.alias, projection.this
+        column = _column_ref(projection)
+        if column is None:
+            return None
+        projections.append((name, *column))
+    conditions = []
+    for condition in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
+        if type(condition) is not exp.EQ:
+            return None
+        left, right = condition.this, condition.expression
+        if type(left) is not exp.Column:
+            left, right = right, left
+        column = _column_ref(left)
+        value = Param(numbers[id(right)]) if id(right) in numbers else _literal(right)
+        if column is None or value is None:
+            return None
+        conditions.append((*column, value))
+    positional = sum(1 for n in params.placeholders(tree) if params.parameter_key(n) is None)
+    return Lookup(node, ident(alias.this) if alias is not None else ident(node.this),
+                  tuple(projections), tuple(conditions), positional)
+
+
+def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
+    """The lookup's rows with `values` for its parameters; None where it must run through
+    DataFusion (or the general path should report an error)."""
     from omnilake.engine import query
+    node = lookup.table
     name = ident(node.this)
     namespace = ident(node.args.get("db"))
     if (namespace is None and name in session.registered) or namespace in query.VIRTUAL_SCHEMAS \
             or query.virtual_builder(session, namespace, name) is not None:
+        return None
+    if lookup.positional and len(values) != lookup.positional:
         return None
     try:
         ref, snapshot_id, pending = query.table_rows(session, node)
     except E.UndefinedTable:
         return None  # the general path reports it
     by_name = {c.name: c for c in ref.columns()}
-    alias = ident(node.args["alias"].this) if node.args.get("alias") else name
-    outputs = _outputs(projections, by_name, alias, ref)
-    keys = _keys(conditions, by_name, alias)
+    outputs = _outputs(lookup, by_name, ref)
+    keys = _keys(lookup, by_name, values)
     if outputs is None or keys is None:
         return None
     columns = list({c.name: c for c in [c for _, c in outputs] + [c for c, _ in keys]}.values())
-    parts = _file_parts(session, ref, node, snapshot_id, columns, keys)
+    parts = _file_parts(session, ref, snapshot_id, columns, keys)
     if parts is None:
         return None
     if pending:
@@ -87,34 +162,25 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
     return normalise_output(pa.Table.from_arrays(arrays, schema=schema))
 
 
-def _shape(tree: exp.Expression):
-    """(the table node, its projections, the WHERE's `column = literal` pairs), or None."""
-    if type(tree) is not exp.Select or any(
-            value for key, value in tree.args.items() if key not in _CLAUSES):
-        return None
-    source = tree.args.get("from_")
-    where = tree.args.get("where")
-    if source is None or where is None:
-        return None
-    node = source.this
-    if type(node) is not exp.Table or not isinstance(node.this, exp.Identifier) or any(
-            value for key, value in node.args.items() if key not in ("this", "db", "alias")):
-        return None
-    alias = node.args.get("alias")
-    if alias is not None and alias.args.get("columns"):
-        return None
-    conditions = []
-    for condition in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
-        if type(condition) is not exp.EQ:
+def _parameter_numbers(tree: exp.Expression) -> dict[int, int] | None:
+    """Each placeholder node's parameter (by the node's id), numbered as params.bind takes
+    them; None for named parameters."""
+    numbers, positional = {}, 0
+    for node in params.placeholders(tree):
+        key = params.parameter_key(node)
+        if isinstance(key, str):
             return None
-        left, right = condition.this, condition.expression
-        if type(left) is not exp.Column:
-            left, right = right, left
-        value = _literal(right)
-        if type(left) is not exp.Column or value is None:
-            return None
-        conditions.append((left, value))
-    return node, tree.expressions, conditions
+        numbers[id(node)] = positional if key is None else key - 1
+        positional += key is None
+    return numbers
+
+
+def _column_ref(node: exp.Expression) -> tuple[str | None, str] | None:
+    """(qualifier, name) of a plain column reference, or None."""
+    if type(node) is not exp.Column or node.args.get("db") is not None \
+            or not isinstance(node.this, exp.Identifier):
+        return None
+    return ident(node.args.get("table")), ident(node.this)
 
 
 def _literal(node: exp.Expression) -> int | str | None:
@@ -129,33 +195,25 @@ def _literal(node: exp.Expression) -> int | str | None:
         number = int(node.this)
     except ValueError:
         return None  # a decimal or an exponent: not a key
-    number = -number if negative else number
-    return number if -(1 << 63) <= number < (1 << 63) else None
+    return -number if negative else number
 
 
-def _column(node: exp.Column, by_name: dict, alias: str):
-    """The table's column `node` names, or None (another qualifier, or no such column)."""
-    qualifier = node.args.get("table")
-    if node.args.get("db") is not None or (qualifier is not None and ident(qualifier) != alias):
+def _resolve(lookup: Lookup, by_name: dict, qualifier: str | None, name: str):
+    """The table's column a reference names, or None (another qualifier, or no such column)."""
+    if qualifier is not None and qualifier != lookup.alias:
         return None
-    if not isinstance(node.this, exp.Identifier):
-        return None
-    return by_name.get(ident(node.this))
+    return by_name.get(name)
 
 
-def _outputs(projections, by_name: dict, alias: str, ref) -> list | None:
+def _outputs(lookup: Lookup, by_name: dict, ref) -> list | None:
     """(output name, column) per result column, or None."""
     outputs = []
-    for projection in projections:
-        if type(projection) is exp.Star:
+    for projection in lookup.projections:
+        if projection is None:
             outputs.extend((c.name, c) for c in ref.columns())
             continue
-        name = None
-        if type(projection) is exp.Alias:
-            name, projection = projection.alias, projection.this
-        if type(projection) is not exp.Column:
-            return None
-        column = _column(projection, by_name, alias)
+        name, qualifier, column_name = projection
+        column = _resolve(lookup, by_name, qualifier, column_name)
         if column is None or column.sql_type.name in ("vector", "blob"):
             return None
         outputs.append((name or column.name, column))
@@ -163,40 +221,41 @@ def _outputs(projections, by_name: dict, alias: str, ref) -> list | None:
     return outputs if len(set(names)) == len(names) else None  # (DataFusion renames twins)
 
 
-def _keys(conditions, by_name: dict, alias: str) -> list | None:
+def _keys(lookup: Lookup, by_name: dict, values) -> list | None:
     """(column, value) per condition, where the value's type is the column's; else None."""
     keys = []
-    for node, value in conditions:
-        column = _column(node, by_name, alias)
+    for qualifier, name, value in lookup.conditions:
+        column = _resolve(lookup, by_name, qualifier, name)
+        if isinstance(value, Param):
+            if value.index >= len(values):
+                return None
+            value = values[value.index]
         if column is None:
             return None
         kind = column.sql_type.name
-        if not ((kind in _INTEGER_TYPES and isinstance(value, int))
-                or (kind in _TEXT_TYPES and isinstance(value, str))):
+        integer = type(value) is int and -(1 << 63) <= value < (1 << 63)
+        if not ((kind in _INTEGER_TYPES and integer)
+                or (kind in _TEXT_TYPES and type(value) is str)):
             return None
         keys.append((column, value))
     return keys
 
 
-def _file_parts(session: "Session", ref, node: exp.Table, snapshot_id, columns, keys
-                ) -> list | None:
+def _file_parts(session: "Session", ref, snapshot_id, columns, keys) -> list | None:
     """Per data file that may hold a match, its chunks per column (from the column cache),
     or None when a file is not held there or has deletes. Integer keys pick files and chunks
     by their bounds here (a new key value each statement would miss the plan cache and the
-    zone maps' memory of filters); a text key goes through the scan's Iceberg filter."""
+    zone maps' memory of filters); text keys by an Iceberg filter, as a scan does."""
     if snapshot_id is None:
         return []
-    from omnilake.engine.query import pruning_filter
     from omnilake.engine.scan import _has_nan, describe_filter
     from omnilake.engine.zone_maps import chunk_filter
     engine = session.engine
     position = {c.name: i for i, c in enumerate(columns)}
     ranges = {position[c.name]: value for c, value in keys if isinstance(value, int)}
-    if len(ranges) == len(keys):
-        row_filter, keep = AlwaysTrue(), None
-    else:
-        row_filter = pruning_filter(node, ref)
-        keep = chunk_filter(ref.table.schema(), row_filter, describe_filter(row_filter))
+    texts = [EqualTo(c.name, value) for c, value in keys if isinstance(value, str)]
+    row_filter = And(*texts) if len(texts) > 1 else texts[0] if texts else AlwaysTrue()
+    keep = chunk_filter(ref.table.schema(), row_filter, describe_filter(row_filter))
     tasks = engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0]
     integers = [(c.field_id, value) for c, value in keys if isinstance(value, int)]
     parts = []

@@ -38,7 +38,7 @@ def bind(tree: exp.Expression, params: Sequence[Any] | Mapping[str, Any] | None)
                                "were given")
     positional = 0
     for node in found:
-        key = _key(node)
+        key = parameter_key(node)
         if isinstance(params, Mapping):
             if not isinstance(key, str):
                 raise ProgrammingError("named parameters (a dict) need %(name)s placeholders")
@@ -56,14 +56,14 @@ def bind(tree: exp.Expression, params: Sequence[Any] | Mapping[str, Any] | None)
                     "were given")
             value = params[index]
         node.replace(literal(value))
-    if not isinstance(params, Mapping) and all(_key(n) is None for n in found) \
+    if not isinstance(params, Mapping) and all(parameter_key(n) is None for n in found) \
             and positional != len(params):
         raise ProgrammingError(
             f"the statement has {positional} placeholder(s) but {len(params)} parameters were given")
     return tree
 
 
-def _key(node: exp.Expression) -> int | str | None:
+def parameter_key(node: exp.Expression) -> int | str | None:
     """None for `%s`, an int for `$n`, a name for `%(name)s`."""
     if isinstance(node, exp.Parameter):
         name = node.name

@@ -40,20 +40,20 @@ def _compare(conn, monkeypatch, sql, params=None):
     """The statement's result through the lookup and through DataFusion, compared whole;
     returns whether the lookup answered."""
     served = []
-    answer = key_lookup.answer
+    run = key_lookup.run
 
-    def counted(session, tree):
-        found = answer(session, tree)
+    def counted(session, lookup, values):
+        found = run(session, lookup, values)
         served.append(found is not None)
         return found
-    monkeypatch.setattr(key_lookup, "answer", counted)
+    monkeypatch.setattr(key_lookup, "run", counted)
     cur = conn.cursor()
     cur.execute(sql, params)
     fast = cur.fetch_arrow_table()
-    monkeypatch.setattr(key_lookup, "answer", lambda session, tree: None)
+    monkeypatch.setattr(key_lookup, "run", lambda session, lookup, values: None)
     cur.execute(sql, params)
     slow = cur.fetch_arrow_table()
-    monkeypatch.setattr(key_lookup, "answer", answer)
+    monkeypatch.setattr(key_lookup, "run", run)
     assert fast.schema.equals(slow.schema, check_metadata=True), (sql, fast.schema, slow.schema)
     assert _sorted(fast) == _sorted(slow), sql
     return any(served)
@@ -204,3 +204,39 @@ def test_many_files_and_chunks_are_pruned_by_their_bounds(tmp_path, monkeypatch)
     served = [_compare(c, monkeypatch, sql) for sql in checks]
     assert served[-1] and served[0] and served[5]
     c.close()
+
+
+@pytest.mark.parametrize("sql, params, served", [
+    ("SELECT name FROM t WHERE id = %s", (4,), True),
+    ("SELECT name FROM t WHERE id = $1", (4,), True),
+    ("SELECT name FROM t WHERE name = $2 AND id = $1", (4, "n4"), True),
+    ("SELECT name FROM t WHERE id = %s AND name = %s", (4, "n4"), True),
+    ("SELECT name FROM t WHERE id = %(k)s", {"k": 4}, True),  # named: bound, then looked up
+    ("SELECT name FROM t WHERE id = %s", (None,), False),  # `= NULL`: no row either way
+    ("SELECT name FROM t WHERE id = %s", (True,), False),
+    ("SELECT name FROM t WHERE id = %s", (2 ** 70,), False),
+])
+def test_parameters_take_the_lookup_where_their_type_is_the_keys(conn, monkeypatch, sql, params,
+                                                                  served):
+    _load(conn, range(20))
+    conn.flush()
+    for _ in range(2):
+        conn.cursor().execute("SELECT * FROM t")
+    try:
+        assert _compare(conn, monkeypatch, sql, params) is served
+    except omnilake.Error:
+        assert not served  # (the general path's error, e.g. a value out of range)
+
+
+@pytest.mark.parametrize("sql, params", [
+    ("SELECT name FROM t WHERE id = %s", ()),
+    ("SELECT name FROM t WHERE id = %s", (1, 2)),
+    ("SELECT name FROM t WHERE id = $2", (1,)),
+])
+def test_wrong_parameter_counts_get_the_usual_errors(conn, sql, params):
+    _load(conn, range(5))
+    conn.flush()
+    for _ in range(2):
+        conn.cursor().execute("SELECT * FROM t")
+    with pytest.raises(omnilake.ProgrammingError, match="parameter"):
+        conn.cursor().execute(sql, params)
