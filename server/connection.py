@@ -25,6 +25,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.engine.engine import Result, Session
 from omnilake.engine.blobs import for_client
+from omnilake.engine.key_lookup import Lookup, plan as plan_lookup
 from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
 from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid,
@@ -51,6 +52,7 @@ class Prepared:
     known: KnownQuery | None = None
     small: bool = False  # its result fits one chunk whatever the data: run, not streamed
     constant: bool = False  # its result depends on its text alone (constant_results)
+    lookup: Lookup | None = None  # a key lookup (engine/key_lookup.py), run without binding
 
 
 @dataclass
@@ -505,7 +507,7 @@ class Connection:
             oids = oids + [0] * (len(inferred) - len(oids))
             oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
         return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS),
-                        constant=is_constant(tree))
+                        constant=is_constant(tree), lookup=plan_lookup(tree) if tree else None)
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)
@@ -595,7 +597,10 @@ class Connection:
             table = known.answer(portal.values)
             result = Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
         else:
-            result = self._start(portal.bound(), portal.statement.small)
+            lookup = portal.statement.lookup
+            result = self.session.lookup(lookup, portal.values) if lookup is not None else None
+            if result is None:
+                result = self._start(portal.bound(), portal.statement.small)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         if result.batches is not None:
             portal.stream = RowStream(result.schema, result.batches, portal.result_formats)

@@ -5,6 +5,7 @@ parameters fail that Execute only."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -95,3 +96,47 @@ def test_raw_bind_with_invalid_parameter_text(server):
         reply = read_until_ready(sock)
         assert [k for k, _ in reply] == [b"2", b"D", b"C", b"Z"]
         assert b"v12" in reply[1][1]
+
+
+def test_key_lookups_over_the_wire(server):
+    """Prepared `WHERE key = $1` statements run as key lookups (engine/key_lookup.py) once the
+    table's file is cached: the same rows as before, in text and binary, a portal read a row
+    at a time, a transaction's own rows, and a text key."""
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        c.execute("CREATE TABLE users (id BIGINT, email TEXT, team INTEGER)")
+        with c.cursor().copy("COPY users FROM STDIN") as copy:
+            for i in range(5000):
+                copy.write_row((i, f"u{i}@example.com", i % 7))
+        deadline = time.monotonic() + 30
+        while "memtable_rows=0" not in str(c.execute("EXPLAIN SELECT * FROM users").fetchall()):
+            assert time.monotonic() < deadline, "the server did not flush"
+            time.sleep(0.2)  # the server flushes pending rows on its own interval (5 s)
+        for _ in range(3):
+            c.execute("SELECT * FROM users WHERE team = 1").fetchall()  # the file is cached
+        plan = c.execute("EXPLAIN SELECT email FROM users WHERE id = 7").fetchall()
+        assert "KeyLookup" in str(plan)
+        for key in (0, 4999, 2500, 5000, -1):
+            got = c.execute("SELECT email, team FROM users WHERE id = %s", (key,),
+                            prepare=True).fetchall()
+            assert got == ([(f"u{key}@example.com", key % 7)] if 0 <= key < 5000 else [])
+        got = c.cursor(binary=True).execute("SELECT id FROM users WHERE email = %s",
+                                            ("u77@example.com",), prepare=True).fetchall()
+        assert got == [(77,)]
+        with c.transaction():
+            c.execute("INSERT INTO users VALUES (42, 'second@example.com', 9)")
+            got = c.execute("SELECT email FROM users WHERE id = %s", (42,), prepare=True).fetchall()
+            assert sorted(got) == [("second@example.com",), ("u42@example.com",)]
+            raise psycopg.Rollback
+        got = c.execute("SELECT email FROM users WHERE id = %s", (42,), prepare=True).fetchall()
+        assert got == [("u42@example.com",)]
+
+    async def portal():
+        conn = await asyncpg.connect(server.dsn())
+        try:
+            async with conn.transaction():
+                rows = [tuple(r) async for r in conn.cursor(
+                    "SELECT id, team FROM users WHERE team = $1 AND id = $2", 3, 10, prefetch=1)]
+            return rows
+        finally:
+            await conn.close()
+    assert asyncio.run(portal()) == [(10, 3)]
