@@ -232,6 +232,11 @@ def _to_vector(data: pa.ChunkedArray, dim: int, what: str) -> pa.ChunkedArray:
     flat = pc.list_flatten(data)
     if flat.null_count:
         raise E.DataError(f"vector elements cannot be NULL ({what})")
+    if pa.types.is_floating(flat.type) and len(flat) \
+            and not pc.all(pc.is_finite(flat)).as_py():
+        # as pgvector: a NaN or infinite element would make every distance to it meaningless
+        raise E.DataError(f"NaN and infinite values are not allowed in a vector ({what})",
+                          hint="replace them before storing the vector")
     try:
         return pc.cast(data, pa.list_(pa.field("item", pa.float32()), dim))
     except pa.ArrowException as exc:

@@ -163,6 +163,19 @@ def test_wrong_dimensions_are_clear_errors(items, cur):
     assert "dimension" in str(info.value)
 
 
+def test_nan_and_infinite_elements_are_refused_as_pgvector_refuses_them(items, cur):
+    cur.execute("SELECT count(*) FROM items")
+    before = cur.fetchall()
+    bad = [1.0] * (DIM - 1)
+    for value in ("[" + ",".join(["NaN"] + ["1"] * (DIM - 1)) + "]", bad + [float("nan")],
+                  np.array(bad + [np.inf], np.float32), "[" + ",".join(["1e39"] * DIM) + "]"):
+        with pytest.raises(E.DataError, match="NaN and infinite") as info:
+            cur.execute("INSERT INTO items VALUES (1000, 1, %s)", (value,))
+        assert info.value.sqlstate == "22000"
+    cur.execute("SELECT count(*) FROM items")
+    assert cur.fetchall() == before  # nothing written
+
+
 def test_l1_kernel_equals_numpy():
     rng = np.random.default_rng(3)
     q, x = rng.normal(size=(4, 5)), rng.normal(size=(500, 5))
