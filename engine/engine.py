@@ -25,7 +25,7 @@ from omnilake import errors as E
 from omnilake.catalog.warehouse import Warehouse
 from omnilake.config import Settings
 from omnilake.engine import (blob_functions, blobs, ddl, dml, key_lookup, rewrites,
-                             session_commands, system_views, vector_index)
+                             search_result, session_commands, system_views, vector_index)
 from omnilake.engine.catalog_views import table_names
 from omnilake.engine.column_cache import ColumnCache
 from omnilake.engine.dialect import INPUT_DIALECTS, space_parameters
@@ -166,13 +166,14 @@ class Session:
             total += max(self.execute(sql, params)[-1].rowcount, 0)
         return Result(status="EXECUTEMANY", rowcount=total)
 
-    def lookup(self, lookup: key_lookup.Lookup, values) -> Result | None:
-        """Run a key lookup (engine/key_lookup.py) with `values` for its parameters under
-        the transaction rules, as run() would run its statement; None where the statement
-        must run the general way."""
+    def lookup(self, lookup, values) -> Result | None:
+        """Run a statement planned from its text (`plan_lookup`) with `values` for its
+        parameters under the transaction rules, as run() would run the statement; None where
+        it must run the general way."""
         if isinstance(values, Mapping):
             return None
-        table = self.run(lookup.table, lambda tree: key_lookup.run(self, lookup, values))
+        module = key_lookup if isinstance(lookup, key_lookup.Lookup) else search_result
+        table = self.run(lookup.table, lambda tree: module.run(self, lookup, values))
         if table is None:
             return None
         return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
@@ -280,14 +281,20 @@ def _parse_cached(sql: str, dialect: str) -> tuple[exp.Expression, ...]:
     return tuple(trees)
 
 
+def plan_lookup(tree: exp.Expression):
+    """A key lookup (engine/key_lookup.py) or a plain vector search (engine/search_result.py)
+    planned from the statement's text, placeholders as parameter numbers; else None."""
+    return key_lookup.plan(tree) or search_result.plan(tree)
+
+
 @functools.lru_cache(maxsize=512)
-def _lookup_of(sql: str, dialect: str) -> key_lookup.Lookup | None:
-    """The key lookup a statement text is, if it is one (planned from the cached parse)."""
+def _lookup_of(sql: str, dialect: str):
+    """plan_lookup() of a statement text, from the cached parse."""
     try:
         trees = _parse_cached(sql, dialect)
     except E.Error:
         return None  # the general path reports it
-    return key_lookup.plan(trees[0]) if len(trees) == 1 else None
+    return plan_lookup(trees[0]) if len(trees) == 1 else None
 
 
 class Explain(exp.Command):

@@ -68,35 +68,15 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
 
 def plan(tree: exp.Expression) -> Lookup | None:
     """The lookup `tree` is, or None (see the module's comment). Reads `tree` only."""
-    if type(tree) is not exp.Select or any(
-            value for key, value in tree.args.items() if key not in _CLAUSES):
+    source = stored_table(tree, _CLAUSES)
+    where = tree.args.get("where") if source is not None else None
+    if where is None:
         return None
-    source = tree.args.get("from_")
-    where = tree.args.get("where")
-    if source is None or where is None:
+    node, alias = source
+    numbers = parameter_numbers(tree)
+    projections = plain_projections(tree)
+    if numbers is None or projections is None:
         return None
-    node = source.this
-    if type(node) is not exp.Table or not isinstance(node.this, exp.Identifier) or any(
-            value for key, value in node.args.items() if key not in ("this", "db", "alias")):
-        return None
-    alias = node.args.get("alias")
-    if alias is not None and alias.args.get("columns"):
-        return None
-    numbers = _parameter_numbers(tree)
-    if numbers is None:
-        return None
-    projections = []
-    for projection in tree.expressions:
-        if type(projection) is exp.Star:
-            projections.append(None)
-            continue
-        name = None
-        if type(projection) is exp.Alias:
-            name, projection = projection.alias, projection.this
-        column = _column_ref(projection)
-        if column is None:
-            return None
-        projections.append((name, *column))
     conditions = []
     for condition in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
         if type(condition) is not exp.EQ:
@@ -104,14 +84,13 @@ def plan(tree: exp.Expression) -> Lookup | None:
         left, right = condition.this, condition.expression
         if type(left) is not exp.Column:
             left, right = right, left
-        column = _column_ref(left)
+        column = column_ref(left)
         value = Param(numbers[id(right)]) if id(right) in numbers else _literal(right)
         if column is None or value is None:
             return None
         conditions.append((*column, value))
     positional = sum(1 for n in params.placeholders(tree) if params.parameter_key(n) is None)
-    return Lookup(node, ident(alias.this) if alias is not None else ident(node.this),
-                  tuple(projections), tuple(conditions), positional)
+    return Lookup(node, alias, projections, tuple(conditions), positional)
 
 
 def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
@@ -119,10 +98,7 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     DataFusion (or the general path should report an error)."""
     from omnilake.engine import query
     node = lookup.table
-    name = ident(node.this)
-    namespace = ident(node.args.get("db"))
-    if (namespace is None and name in session.registered) or namespace in query.VIRTUAL_SCHEMAS \
-            or query.virtual_builder(session, namespace, name) is not None:
+    if not readable(session, node):
         return None
     if lookup.positional and len(values) != lookup.positional:
         return None
@@ -131,7 +107,7 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     except E.UndefinedTable:
         return None  # the general path reports it
     by_name = {c.name: c for c in ref.columns()}
-    outputs = _outputs(lookup, by_name, ref)
+    outputs = output_columns(lookup.projections, lookup.alias, by_name, ref)
     keys = _keys(lookup, by_name, values)
     if outputs is None or keys is None:
         return None
@@ -162,7 +138,7 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     return normalise_output(pa.Table.from_arrays(arrays, schema=schema))
 
 
-def _parameter_numbers(tree: exp.Expression) -> dict[int, int] | None:
+def parameter_numbers(tree: exp.Expression) -> dict[int, int] | None:
     """Each placeholder node's parameter (by the node's id), numbered as params.bind takes
     them; None for named parameters."""
     numbers, positional = {}, 0
@@ -175,7 +151,51 @@ def _parameter_numbers(tree: exp.Expression) -> dict[int, int] | None:
     return numbers
 
 
-def _column_ref(node: exp.Expression) -> tuple[str | None, str] | None:
+def stored_table(tree: exp.Expression, clauses: frozenset) -> tuple[exp.Table, str] | None:
+    """(the FROM entry, the name it goes by) of a SELECT with no clause but `clauses`, from
+    one plain table name (no function, time travel or column aliases); else None."""
+    if type(tree) is not exp.Select or any(
+            value for key, value in tree.args.items() if key not in clauses):
+        return None
+    source = tree.args.get("from_")
+    node = source.this if source is not None else None
+    if type(node) is not exp.Table or not isinstance(node.this, exp.Identifier) or any(
+            value for key, value in node.args.items() if key not in ("this", "db", "alias")):
+        return None
+    alias = node.args.get("alias")
+    if alias is not None and alias.args.get("columns"):
+        return None
+    return node, ident(alias.this) if alias is not None else ident(node.this)
+
+
+def readable(session: "Session", node: exp.Table) -> bool:
+    """Whether `node` names a stored table (not a registered, system or catalog table)."""
+    from omnilake.engine import query
+    name, namespace = ident(node.this), ident(node.args.get("db"))
+    return not ((namespace is None and name in session.registered)
+                or namespace in query.VIRTUAL_SCHEMAS
+                or query.virtual_builder(session, namespace, name) is not None)
+
+
+def plain_projections(tree: exp.Select) -> tuple | None:
+    """(output name or None, qualifier or None, column name) per projection, None for `*`;
+    None unless every projection is a plain column, aliased or not, or `*`."""
+    projections = []
+    for projection in tree.expressions:
+        if type(projection) is exp.Star:
+            projections.append(None)
+            continue
+        name = None
+        if type(projection) is exp.Alias:
+            name, projection = projection.alias, projection.this
+        column = column_ref(projection)
+        if column is None:
+            return None
+        projections.append((name, *column))
+    return tuple(projections)
+
+
+def column_ref(node: exp.Expression) -> tuple[str | None, str] | None:
     """(qualifier, name) of a plain column reference, or None."""
     if type(node) is not exp.Column or node.args.get("db") is not None \
             or not isinstance(node.this, exp.Identifier):
@@ -198,22 +218,23 @@ def _literal(node: exp.Expression) -> int | str | None:
     return -number if negative else number
 
 
-def _resolve(lookup: Lookup, by_name: dict, qualifier: str | None, name: str):
+def resolve(alias: str, by_name: dict, qualifier: str | None, name: str):
     """The table's column a reference names, or None (another qualifier, or no such column)."""
-    if qualifier is not None and qualifier != lookup.alias:
+    if qualifier is not None and qualifier != alias:
         return None
     return by_name.get(name)
 
 
-def _outputs(lookup: Lookup, by_name: dict, ref) -> list | None:
-    """(output name, column) per result column, or None."""
+def output_columns(projections: tuple, alias: str, by_name: dict, ref) -> list | None:
+    """(output name, column) per result column of plain column `projections` (see Lookup),
+    or None (no such column, a vector or blob column, or a repeated name)."""
     outputs = []
-    for projection in lookup.projections:
+    for projection in projections:
         if projection is None:
             outputs.extend((c.name, c) for c in ref.columns())
             continue
         name, qualifier, column_name = projection
-        column = _resolve(lookup, by_name, qualifier, column_name)
+        column = resolve(alias, by_name, qualifier, column_name)
         if column is None or column.sql_type.name in ("vector", "blob"):
             return None
         outputs.append((name or column.name, column))
@@ -225,7 +246,7 @@ def _keys(lookup: Lookup, by_name: dict, values) -> list | None:
     """(column, value) per condition, where the value's type is the column's; else None."""
     keys = []
     for qualifier, name, value in lookup.conditions:
-        column = _resolve(lookup, by_name, qualifier, name)
+        column = resolve(lookup.alias, by_name, qualifier, name)
         if isinstance(value, Param):
             if value.index >= len(values):
                 return None

@@ -15,6 +15,7 @@ written, as DataFusion's `array_distance`, `cosine_distance` (NULL for a zero ve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -139,3 +140,109 @@ def _distances(plan: "SearchPlan", distance: exp.Expression, rows: pa.Table,
         with np.errstate(divide="ignore", invalid="ignore"):
             values = 1.0 - (matrix @ query) / norms
     return pa.array(values, pa.float64(), mask=~valid)
+
+
+# -- planned from the statement's text ------------------------------------------------------
+_STATEMENT_CLAUSES = frozenset({"expressions", "from_", "order", "limit"})
+
+
+@dataclass(frozen=True)
+class SearchStatement:
+    """`SELECT <columns> FROM t ORDER BY v <op> $1 LIMIT k`, worked out from its text once
+    (engine/key_lookup.py does the same for key lookups), so a DB-API statement text or a
+    prepared wire statement runs its search with each query vector without copying, binding
+    and rewriting the statement: the same search and rows as the general path's."""
+
+    table: exp.Table  # the FROM entry (read only)
+    alias: str
+    projections: tuple  # as key_lookup.Lookup's
+    column: tuple  # (qualifier or None, name) of the vector column
+    metric: str
+    query: int  # the parameter holding the query vector
+    k: int
+    positional: int  # `%s` placeholders: the parameters must be exactly these
+
+
+def plan(tree: exp.Expression) -> SearchStatement | None:
+    """The search statement `tree` is, or None. Reads `tree` only."""
+    from omnilake.engine import key_lookup
+    from omnilake.engine.params import parameter_key, placeholders
+    from omnilake.engine.vector_search import METRIC_OF, _constant_int
+    source = key_lookup.stored_table(tree, _STATEMENT_CLAUSES)
+    if source is None:
+        return None
+    order, limit = tree.args.get("order"), tree.args.get("limit")
+    if order is None or not isinstance(limit, exp.Limit) or len(order.expressions) != 1:
+        return None
+    ordered = order.expressions[0]
+    target = ordered.this.unnest()
+    if ordered.args.get("desc") or ordered.args.get("nulls_first") \
+            or not isinstance(target, dialect.VectorDistance):
+        return None
+    k = _constant_int(limit.expression)
+    numbers = key_lookup.parameter_numbers(tree)
+    projections = key_lookup.plain_projections(tree)
+    if k is None or k < 1 or numbers is None or projections is None or len(numbers) != 1:
+        return None
+    left, right = target.this.unnest(), target.expression.unnest()
+    if type(left) is not exp.Column:
+        left, right = right, left
+    if type(right) is exp.Cast and right.to.sql("postgres").lower().startswith("vector"):
+        right = right.this  # `$1::vector`
+    column = key_lookup.column_ref(left)
+    if column is None or id(right) not in numbers:
+        return None
+    positional = sum(1 for n in placeholders(tree) if parameter_key(n) is None)
+    return SearchStatement(source[0], source[1], projections, column, METRIC_OF[type(target)],
+                           numbers[id(right)], k, positional)
+
+
+def run(session, statement: SearchStatement, values) -> pa.Table | None:
+    """The statement's rows with `values` for its parameters; None where the general path
+    must run it (a value that is not a vector of the column's dimension, a missing table)."""
+    from pyiceberg.expressions import AlwaysTrue
+
+    from omnilake import errors as E
+    from omnilake.engine import key_lookup, query, vector_search
+    node = statement.table
+    if not key_lookup.readable(session, node) or statement.query >= len(values) or (
+            statement.positional and len(values) != statement.positional):
+        return None
+    vector = _vector_value(values[statement.query])
+    if vector is None:
+        return None
+    try:
+        ref, snapshot_id, pending = query.table_rows(session, node)
+    except E.UndefinedTable:
+        return None
+    by_name = {c.name: c for c in ref.columns()}
+    column = key_lookup.resolve(statement.alias, by_name, *statement.column)
+    if column is None or column.sql_type.name != "vector" \
+            or column.sql_type.params[0] != len(vector):
+        return None
+    outputs = key_lookup.output_columns(statement.projections, statement.alias, by_name, ref)
+    if outputs is None:
+        return None
+    search = vector_search.Search(column, statement.metric, vector[None, :], statement.k, None,
+                                  statement.alias)
+    tables, _ = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending)
+    rows = tables[0].slice(0, statement.k)
+    schema = pa.schema([rows.schema.field(c.name).with_name(out) for out, c in outputs])
+    from omnilake.engine.query import normalise_output
+    return normalise_output(pa.Table.from_arrays([rows.column(c.name) for _, c in outputs],
+                                                 schema=schema))
+
+
+def _vector_value(value) -> np.ndarray | None:
+    """A parameter as the query vector the general path would take from it, or None (text,
+    NaN, nested lists: left to the general path)."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.dtype.kind not in "iuf":
+            return None
+        vector = value.astype(np.float32)
+    elif isinstance(value, (list, tuple)) and value and all(
+            type(v) is int or type(v) is float for v in value):
+        vector = np.asarray(value, np.float32)
+    else:
+        return None
+    return vector if np.isfinite(vector).all() else None

@@ -23,9 +23,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from omnilake import errors as E
-from omnilake.engine.engine import Result, Session
+from omnilake.engine.engine import Result, Session, plan_lookup
 from omnilake.engine.blobs import for_client
-from omnilake.engine.key_lookup import Lookup, plan as plan_lookup
 from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
 from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid,
@@ -52,7 +51,7 @@ class Prepared:
     known: KnownQuery | None = None
     small: bool = False  # its result fits one chunk whatever the data: run, not streamed
     constant: bool = False  # its result depends on its text alone (constant_results)
-    lookup: Lookup | None = None  # a key lookup (engine/key_lookup.py), run without binding
+    lookup: object = None  # engine.plan_lookup(): run with each Bind's values, unbound
 
 
 @dataclass

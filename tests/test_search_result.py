@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from omnilake.engine import query
+from omnilake.engine import query, search_result
 
 DIM = 8
 
@@ -40,7 +40,9 @@ def items(conn):
 
 
 def _both(conn, sql, params, monkeypatch):
-    """(direct result, DataFusion result) of one statement, and whether the direct path ran."""
+    """(direct result, DataFusion result) of one statement, and whether the direct path ran
+    (the statement bound as usual: not planned from its text)."""
+    monkeypatch.setattr(search_result, "run", lambda session, statement, values: None)
     used = []
     original = query.direct_result
 
@@ -151,3 +153,54 @@ def test_wrong_dimensions_still_an_error(items):
     from omnilake import errors as E
     with pytest.raises(E.DataError, match="different vector dimensions"):
         items.execute("SELECT id FROM items ORDER BY v <-> %s LIMIT 3", (np.ones(3),))
+
+
+PLANNED = [
+    ("SELECT id FROM items ORDER BY v <-> %s LIMIT 10", True),
+    ("SELECT * FROM items ORDER BY v <=> %s LIMIT 7", True),
+    ("SELECT i.id AS key, i.title, body FROM items AS i ORDER BY i.v <#> $1 LIMIT 700", True),
+    ("SELECT id FROM items ORDER BY v <+> %s::vector LIMIT 3", True),
+    ("SELECT id FROM items WHERE cat = 3 ORDER BY v <-> %s LIMIT 5", False),  # bound as usual
+    ("SELECT id, v <-> %s AS d FROM items ORDER BY d LIMIT 5", False),
+    ("SELECT id FROM items ORDER BY v <-> %s LIMIT 5 OFFSET 2", False),
+]
+
+
+@pytest.mark.parametrize("sql, planned", PLANNED)
+def test_searches_planned_from_the_text_equal_the_general_path(items, sql, planned, monkeypatch):
+    """A search statement planned once from its text (search_result.plan) gives the rows,
+    names and types that binding it and running it gives, for NumPy and list parameters."""
+    for q in (np.random.default_rng(3).normal(size=DIM).astype(np.float32),
+              [0.5] * DIM, np.arange(DIM)):
+        params = (q,) * (sql.count("%s") + sql.count("$1"))
+        used = []
+        original = search_result.run
+
+        def counted(session, statement, values):
+            found = original(session, statement, values)
+            used.append(found is not None)
+            return found
+        monkeypatch.setattr(search_result, "run", counted)
+        fast = items.sql(sql, params).to_arrow()
+        monkeypatch.setattr(search_result, "run", lambda session, statement, values: None)
+        slow = items.sql(sql, params).to_arrow()
+        monkeypatch.setattr(search_result, "run", original)
+        assert any(used) is planned
+        assert fast.schema.equals(slow.schema, check_metadata=True)
+        assert fast.to_pylist() == slow.to_pylist()
+
+
+@pytest.mark.parametrize("param", [[1.0] * (DIM + 1), "[1,2,3,4,5,6,7,8]", [1, "2"] * (DIM // 2),
+                                   [[1.0] * DIM]])
+def test_planned_searches_leave_other_parameters_to_the_general_path(items, param, monkeypatch):
+    """Text, mixed lists, nested lists, wrong dimensions: the general path's answer or error."""
+    sql = "SELECT id FROM items ORDER BY v <-> %s LIMIT 3"
+
+    def outcome():
+        try:
+            return items.sql(sql, (param,)).fetchall()
+        except Exception as exc:  # noqa: BLE001 - compared with the general path's own error
+            return type(exc)
+    got = outcome()
+    monkeypatch.setattr(search_result, "run", lambda session, statement, values: None)
+    assert got == outcome()
