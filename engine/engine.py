@@ -142,8 +142,8 @@ class Session:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Result]:
         lookup = _lookup_of(sql, self.dialect) if isinstance(sql, str) else None
-        if lookup is not None:  # a key lookup, known from the text: no copy, bind or rewrite
-            result = self.lookup(lookup, params or ())
+        if lookup is not None:  # a key lookup or search known from the text: no copy or bind
+            result = self.lookup(lookup, () if params is None else params)
             if result is not None:
                 return [result]
         trees = self.parse(sql)

@@ -3,9 +3,12 @@
 `SELECT a, b FROM t WHERE id = 42` is the statement applications repeat most, and through
 DataFusion it costs ~0.6 ms of planning and execution for a handful of rows (in process
 ~1.4 ms in all, where PostgreSQL answers over a socket in 0.15 ms). Here such a statement
-is answered from the decoded columns the column cache already holds: the zone maps pick the
-chunks whose bounds admit the key, NumPy/Arrow compare the key columns, and the matching rows
-are sliced out; the memtable's rows are compared the same way.
+is answered from the decoded columns the column cache already holds: file and chunk bounds
+pick the chunks that may hold the key, NumPy/Arrow compare the key columns, and the matching
+rows are sliced out; the memtable's rows are compared the same way. `plan()` works the lookup
+out from the statement's text, placeholders included, so a statement text run again (DB-API)
+or a prepared wire statement skips copying, binding and rewriting its tree; `answer()` serves
+a bound statement that reached the general path.
 
 What qualifies: one stored table (no join, CTE, table function, time travel, system or
 registered table), projections that are plain columns (or `*`), with or without an alias, and
@@ -231,6 +234,8 @@ def output_columns(projections: tuple, alias: str, by_name: dict, ref) -> list |
     outputs = []
     for projection in projections:
         if projection is None:
+            if any(c.sql_type.name == "blob" for c in ref.columns()):
+                return None  # (a BLOB reaches clients through the general path's conversion)
             outputs.extend((c.name, c) for c in ref.columns())
             continue
         name, qualifier, column_name = projection

@@ -598,8 +598,8 @@ class Connection:
         else:
             lookup = portal.statement.lookup
             result = self.session.lookup(lookup, portal.values) if lookup is not None else None
-            if result is None:
-                result = self._start(portal.bound(), portal.statement.small)
+            result = self._start(portal.bound(), portal.statement.small) if result is None \
+                else for_client(result, self.session.engine.blobs)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows
         if result.batches is not None:
             portal.stream = RowStream(result.schema, result.batches, portal.result_formats)

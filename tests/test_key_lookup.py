@@ -240,3 +240,16 @@ def test_wrong_parameter_counts_get_the_usual_errors(conn, sql, params):
         conn.cursor().execute("SELECT * FROM t")
     with pytest.raises(omnilake.ProgrammingError, match="parameter"):
         conn.cursor().execute(sql, params)
+
+
+def test_a_table_with_a_blob_column_is_read_the_general_way(tmp_path, monkeypatch):
+    c = omnilake.connect(str(tmp_path / "wh"))
+    c.cursor().execute("CREATE TABLE docs (id BIGINT, body BLOB)")
+    c.cursor().execute("INSERT INTO docs VALUES (1, 'hello'::bytea), (2, 'world'::bytea)")
+    c.flush()
+    for _ in range(2):
+        c.cursor().execute("SELECT id FROM docs")
+    assert not _compare(c, monkeypatch, "SELECT * FROM docs WHERE id = 1")
+    assert not _compare(c, monkeypatch, "SELECT body FROM docs WHERE id = 1")
+    assert _compare(c, monkeypatch, "SELECT id FROM docs WHERE id = 1")
+    c.close()
