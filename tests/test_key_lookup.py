@@ -253,3 +253,64 @@ def test_a_table_with_a_blob_column_is_read_the_general_way(tmp_path, monkeypatc
     assert not _compare(c, monkeypatch, "SELECT body FROM docs WHERE id = 1")
     assert _compare(c, monkeypatch, "SELECT id FROM docs WHERE id = 1")
     c.close()
+
+
+def test_a_failed_transaction_refuses_lookups_too(conn):
+    _load(conn, range(5))
+    conn.flush()
+    for _ in range(2):
+        conn.cursor().execute("SELECT * FROM t")
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute("SELECT name FROM t WHERE id = %s", (1,))
+    assert cur.fetchall() == [("n1",)]
+    with pytest.raises(omnilake.Error):
+        cur.execute("SELECT 1 / 0")
+    with pytest.raises(omnilake.Error, match="current transaction is aborted"):
+        cur.execute("SELECT name FROM t WHERE id = %s", (1,))
+    conn.rollback()
+    cur.execute("SELECT name FROM t WHERE id = %s", (1,))
+    assert cur.fetchall() == [("n1",)]
+
+
+def test_lookups_while_rows_are_written_and_flushed(tmp_path):
+    """Readers look up keys already written while a writer adds keys and flushes: every
+    lookup of a written key finds exactly its row, whichever of memtable and files holds it."""
+    import threading
+    c = omnilake.connect(str(tmp_path / "wh"))
+    c.cursor().execute("CREATE TABLE kv (id BIGINT, val TEXT)")
+    written = [0]
+    stop = threading.Event()
+    failures = []
+
+    def writer():
+        cur = c.cursor()
+        for start in range(0, 3000, 100):
+            cur.executemany("INSERT INTO kv VALUES (%s, %s)",
+                            [(i, f"v{i}") for i in range(start, start + 100)])
+            written[0] = start + 100
+            if start % 500 == 0:
+                c.flush()
+                cur.execute("SELECT count(*) FROM kv WHERE val <> ''")  # admits the files
+        stop.set()
+
+    def reader(seed):
+        import random
+        rng = random.Random(seed)
+        cur = c.cursor()
+        while not stop.is_set():
+            key = rng.randrange(written[0]) if written[0] else 0
+            if not written[0]:
+                continue
+            cur.execute("SELECT val FROM kv WHERE id = %s", (key,))
+            got = cur.fetchall()
+            if got != [(f"v{key}",)]:
+                failures.append((key, got))
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    c.close()
+    assert not failures, failures[:5]
