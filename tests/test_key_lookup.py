@@ -314,3 +314,22 @@ def test_lookups_while_rows_are_written_and_flushed(tmp_path):
         t.join(120)
     c.close()
     assert not failures, failures[:5]
+
+
+def test_lookups_on_a_local_folder_and_on_s3(any_warehouse, monkeypatch):
+    """The same lookups over a warehouse on S3 (moto_server): its files are read through the
+    read cache into the column cache, then looked up there."""
+    c = omnilake.connect(**any_warehouse)
+    c.cursor().execute("CREATE TABLE kv (id BIGINT, val TEXT)")
+    c.insert("kv", pa.table({"id": pa.array(range(5000), pa.int64()),
+                             "val": [f"v{i}" for i in range(5000)]}))
+    c.flush()
+    c.insert("kv", pa.table({"id": pa.array([7, 5001], pa.int64()), "val": ["again", "new"]}))
+    for _ in range(2):
+        c.cursor().execute("SELECT id, val FROM kv")
+    assert _compare(c, monkeypatch, "SELECT val FROM kv WHERE id = %s", (7,))
+    assert _compare(c, monkeypatch, "SELECT id FROM kv WHERE val = %s", ("v4321",))
+    cur = c.cursor()
+    cur.execute("SELECT val FROM kv WHERE id = %s", (7,))
+    assert sorted(cur.fetchall()) == [("again",), ("v7",)]
+    c.close()
