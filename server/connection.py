@@ -506,7 +506,8 @@ class Connection:
             oids = oids + [0] * (len(inferred) - len(oids))
             oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
         return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS),
-                        constant=is_constant(tree), lookup=plan_lookup(tree) if tree else None)
+                        constant=is_constant(tree),
+                        lookup=plan_lookup(tree) if tree is not None else None)
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)

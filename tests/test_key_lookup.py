@@ -333,3 +333,15 @@ def test_lookups_on_a_local_folder_and_on_s3(any_warehouse, monkeypatch):
     cur.execute("SELECT val FROM kv WHERE id = %s", (7,))
     assert sorted(cur.fetchall()) == [("again",), ("v7",)]
     c.close()
+
+
+def test_an_empty_table_and_a_memtable_only_table(tmp_path, monkeypatch):
+    c = omnilake.connect(str(tmp_path / "wh"))
+    c.cursor().execute("CREATE TABLE e (id BIGINT, val TEXT)")
+    assert _compare(c, monkeypatch, "SELECT * FROM e WHERE id = %s", (1,))
+    c.cursor().execute("INSERT INTO e VALUES (1, 'one'), (2, NULL)")
+    assert _compare(c, monkeypatch, "SELECT * FROM e WHERE id = %s", (2,))
+    cur = c.cursor()
+    cur.execute("SELECT val FROM e WHERE id = %s", (1,))
+    assert cur.fetchall() == [("one",)]
+    c.close()
