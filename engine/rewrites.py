@@ -7,6 +7,7 @@ import math
 
 from sqlglot import exp
 
+from omnilake import errors as E
 from omnilake.engine.walk import Kinds, nodes
 
 
@@ -97,7 +98,21 @@ def vector_literals(tree: exp.Expression) -> exp.Expression:
                 array = vector_array(side)
                 if array is not None:
                     side.replace(array)
+            elif type(side) is exp.Array and any(_non_finite(e) for e in side.expressions):
+                raise _non_finite_error()  # a parameter list with NaN (params.literal)
     return tree
+
+
+def _non_finite(node: exp.Expression) -> bool:
+    """A NaN or infinite element, as params.literal writes one: 'NaN'::DOUBLE."""
+    return isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) \
+        and node.this.is_string and node.this.this in ("NaN", "Infinity", "-Infinity")
+
+
+def _non_finite_error() -> E.DataError:
+    # as pgvector: a NaN or infinite element makes every distance to the vector meaningless
+    return E.DataError("NaN and infinite values are not allowed in a vector",
+                       hint="replace them before searching")
 
 
 def vector_array(literal: exp.Literal) -> exp.Expression | None:
@@ -110,8 +125,10 @@ def vector_array(literal: exp.Literal) -> exp.Expression | None:
     except ValueError:
         return None
     from omnilake.engine.dialect import NumberArray
-    if not values or not all(math.isfinite(v) for v in values):
-        return exp.Array(expressions=[exp.Literal.number(repr(v)) for v in values])
+    if not all(math.isfinite(v) for v in values):
+        raise _non_finite_error()
+    if not values:
+        return exp.Array(expressions=[])
     return NumberArray(values=tuple(values))
 
 

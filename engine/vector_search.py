@@ -470,6 +470,9 @@ def batch_search(session: "Session", table: str, queries, k: int, filter: str | 
         raise E.DataError(f"different vector dimensions {dim} and "
                           f"{matrix.shape[-1] if matrix.ndim else 0}",
                           hint=f"queries must be an (n, {dim}) matrix")
+    if not np.isfinite(matrix).all():
+        raise E.DataError("NaN and infinite values are not allowed in a vector",
+                          hint="replace them in the query matrix")
     where = None
     if filter:
         tree = rewrites.apply(session.parse(f"SELECT 1 FROM {_quoted(name)} WHERE {filter}")[0])

@@ -176,6 +176,23 @@ def test_nan_and_infinite_elements_are_refused_as_pgvector_refuses_them(items, c
     assert cur.fetchall() == before  # nothing written
 
 
+def test_nan_and_infinite_query_vectors_are_refused(items, cur, conn):
+    nan = "[" + ",".join(["NaN"] + ["1"] * (DIM - 1)) + "]"
+    bad = [float("nan")] + [1.0] * (DIM - 1)
+    for sql, params in [(f"SELECT id FROM items ORDER BY v <-> '{nan}' LIMIT 3", None),
+                        (f"SELECT id FROM items ORDER BY v <=> '{nan}'::vector LIMIT 3", None),
+                        ("SELECT id FROM items ORDER BY v <-> %s LIMIT 3", (bad,)),
+                        ("SELECT id FROM items ORDER BY v <#> %s LIMIT 3",
+                         (np.array([np.inf] + [1.0] * (DIM - 1), np.float32),)),
+                        (f"SELECT l2_distance(v, '{nan}') FROM items", None),
+                        ("SELECT v <+> %s FROM items", (bad,))]:
+        with pytest.raises(E.DataError, match="NaN and infinite") as info:
+            cur.execute(sql, params)
+        assert info.value.sqlstate == "22000", sql
+    with pytest.raises(E.DataError, match="NaN and infinite"):
+        conn.vector_search("items", np.array([bad]), 3)
+
+
 def test_l1_kernel_equals_numpy():
     rng = np.random.default_rng(3)
     q, x = rng.normal(size=(4, 5)), rng.normal(size=(500, 5))
