@@ -30,6 +30,24 @@ def rows(cur, sql, params=None):
     return cur.fetchall()
 
 
+def fast_and_general(monkeypatch, module, run_statement):
+    """(result, result with `module.run` declining, whether `module.run` answered the
+    first): a statement through a path that answers without DataFusion (key_lookup,
+    search_result) and through the general path, for comparing the two."""
+    served, original = [], module.run
+
+    def counted(session, plan, values):
+        found = original(session, plan, values)
+        served.append(found is not None)
+        return found
+    monkeypatch.setattr(module, "run", counted)
+    fast = run_statement()
+    monkeypatch.setattr(module, "run", lambda session, plan, values: None)
+    general = run_statement()
+    monkeypatch.setattr(module, "run", original)
+    return fast, general, any(served)
+
+
 # -- S3 on loopback ---------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def s3_server():

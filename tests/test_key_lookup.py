@@ -15,6 +15,8 @@ import pytest
 import omnilake
 from omnilake.engine import key_lookup
 
+from conftest import fast_and_general
+
 STATEMENTS = [
     "SELECT * FROM t WHERE id = 5",
     "SELECT name, price FROM t WHERE id = 5",
@@ -39,24 +41,15 @@ def _sorted(table: pa.Table) -> list[dict]:
 def _compare(conn, monkeypatch, sql, params=None):
     """The statement's result through the lookup and through DataFusion, compared whole;
     returns whether the lookup answered."""
-    served = []
-    run = key_lookup.run
-
-    def counted(session, lookup, values):
-        found = run(session, lookup, values)
-        served.append(found is not None)
-        return found
-    monkeypatch.setattr(key_lookup, "run", counted)
     cur = conn.cursor()
-    cur.execute(sql, params)
-    fast = cur.fetch_arrow_table()
-    monkeypatch.setattr(key_lookup, "run", lambda session, lookup, values: None)
-    cur.execute(sql, params)
-    slow = cur.fetch_arrow_table()
-    monkeypatch.setattr(key_lookup, "run", run)
+
+    def run():
+        cur.execute(sql, params)
+        return cur.fetch_arrow_table()
+    fast, slow, served = fast_and_general(monkeypatch, key_lookup, run)
     assert fast.schema.equals(slow.schema, check_metadata=True), (sql, fast.schema, slow.schema)
     assert _sorted(fast) == _sorted(slow), sql
-    return any(served)
+    return served
 
 
 def _load(conn, ids):

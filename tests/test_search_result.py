@@ -8,6 +8,8 @@ import pytest
 
 from omnilake.engine import query, search_result
 
+from conftest import fast_and_general
+
 DIM = 8
 
 
@@ -173,19 +175,9 @@ def test_searches_planned_from_the_text_equal_the_general_path(items, sql, plann
     for q in (np.random.default_rng(3).normal(size=DIM).astype(np.float32),
               [0.5] * DIM, np.arange(DIM)):
         params = (q,) * (sql.count("%s") + sql.count("$1"))
-        used = []
-        original = search_result.run
-
-        def counted(session, statement, values):
-            found = original(session, statement, values)
-            used.append(found is not None)
-            return found
-        monkeypatch.setattr(search_result, "run", counted)
-        fast = items.sql(sql, params).to_arrow()
-        monkeypatch.setattr(search_result, "run", lambda session, statement, values: None)
-        slow = items.sql(sql, params).to_arrow()
-        monkeypatch.setattr(search_result, "run", original)
-        assert any(used) is planned
+        fast, slow, used = fast_and_general(monkeypatch, search_result,
+                                            lambda: items.sql(sql, params).to_arrow())
+        assert used is planned
         assert fast.schema.equals(slow.schema, check_metadata=True)
         assert fast.to_pylist() == slow.to_pylist()
 
