@@ -147,17 +147,26 @@ _STATEMENT_CLAUSES = frozenset({"expressions", "from_", "order", "limit"})
 
 
 @dataclass(frozen=True)
+class Distance:
+    """A projection of the search's own distance (its parameter: `query`), named `name`."""
+
+    name: str
+    query: int
+
+
+@dataclass(frozen=True)
 class SearchStatement:
-    """`SELECT <columns> FROM t ORDER BY v <op> $1 LIMIT k`, worked out from its text once
-    (engine/key_lookup.py does the same for key lookups), so a DB-API statement text or a
-    prepared wire statement runs its search with each query vector without copying, binding
-    and rewriting the statement: the same search and rows as the general path's."""
+    """`SELECT <columns or the distance> FROM t ORDER BY v <op> $1 LIMIT k`, worked out from
+    its text once (engine/key_lookup.py does the same for key lookups), so a DB-API
+    statement text or a prepared wire statement runs its search with each query vector
+    without copying, binding and rewriting the statement: the same search and rows as the
+    general path's."""
 
     table: exp.Table  # the FROM entry (read only)
     alias: str
-    projections: tuple  # as key_lookup.Lookup's
+    projections: tuple  # as key_lookup.Lookup's, and Distance entries
     column: tuple  # (qualifier or None, name) of the vector column
-    metric: str
+    distance: exp.Expression  # the ORDER BY distance (read only: its kind)
     query: int  # the parameter holding the query vector
     k: int
     positional: int  # `%s` placeholders: the parameters must be exactly these
@@ -167,7 +176,7 @@ def plan(tree: exp.Expression) -> SearchStatement | None:
     """The search statement `tree` is, or None. Reads `tree` only."""
     from omnilake.engine import key_lookup
     from omnilake.engine.params import parameter_key, placeholders
-    from omnilake.engine.vector_search import METRIC_OF, _constant_int
+    from omnilake.engine.vector_search import _constant_int
     source = key_lookup.stored_table(tree, _STATEMENT_CLAUSES)
     if source is None:
         return None
@@ -175,16 +184,43 @@ def plan(tree: exp.Expression) -> SearchStatement | None:
     if order is None or not isinstance(limit, exp.Limit) or len(order.expressions) != 1:
         return None
     ordered = order.expressions[0]
-    target = ordered.this.unnest()
-    if ordered.args.get("desc") or ordered.args.get("nulls_first") \
-            or not isinstance(target, dialect.VectorDistance):
+    if ordered.args.get("desc") or ordered.args.get("nulls_first"):
         return None
+    target = _order_target(tree)  # (the distance itself, or a projection named by ORDER BY)
     k = _constant_int(limit.expression)
     numbers = key_lookup.parameter_numbers(tree)
-    projections = key_lookup.plain_projections(tree)
-    if k is None or k < 1 or numbers is None or projections is None or len(numbers) != 1:
+    if not isinstance(target, dialect.VectorDistance) or k is None or k < 1 or numbers is None:
         return None
-    left, right = target.this.unnest(), target.expression.unnest()
+    searched = _distance_parts(target, numbers)
+    if searched is None:
+        return None
+    projections = []
+    for projection in tree.expressions:
+        name, value = None, projection
+        if type(projection) is exp.Alias:
+            name, value = projection.alias, projection.this.unnest()
+        if isinstance(value, dialect.VectorDistance):
+            parts = _distance_parts(value, numbers)
+            if parts is None or type(value) is not type(target) or parts[0] != searched[0]:
+                return None
+            projections.append(Distance(name or "?column?", parts[1]))
+            continue
+        plain = key_lookup.plain_projections(exp.Select(expressions=[projection]))
+        if plain is None:
+            return None
+        projections.extend(plain)
+    used = {p.query for p in projections if isinstance(p, Distance)} | {searched[1]}
+    if len(numbers) != len(placeholders(tree)) or set(numbers.values()) - used:
+        return None  # every parameter is the query vector
+    positional = sum(1 for n in placeholders(tree) if parameter_key(n) is None)
+    return SearchStatement(source[0], source[1], tuple(projections), searched[0], target,
+                           searched[1], k, positional)
+
+
+def _distance_parts(node: exp.Expression, numbers: dict) -> tuple | None:
+    """((qualifier, name) of the vector column, parameter number) of `column <op> $n`."""
+    from omnilake.engine import key_lookup
+    left, right = node.this.unnest(), node.expression.unnest()
     if type(left) is not exp.Column:
         left, right = right, left
     if type(right) is exp.Cast and right.to.sql("postgres").lower().startswith("vector"):
@@ -192,9 +228,7 @@ def plan(tree: exp.Expression) -> SearchStatement | None:
     column = key_lookup.column_ref(left)
     if column is None or id(right) not in numbers:
         return None
-    positional = sum(1 for n in placeholders(tree) if parameter_key(n) is None)
-    return SearchStatement(source[0], source[1], projections, column, METRIC_OF[type(target)],
-                           numbers[id(right)], k, positional)
+    return column, numbers[id(right)]
 
 
 def run(session, statement: SearchStatement, values) -> pa.Table | None:
@@ -204,6 +238,7 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
 
     from omnilake import errors as E
     from omnilake.engine import key_lookup, query, vector_search
+    from omnilake.engine.vector_search import METRIC_OF
     node = statement.table
     if not key_lookup.readable(session, node) or statement.query >= len(values) or (
             statement.positional and len(values) != statement.positional):
@@ -211,6 +246,11 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
     vector = _vector_value(values[statement.query])
     if vector is None:
         return None
+    for projection in statement.projections:  # `%s` twice: the same vector both times
+        if isinstance(projection, Distance) and projection.query != statement.query and (
+                projection.query >= len(values)
+                or not _same_vector(values[projection.query], values[statement.query])):
+            return None
     try:
         ref, snapshot_id, pending = query.table_rows(session, node)
     except E.UndefinedTable:
@@ -218,31 +258,47 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
     by_name = {c.name: c for c in ref.columns()}
     column = key_lookup.resolve(statement.alias, by_name, *statement.column)
     if column is None or column.sql_type.name != "vector" \
-            or column.sql_type.params[0] != len(vector):
+            or column.sql_type.params[0] != len(vector[0]):
         return None
-    outputs = key_lookup.output_columns(statement.projections, statement.alias, by_name, ref)
-    if outputs is None:
-        return None
-    search = vector_search.Search(column, statement.metric, vector[None, :], statement.k, None,
-                                  statement.alias)
-    tables, _ = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending)
+    search = vector_search.Search(column, METRIC_OF[type(statement.distance)], vector[0][None, :],
+                                  statement.k, None, statement.alias)
+    tables, searched = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending)
     rows = tables[0].slice(0, statement.k)
-    schema = pa.schema([rows.schema.field(c.name).with_name(out) for out, c in outputs])
+    fields, arrays = [], []
+    for projection in statement.projections:
+        if isinstance(projection, Distance):
+            fields.append(pa.field(projection.name, pa.float64()))
+            arrays.append(_distances(searched, statement.distance, rows, vector[1]))
+            continue
+        outputs = key_lookup.output_columns((projection,), statement.alias, by_name, ref)
+        if outputs is None:
+            return None
+        fields.extend(rows.schema.field(c.name).with_name(out) for out, c in outputs)
+        arrays.extend(rows.column(c.name) for _, c in outputs)
+    if len({f.name for f in fields}) != len(fields):
+        return None  # (DataFusion renames twins)
     from omnilake.engine.query import normalise_output
-    return normalise_output(pa.Table.from_arrays([rows.column(c.name) for _, c in outputs],
-                                                 schema=schema))
+    return normalise_output(pa.Table.from_arrays(arrays, schema=pa.schema(fields)))
 
 
-def _vector_value(value) -> np.ndarray | None:
-    """A parameter as the query vector the general path would take from it, or None (text,
-    NaN, nested lists: left to the general path)."""
+def _vector_value(value) -> tuple[np.ndarray, np.ndarray] | None:
+    """A parameter as the query vector the general path would take from it (float32 for
+    the search, float64 as written for distances), or None (text, NaN, nested lists: left
+    to the general path)."""
     if isinstance(value, np.ndarray):
         if value.ndim != 1 or value.dtype.kind not in "iuf":
             return None
-        vector = value.astype(np.float32)
+        written = value.astype(np.float64)
     elif isinstance(value, (list, tuple)) and value and all(
             type(v) is int or type(v) is float for v in value):
-        vector = np.asarray(value, np.float32)
+        written = np.asarray(value, np.float64)
     else:
         return None
-    return vector if np.isfinite(vector).all() else None
+    if not np.isfinite(written).all():
+        return None
+    return written.astype(np.float32), written
+
+
+def _same_vector(a, b) -> bool:
+    a, b = _vector_value(a), _vector_value(b)
+    return a is not None and b is not None and np.array_equal(a[1], b[1])

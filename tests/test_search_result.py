@@ -162,9 +162,15 @@ PLANNED = [
     ("SELECT * FROM items ORDER BY v <=> %s LIMIT 7", True),
     ("SELECT i.id AS key, i.title, body FROM items AS i ORDER BY i.v <#> $1 LIMIT 700", True),
     ("SELECT id FROM items ORDER BY v <+> %s::vector LIMIT 3", True),
+    ("SELECT id, v <-> %s AS d FROM items ORDER BY d LIMIT 5", True),
+    ("SELECT id, v <=> %s AS d FROM items ORDER BY v <=> %s LIMIT 10", True),
+    ("SELECT id, v <+> $1 FROM items ORDER BY v <+> $1 LIMIT 3", True),  # `?column?`
+    ("SELECT v <#> $1 AS s, * FROM items ORDER BY s LIMIT 4", True),
     ("SELECT id FROM items WHERE cat = 3 ORDER BY v <-> %s LIMIT 5", False),  # bound as usual
-    ("SELECT id, v <-> %s AS d FROM items ORDER BY d LIMIT 5", False),
     ("SELECT id FROM items ORDER BY v <-> %s LIMIT 5 OFFSET 2", False),
+    ("SELECT id, v <-> %s AS d FROM items ORDER BY v <=> %s LIMIT 3", False),  # two metrics
+    ("SELECT id, v <-> %s AS d, v <-> %s AS e FROM items ORDER BY d LIMIT 3", True),
+    ("SELECT id AS d, v <-> %s AS d FROM items ORDER BY v <-> %s LIMIT 3", False),  # twins
 ]
 
 
@@ -174,7 +180,7 @@ def test_searches_planned_from_the_text_equal_the_general_path(items, sql, plann
     names and types that binding it and running it gives, for NumPy and list parameters."""
     for q in (np.random.default_rng(3).normal(size=DIM).astype(np.float32),
               [0.5] * DIM, np.arange(DIM)):
-        params = (q,) * (sql.count("%s") + sql.count("$1"))
+        params = (q,) * (sql.count("%s") + ("$1" in sql))
         fast, slow, used = fast_and_general(monkeypatch, search_result,
                                             lambda: items.sql(sql, params).to_arrow())
         assert used is planned
@@ -196,3 +202,14 @@ def test_planned_searches_leave_other_parameters_to_the_general_path(items, para
     got = outcome()
     monkeypatch.setattr(search_result, "run", lambda session, statement, values: None)
     assert got == outcome()
+
+
+def test_a_search_whose_two_query_vectors_differ_is_bound_as_usual(items, monkeypatch):
+    sql = "SELECT id, v, v <-> %s AS d FROM items ORDER BY v <-> %s LIMIT 5"
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=DIM).astype(np.float32), rng.normal(size=DIM).astype(np.float32)
+    fast, slow, used = fast_and_general(monkeypatch, search_result,
+                                        lambda: items.sql(sql, (a, b)).to_arrow())
+    assert not used and fast.to_pylist() == slow.to_pylist()
+    for row in fast.to_pylist():  # the distance to a, the order by the distance to b
+        assert row["d"] == pytest.approx(np.linalg.norm(np.array(row["v"]) - a), rel=1e-6)
