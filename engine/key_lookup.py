@@ -77,7 +77,7 @@ def plan(tree: exp.Expression) -> Lookup | None:
         return None
     node, alias = source
     numbers = parameter_numbers(tree)
-    projections = plain_projections(tree)
+    projections = plain_projections(tree.expressions)
     if numbers is None or projections is None:
         return None
     conditions = []
@@ -180,11 +180,11 @@ def readable(session: "Session", node: exp.Table) -> bool:
                 or query.virtual_builder(session, namespace, name) is not None)
 
 
-def plain_projections(tree: exp.Select) -> tuple | None:
+def plain_projections(expressions: list[exp.Expression]) -> tuple | None:
     """(output name or None, qualifier or None, column name) per projection, None for `*`;
     None unless every projection is a plain column, aliased or not, or `*`."""
     projections = []
-    for projection in tree.expressions:
+    for projection in expressions:
         if type(projection) is exp.Star:
             projections.append(None)
             continue

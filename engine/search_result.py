@@ -205,7 +205,7 @@ def plan(tree: exp.Expression) -> SearchStatement | None:
                 return None
             projections.append(Distance(name or "?column?", parts[1]))
             continue
-        plain = key_lookup.plain_projections(exp.Select(expressions=[projection]))
+        plain = key_lookup.plain_projections([projection])  # (reads, never re-parents)
         if plain is None:
             return None
         projections.extend(plain)

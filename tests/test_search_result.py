@@ -213,3 +213,26 @@ def test_a_search_whose_two_query_vectors_differ_is_bound_as_usual(items, monkey
     assert not used and fast.to_pylist() == slow.to_pylist()
     for row in fast.to_pylist():  # the distance to a, the order by the distance to b
         assert row["d"] == pytest.approx(np.linalg.norm(np.array(row["v"]) - a), rel=1e-6)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id, v <-> $1 AS d FROM items ORDER BY d LIMIT 5",
+    "SELECT count(*), id FROM items ORDER BY v <-> $1 LIMIT 5",
+    "SELECT id FROM items WHERE id = $1",
+    "SELECT upper(title) FROM items WHERE id = 3",
+])
+def test_planning_from_the_text_leaves_the_parsed_statement_as_it_was(sql):
+    """The parsed statement is the engine's cached parse: planning reads it, never moves a
+    node (a node's parent changed under the cache would mislead later walks)."""
+    import sqlglot
+
+    from omnilake.engine import key_lookup
+    from omnilake.engine.dialect import Postgres
+    tree = sqlglot.parse_one(sql.replace("$1", "$1 "), dialect=Postgres)
+    before = repr(tree)
+    key_lookup.plan(tree)
+    search_result.plan(tree)
+    assert repr(tree) == before
+    for node in tree.walk():
+        for child in node.iter_expressions():
+            assert child.parent is node, (sql, child)
