@@ -210,8 +210,8 @@ def plan(tree: exp.Expression) -> SearchStatement | None:
             return None
         projections.extend(plain)
     used = {p.query for p in projections if isinstance(p, Distance)} | {searched[1]}
-    if len(numbers) != len(placeholders(tree)) or set(numbers.values()) - used:
-        return None  # every parameter is the query vector
+    if set(numbers.values()) - used:
+        return None  # a parameter that is not the query vector
     positional = sum(1 for n in placeholders(tree) if parameter_key(n) is None)
     return SearchStatement(source[0], source[1], tuple(projections), searched[0], target,
                            searched[1], k, positional)
