@@ -265,7 +265,7 @@ def _bind_tables(session: "Session", bound: BoundQuery, pinned: TableRef | None,
             bound.register(private, builder(session, name))
         else:
             ref, snapshot_id, pending = table_rows(session, node, pinned)
-            row_filter = pruning_filter(node, ref)
+            row_filter = _pruning_filter(node, ref)
             search = vector_search.match(node, ref)
             if search is not None:  # ORDER BY distance LIMIT k: only the k nearest rows
                 bound.scans.append(_search(session, ref, search, snapshot_id, row_filter, pending))
@@ -455,7 +455,7 @@ def _snapshot_for(ref: TableRef, version: exp.Version | None) -> int | None:
     raise E.NotSupportedError(f"FOR {kind} AS OF is not supported; use VERSION or TIMESTAMP")
 
 
-def pruning_filter(node: exp.Table, ref: TableRef):
+def _pruning_filter(node: exp.Table, ref: TableRef):
     """Filter for file pruning from the WHERE of the SELECT that reads `node` directly."""
     parent = node.parent
     if not isinstance(parent, (exp.From, exp.Join)):
