@@ -43,6 +43,7 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 def default_cache(model_dir: str | None = None) -> Path:
+    model_dir = model_dir or os.environ.get("OMNILAKE_MODEL_DIR")
     if model_dir:
         return Path(model_dir).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

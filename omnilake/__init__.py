@@ -16,9 +16,32 @@ Quick start::
 from omnilake.errors import (  # noqa: F401 - re-exported PEP 249 names
     DatabaseError, DataError, Error, IntegrityError, InterfaceError, InternalError,
     NotSupportedError, OperationalError, ProgrammingError, Warning)
-from omnilake.dbapi import Connection, Cursor, Relation, apilevel, connect, paramstyle, threadsafety
-from omnilake.types import (BINARY, DATETIME, NUMBER, ROWID, STRING, VECTOR, Binary, Date,
-                            DateFromTicks, Time, TimeFromTicks, Timestamp, TimestampFromTicks)
+
+# The connection and type names load on first use, so that `import omnilake.gpu` (kernels and
+# the encoder alone) does not load DataFusion, pyiceberg and sqlglot.
+_LAZY = {
+    "omnilake.dbapi": ("Connection", "Cursor", "Relation", "apilevel", "connect", "paramstyle",
+                       "threadsafety"),
+    "omnilake.types": ("BINARY", "DATETIME", "NUMBER", "ROWID", "STRING", "VECTOR", "Binary",
+                       "Date", "DateFromTicks", "Time", "TimeFromTicks", "Timestamp",
+                       "TimestampFromTicks"),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'omnilake' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOME))
+
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,8 @@
 """PEP 249 surface and the Arrow-native extras."""
 
 import datetime as dt
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 
@@ -190,3 +192,11 @@ def test_long_number_lists_as_parameters(cur):
     assert nan_list[0] == 1.0 and np.isnan(nan_list[1])
     with pytest.raises(E.DataError, match="different vector dimensions"):
         cur.execute("SELECT id FROM lp ORDER BY v <-> %s LIMIT 1", (np.zeros(19),))
+
+
+def test_kernels_import_without_the_sql_engine():
+    # `import omnilake.gpu` (kernels, encoder) loads neither DataFusion nor pyiceberg.
+    code = ("import sys, omnilake.gpu, omnilake.gpu.encoder, omnilake.gpu.models; "
+            "heavy = [m for m in ('datafusion', 'pyiceberg', 'sqlglot') if m in sys.modules]; "
+            "assert not heavy, heavy; import omnilake; assert omnilake.connect and omnilake.VECTOR")
+    subprocess.run([sys.executable, "-c", code], check=True)

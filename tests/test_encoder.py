@@ -60,3 +60,16 @@ def test_missing_model_says_how_to_fetch(tmp_path, monkeypatch):
         locate("minilm", model_dir=str(tmp_path / "empty"))
     with pytest.raises(E.InvalidParameterValue, match="unknown model"):
         locate("gpt-9")
+
+
+def test_model_dir_setting_is_the_cache(tmp_path, monkeypatch):
+    from omnilake.gpu.models import REQUIRED_FILES
+    monkeypatch.setenv("OMNILAKE_MODEL_DIR", str(tmp_path / "models"))
+    with pytest.raises(E.OperationalError, match=str(tmp_path / "models")):
+        locate("minilm")
+    folder = tmp_path / "models" / "all-MiniLM-L6-v2"
+    folder.mkdir(parents=True)
+    for name in REQUIRED_FILES:
+        (folder / name).write_text("{}")
+    assert locate("minilm") == folder
+    assert fetch("minilm") == folder  # already there: nothing downloaded
