@@ -105,10 +105,10 @@ def report(device: str, backend_name: str, enc, top, n_base: int, dims: int, k: 
     lines = [f"## Embeddings and top-k kernel ({dt.date.today()}, {card})", "",
              f"{os.cpu_count()} cores, {platform.machine()}, backend {backend_name} "
              f"(device={device}). Command: `python bench/encoder_bench.py --device {device} "
-             f"--reference-device {reference_device}`.", "",
-             f"| batch | OmniLake sentences/s | sentence-transformers (PyTorch {reference_device}) "
-             "sentences/s | ratio | min cosine |",
-             "|---:|---:|---:|---:|---:|"]
+             f"--reference-device {reference_device}`."]
+    if enc:
+        lines += ["", f"| batch | OmniLake sentences/s | sentence-transformers (PyTorch "
+                  f"{reference_device}) sentences/s | ratio | min cosine |", "|---:|---:|---:|---:|---:|"]
     for batch, ours, theirs, cos in enc:
         if theirs:
             lines.append(f"| {batch} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f} | {cos:.5f} |")
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="update this section in a RESULTS.md")
     args = parser.parse_args()
     enc = encoder_rows(args.device, args.sentences, [int(b) for b in args.batch_sizes.split(",")],
-                       args.reference_device)
+                       args.reference_device) if args.sentences else []  # 0: top-k only
     top = topk_rows(args.device, args.base, args.dims, args.k)
     text = report(args.device, get_backend(args.device).name, enc, top, args.base, args.dims, args.k,
                   args.reference_device)

@@ -36,5 +36,5 @@ python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 
 # Encoder sentences/s and top-k queries/s on 1M vectors, GPU, then CPU for the ratio.
 python3 bench/encoder_bench.py --device gpu --reference-device "$reference" --sentences 20000 \
     --batch-sizes 128,512 --base 1000000 --out "$out/gpu.md" 2>&1 | tee "$out/gpu.log"
-python3 bench/encoder_bench.py --device cpu --sentences 2000 --batch-sizes 128 \
+python3 bench/encoder_bench.py --device cpu --sentences 2000 --batch-sizes 32,128 \
     --base 1000000 --out "$out/cpu.md" 2>&1 | tee "$out/cpu.log"

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +23,19 @@ MAX_TOKENS = 256
 
 
 class TextEncoder:
-    def __init__(self, model_path: Path, backend: Backend | None = None, batch_size: int = 32):
+    """`workers`: batches encoded at once on the CPU (default: one per core). Each runs its
+    BLAS calls on one thread: NumPy's elementwise steps (GELU, softmax, LayerNorm) use one
+    core per call, so batches side by side keep every core busy where BLAS threads alone
+    would leave most idle between GEMMs."""
+
+    def __init__(self, model_path: Path, backend: Backend | None = None, batch_size: int = 32,
+                 workers: int | None = None):
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         self.backend = backend or get_backend()
         self.batch_size = batch_size
+        self.workers = 1 if self.backend.is_gpu else max(1, workers or _cores())
         config = json.loads((model_path / "config.json").read_text())
         self.layers = config["num_hidden_layers"]
         self.heads = config["num_attention_heads"]
@@ -68,9 +78,16 @@ class TextEncoder:
         ids = [e.ids for e in encodings]
         # Similar lengths in a batch waste less work on padding.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            out[chunk] = self._forward([ids[i] for i in chunk])
+        chunks = [order[start:start + self.batch_size]
+                  for start in range(0, len(order), self.batch_size)]
+        batches = [[ids[i] for i in chunk] for chunk in chunks]
+        if self.workers == 1 or len(chunks) == 1:
+            for chunk, batch in zip(chunks, batches):
+                out[chunk] = self._forward(batch)
+            return out
+        with _one_blas_thread(), ThreadPoolExecutor(min(self.workers, len(chunks))) as pool:
+            for chunk, vectors in zip(chunks, pool.map(self._forward, batches)):
+                out[chunk] = vectors
         return out
 
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
@@ -155,3 +172,35 @@ class TextEncoder:
         x *= self.w[f"{prefix}.weight"]
         x += self.w[f"{prefix}.bias"]
         return x
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limits = None
+
+
+@contextmanager
+def _one_blas_thread():
+    """BLAS on one thread while any encoder's workers run. The limit is process-wide, so the
+    first encoder in sets it and the last one out restores what was there before."""
+    global _blas_users, _blas_limits
+    from threadpoolctl import threadpool_limits
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limits = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limits.restore_original_limits()
+                _blas_limits = None

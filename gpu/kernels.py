@@ -39,23 +39,38 @@ def pairwise_distances(queries, base, metric: str = "l2", backend: Backend | Non
     q = backend.asarray(queries)
     x = backend.asarray(base)
     _check(q, x, metric)
+    if metric == "l2":
+        squared = _squared_l2(q, x, xp)
+        xp.maximum(squared, 0.0, out=squared)
+        return xp.sqrt(squared, out=squared)
     if metric == "l1":
         return xp.abs(q[:, None, :] - x[None, :, :]).sum(axis=2)
     dots = q @ x.T
     if metric == "ip":
         return -dots
-    if metric == "cosine":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            norms = xp.linalg.norm(q, axis=1)[:, None] * xp.linalg.norm(x, axis=1)[None, :]
-            cosine = dots / norms
-        cosine = xp.where(norms == 0, xp.nan, cosine)
-        return 1.0 - xp.clip(cosine, -1.0, 1.0)
-    # In place on the (queries x rows) matrix: it is the only large temporary.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norms = xp.linalg.norm(q, axis=1)[:, None] * xp.linalg.norm(x, axis=1)[None, :]
+        cosine = dots / norms
+    cosine = xp.where(norms == 0, xp.nan, cosine)
+    return 1.0 - xp.clip(cosine, -1.0, 1.0)
+
+
+def _squared_l2(q, x, xp):
+    # In place on the (queries x rows) matrix: it is the only large temporary. Rounding can
+    # leave tiny negative values; callers clip them.
+    dots = q @ x.T
     dots *= -2.0
     dots += xp.einsum("ij,ij->i", q, q)[:, None]
     dots += xp.einsum("ij,ij->i", x, x)[None, :]
-    xp.maximum(dots, 0.0, out=dots)
-    return xp.sqrt(dots, out=dots)
+    return dots
+
+
+def _scores(q, x, metric: str, backend: Backend):
+    """Scores that rank rows as the distances do: squared L2 for l2 (the square root is taken
+    for the k rows kept only), the distance itself for the other metrics."""
+    if metric == "l2":
+        return _squared_l2(q, x, backend.xp)
+    return pairwise_distances(q, x, metric, backend)
 
 
 def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = None,
@@ -82,12 +97,10 @@ def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = No
     best_i = xp.zeros((n_queries, 0), dtype=xp.int64)
     for start in range(0, n_base, block_rows):
         block = x[start:start + block_rows]
-        d = pairwise_distances(q, block, metric, backend).astype(xp.float32, copy=False)
-        d[xp.isnan(d)] = xp.inf  # NaN ranks last; reported as NaN again below
+        d = _scores(q, block, metric, backend).astype(xp.float32, copy=False)
+        xp.copyto(d, xp.float32(xp.inf), where=xp.isnan(d))  # NaN ranks last; reported below
         # The block's own k best, then a merge with the running k best (2k columns).
-        keep = min(k, d.shape[1])
-        part = xp.argpartition(d, keep - 1, axis=1)[:, :keep] if keep < d.shape[1] else \
-            xp.broadcast_to(xp.arange(d.shape[1]), d.shape)
+        part = _smallest(d, min(k, d.shape[1]), backend)
         cand_d = xp.concatenate([best_d, xp.take_along_axis(d, part, axis=1)], axis=1)
         cand_i = xp.concatenate([best_i, part.astype(xp.int64) + start], axis=1)
         keep = min(k, cand_d.shape[1])
@@ -96,6 +109,9 @@ def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = No
             cand_d = xp.take_along_axis(cand_d, top, axis=1)
             cand_i = xp.take_along_axis(cand_i, top, axis=1)
         best_d, best_i = cand_d, cand_i
+    if metric == "l2":  # squared distances until here
+        xp.maximum(best_d, 0.0, out=best_d)
+        xp.sqrt(best_d, out=best_d)
     # Order each row nearest first; ties by row index so results are deterministic.
     for key in ("index", "distance"):  # a stable sort by distance after one by index
         order = _stable_argsort(best_i if key == "index" else best_d, backend)
@@ -104,6 +120,48 @@ def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = No
     # Report NaN distances as NaN again (they were ranked as +inf).
     true_d = _gather_true(q, x, best_i, best_d, metric, backend)
     return backend.to_numpy(true_d), backend.to_numpy(best_i)
+
+
+# Rows per group in the GPU selection: the k groups with the smallest minima hold the k
+# smallest values, so only k * SELECT_GROUP values are sorted instead of the whole row.
+SELECT_GROUP = 256
+
+
+def _smallest(d, k: int, backend: Backend):
+    """Column indices of the k smallest values of each row of `d`, in no particular order."""
+    xp = backend.xp
+    if k >= d.shape[1]:
+        return xp.broadcast_to(xp.arange(d.shape[1]), d.shape)
+    # NumPy's argpartition selects in linear time; CuPy's sorts the whole row.
+    if backend.is_gpu and d.shape[1] >= 4 * k * SELECT_GROUP:
+        found = _smallest_by_groups(d, k, xp)
+        if found is not None:
+            return found
+    return xp.argpartition(d, k - 1, axis=1)[:, :k]
+
+
+def _smallest_by_groups(d, k: int, xp, group: int = SELECT_GROUP):
+    """`_smallest` that sorts only the k groups of `group` columns with the smallest minima.
+
+    Exact: every value up to the k-th smallest lies in a group whose minimum is at most the
+    k-th smallest group minimum t, so when no other group's minimum equals t, those k groups
+    hold them all. A row with such a tie makes this return None (the caller sorts whole rows).
+    Needs at least k + 1 groups."""
+    rows, n = d.shape
+    groups = -(-n // group)
+    if n % group:  # padding of +inf never ranks before a real value
+        d = xp.concatenate([d, xp.full((rows, groups * group - n), xp.inf, d.dtype)], axis=1)
+    grid = d.reshape(rows, groups, group)
+    minima = grid.min(axis=2)
+    order = xp.argsort(minima, axis=1)
+    kth = xp.take_along_axis(minima, order[:, k - 1:k], axis=1)
+    following = xp.take_along_axis(minima, order[:, k:k + 1], axis=1)
+    if bool((following == kth).any()):
+        return None
+    chosen = order[:, :k]
+    candidates = xp.take_along_axis(grid, chosen[:, :, None], axis=1).reshape(rows, k * group)
+    picked = xp.argsort(candidates, axis=1)[:, :k]
+    return xp.take_along_axis(chosen, picked // group, axis=1) * group + picked % group
 
 
 def _stable_argsort(keys, backend: Backend):

@@ -73,3 +73,28 @@ def test_model_dir_setting_is_the_cache(tmp_path, monkeypatch):
         (folder / name).write_text("{}")
     assert locate("minilm") == folder
     assert fetch("minilm") == folder  # already there: nothing downloaded
+
+
+def test_workers_give_the_same_vectors_and_restore_blas_threads(model_path):
+    import threading
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    before = blas_threads()
+    texts = [f"reading {i} from sensor {i % 7}: " + "warm " * (i % 13) for i in range(200)]
+    one = TextEncoder(model_path, backend=get_backend("cpu"), batch_size=16, workers=1)
+    many = TextEncoder(model_path, backend=get_backend("cpu"), batch_size=16, workers=4)
+    expected = one.encode(texts)
+    results = [None] * 3
+
+    def run(slot):
+        results[slot] = many.encode(texts)
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for found in results:
+        np.testing.assert_allclose(found, expected, atol=1e-5)
+    assert blas_threads() == before

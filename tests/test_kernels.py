@@ -92,3 +92,42 @@ def test_device_setting():
     if not get_backend("auto").is_gpu:
         with pytest.raises(E.OperationalError, match="omnilake\\[gpu\\]"):
             get_backend("gpu")
+
+
+@pytest.mark.parametrize("rows, n, k, group", [(1, 10_000, 10, 256), (7, 5_001, 3, 64),
+                                               (3, 2_000, 50, 8), (2, 300, 1, 1)])
+def test_group_selection_equals_a_full_sort(rows, n, k, group):
+    from omnilake.gpu.kernels import _smallest_by_groups
+    rng = np.random.default_rng(n)
+    d = rng.normal(size=(rows, n)).astype(np.float32)
+    d[0, rng.choice(n, 20, replace=False)] = np.inf  # NaN distances are ranked as +inf
+    picked = _smallest_by_groups(d, k, np, group)
+    assert picked.shape == (rows, k)
+    assert all(len(set(row)) == k for row in picked.tolist()) and picked.max() < n
+    np.testing.assert_array_equal(np.sort(np.take_along_axis(d, picked, axis=1), axis=1),
+                                  np.sort(d, axis=1)[:, :k])
+
+
+def test_group_selection_declines_a_tie_at_the_boundary():
+    from omnilake.gpu.kernels import _smallest_by_groups
+    d = np.arange(4096, dtype=np.float32).reshape(1, -1)
+    assert _smallest_by_groups(d, 2, np, 256) is not None
+    d[0, 256 * 5] = 256.0  # a later group's minimum equals the 2nd smallest group minimum
+    assert _smallest_by_groups(d, 2, np, 256) is None
+    assert _smallest_by_groups(np.full((2, 4096), np.inf, np.float32), 3, np, 256) is None
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_topk_over_many_rows_with_duplicates(backend, metric):
+    # Enough rows for the GPU's group selection; duplicated rows give exact ties.
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(60_000, 8)).astype(np.float32)
+    x[30_000:30_050] = x[:50]
+    q = np.vstack([x[:3], rng.normal(size=(2, 8)).astype(np.float32)])
+    dist, idx = topk(q, x, 20, metric, backend=backend)
+    ref = reference(q, x, metric)
+    order = np.lexsort((np.broadcast_to(np.arange(x.shape[0]), ref.shape), ref), axis=1)[:, :20]
+    np.testing.assert_allclose(dist, np.take_along_axis(ref, order, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.take_along_axis(ref, idx, 1), dist, rtol=1e-4, atol=1e-4)
+    if metric != "ip":  # the query's own row and its duplicate: a tie, ordered by row index
+        assert idx[0, :2].tolist() == [0, 30_000]
