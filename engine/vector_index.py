@@ -31,7 +31,7 @@ from omnilake.catalog.indexes import (INDEXES_PROPERTY, VectorIndexDef, read_ind
 from omnilake.engine.scan import Column, engine_schema, scan_type
 from omnilake.engine.tables import TableRef, ident, load, split_name
 from omnilake.engine.vector_functions import as_matrix
-from omnilake.gpu import ann
+from omnilake.gpu import ann, kernels
 from omnilake.storage.files import top_level_field_ids
 from omnilake.storage.objects import delete_object, read_object, write_object
 
@@ -166,6 +166,19 @@ class VectorIndexes:
             found = as_matrix(rows.column(column), np.float32)
             copied = 0 if found[1].all() else found[0].nbytes
             self.rows.put(key, found, copied + found[1].nbytes)
+        return found
+
+    def file_prepared(self, ref: TableRef, path: str, column: str, matrix: np.ndarray,
+                      backend) -> kernels.Prepared:
+        """A data file's vectors as exact searches take them: on the backend's device with
+        their squared lengths, made once per file (on a GPU the copy and the lengths are most
+        of an exact search's time)."""
+        key = ("prepared", path, ref.table.metadata.current_schema_id, column, backend.name)
+        found = self.rows.get(key)
+        if found is None:
+            found = kernels.Prepared(matrix, backend)
+            copied = matrix.nbytes if backend.is_gpu else 0
+            self.rows.put(key, found, copied + 4 * len(matrix))
         return found
 
     def file_mask(self, path: str, schema_id: int, where: str, compute) -> np.ndarray:

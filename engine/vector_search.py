@@ -310,7 +310,11 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
         plan.files_exact += 1
     if location and mask is not None and matching <= exact_limit:
         plan.filter_first += 1
-    return _search_exact(session, search, matrix, valid, mask)
+    prepared = None
+    if source.path is not None and mask is None and bool(valid.all()):
+        prepared = vectors.file_prepared(ref, source.path, search.column.name, matrix,
+                                         get_backend(session.engine.settings.device))
+    return _search_exact(session, search, matrix, valid, mask, prepared)
 
 
 def _cacheable(where: exp.Expression) -> bool:
@@ -352,13 +356,17 @@ def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: Sear
 
 
 def _search_exact(session: "Session", search: Search, matrix: np.ndarray, valid: np.ndarray,
-                  mask: np.ndarray | None):
+                  mask: np.ndarray | None, prepared: kernels.Prepared | None = None):
+    """`prepared`: all of `matrix`, made ready for the kernel (used when every row is
+    searched)."""
     keep = valid if mask is None else (valid & mask)
     positions = np.nonzero(keep)[0]
     backend = get_backend(session.engine.settings.device)
     results = []
     if len(positions):
         base = matrix if len(positions) == len(matrix) else matrix[positions]
+        if prepared is not None and base is matrix:
+            base = prepared
         distances, picked = kernels.topk(search.query, base, search.k, search.metric, backend)
     else:
         distances = np.empty((search.query.shape[0], 0), np.float32)

@@ -148,7 +148,7 @@ def write_data_files(table, rows: pa.Table, keys: SortKeys | None = None) -> lis
     # Partition numbers lead the sort, so that each partition is one run of rows; a field
     # with a single value (a flush within one day) is left out of the sort.
     leading = []
-    for field, values in partitions:
+    for _field, values in partitions:
         if values.null_count == 0:
             bounds = pc.min_max(values).as_py()
             if bounds["min"] == bounds["max"]:

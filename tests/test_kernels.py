@@ -131,3 +131,33 @@ def test_topk_over_many_rows_with_duplicates(backend, metric):
     np.testing.assert_allclose(np.take_along_axis(ref, idx, 1), dist, rtol=1e-4, atol=1e-4)
     if metric != "ip":  # the query's own row and its duplicate: a tie, ordered by row index
         assert idx[0, :2].tolist() == [0, 30_000]
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip", "l1"])
+@pytest.mark.parametrize("block", [None, 700])
+def test_prepared_vectors_give_the_same_answer(backend, metric, block):
+    from omnilake.gpu import Prepared
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 24)).astype(np.float32)
+    x[17] = np.nan
+    q = rng.normal(size=(6, 24)).astype(np.float32)
+    prepared = Prepared(x, backend)
+    assert prepared.shape == (3000, 24)
+    for _ in range(2):  # the prepared vectors are reused, not consumed
+        dist, idx = topk(q, prepared, 15, metric, block_rows=block)
+        plain_d, plain_i = topk(q, x, 15, metric, backend=backend, block_rows=block)
+        np.testing.assert_array_equal(idx, plain_i)
+        np.testing.assert_allclose(dist, plain_d, rtol=1e-5, atol=1e-5)
+
+
+def test_prepared_vectors_bad_inputs(backend):
+    from omnilake.gpu import Prepared
+    with pytest.raises(E.DataError, match="2-D"):
+        Prepared(np.ones(4, np.float32), backend)
+    prepared = Prepared(np.ones((4, 3), np.float32), backend)
+    with pytest.raises(E.DataError, match="dimensions"):
+        topk(np.ones((1, 2), np.float32), prepared, 1)
+    other = get_backend("gpu" if backend.name == "numpy" and get_backend("auto").is_gpu else "cpu")
+    if other is not backend:
+        with pytest.raises(E.InvalidParameterValue, match="prepared for"):
+            topk(np.ones((1, 3), np.float32), prepared, 1, backend=other)

@@ -182,7 +182,7 @@ def test_many_files_and_chunks_are_pruned_by_their_bounds(tmp_path, monkeypatch)
     c = omnilake.connect(str(tmp_path / "wh"))
     c.cursor().execute("CREATE TABLE big (id BIGINT, g INTEGER, name TEXT)")
     rng = np.random.default_rng(7)
-    for part, ids in enumerate([np.arange(100_000), rng.permutation(100_000) + 100_000]):
+    for ids in [np.arange(100_000), rng.permutation(100_000) + 100_000]:
         g = pa.array(ids // 1000, pa.int32(), mask=ids < 70_000)  # NULL in the first chunks
         c.insert("big", pa.table({"id": pa.array(ids, pa.int64()), "g": g,
                                   "name": pa.array([f"n{i}" for i in ids])}))

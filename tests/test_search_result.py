@@ -182,7 +182,7 @@ def test_searches_planned_from_the_text_equal_the_general_path(items, sql, plann
               [0.5] * DIM, np.arange(DIM)):
         params = (q,) * (sql.count("%s") + ("$1" in sql))
         fast, slow, used = fast_and_general(monkeypatch, search_result,
-                                            lambda: items.sql(sql, params).to_arrow())
+                                            lambda s=sql, p=params: items.sql(s, p).to_arrow())
         assert used is planned
         assert fast.schema.equals(slow.schema, check_metadata=True)
         assert fast.to_pylist() == slow.to_pylist()

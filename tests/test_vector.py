@@ -115,6 +115,29 @@ def test_exact_search_equals_brute_force(items, cur, metric):
     assert "memtable_rows=100" in plan[0][1] and "exact (no index" in plan[0][1]
 
 
+def test_exact_search_prepares_each_file_once(items, conn, cur):
+    """Unfiltered exact searches keep each data file's vectors ready for the kernel (with
+    their squared lengths); deleted rows still never come back."""
+    rng = np.random.default_rng(3)
+    cache = conn._engine.vectors.rows  # noqa: SLF001 - inspecting what is cached
+
+    def prepared():
+        return [key for key in list(cache._items) if key[0] == "prepared"]  # noqa: SLF001
+    alive = np.ones(300, bool)
+    for step in range(2):
+        counts = []
+        for q in rng.normal(size=(3, DIM)).astype(np.float32):
+            got = rows(cur, f"SELECT id FROM items ORDER BY v <-> '{_text(q)}' LIMIT 12")
+            d = np.where(alive, _numpy_distance(items, q, "l2"), np.inf)
+            assert [r[0] for r in got] == np.argsort(d, kind="stable")[:12].tolist()
+            counts.append(len(prepared()))
+        assert counts[0] == counts[-1]  # made by the first search, reused by the others
+        if step == 0:
+            assert counts[0] == 2  # the two data files
+            cur.execute("DELETE FROM items WHERE grp = 4")  # rewrites them: new files
+            alive[np.arange(300) % 10 == 4] = False
+
+
 def test_exact_search_with_where_and_projection(items, cur):
     q = np.ones(DIM, np.float32)
     got = rows(cur, f"""SELECT id, grp, v <-> '{_text(q)}' AS d FROM items
