@@ -158,9 +158,10 @@ def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = No
 # Rows per group in the GPU selection: the k groups with the smallest minima hold the k
 # smallest values, so only k * SELECT_GROUP values are sorted instead of the whole row.
 SELECT_GROUP = 256
-# Below this many queries one sort of the whole row costs less than the group selection's
-# extra launches (H200, 1M rows: 0.53 ms for a sort of one row, 0.87 ms by groups).
-GROUP_SELECT_MIN_QUERIES = 4
+# Below this many queries CuPy's sort of whole rows costs less than the group selection's
+# extra launches. H200, rows of 1M, k=10: 8 rows 0.72 ms sorted, 0.82 ms by groups; 16 rows
+# 1.25 and 0.87 ms; 100 rows 6.9 and 1.5 ms.
+GROUP_SELECT_MIN_QUERIES = 12
 
 
 def _smallest(d, k: int, backend: Backend):

@@ -123,7 +123,7 @@ def test_topk_over_many_rows_with_duplicates(backend, metric):
     rng = np.random.default_rng(11)
     x = rng.normal(size=(60_000, 8)).astype(np.float32)
     x[30_000:30_050] = x[:50]
-    q = np.vstack([x[:3], rng.normal(size=(2, 8)).astype(np.float32)])
+    q = np.vstack([x[:3], rng.normal(size=(10, 8)).astype(np.float32)])  # 13: GPU groups
     dist, idx = topk(q, x, 20, metric, backend=backend)
     ref = reference(q, x, metric)
     order = np.lexsort((np.broadcast_to(np.arange(x.shape[0]), ref.shape), ref), axis=1)[:, :20]
