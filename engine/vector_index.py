@@ -177,8 +177,9 @@ class VectorIndexes:
         found = self.rows.get(key)
         if found is None:
             found = kernels.Prepared(matrix, backend)
-            copied = matrix.nbytes if backend.is_gpu else 0
-            self.rows.put(key, found, copied + 4 * len(matrix))
+            # The matrix is counted again (on the CPU it is shared with the file's cached
+            # vectors, but it stays alive as long as this entry does).
+            self.rows.put(key, found, matrix.nbytes + 4 * len(matrix))
         return found
 
     def file_mask(self, path: str, schema_id: int, where: str, compute) -> np.ndarray:
