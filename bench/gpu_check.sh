@@ -25,9 +25,14 @@ print("backend", backend.name, "device", props["name"].decode(),
 PY
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "no usable GPU: stopping" | tee -a "$out/device.txt"; exit 1; }
 
-# The kernel and encoder tests parametrize over every backend present, CuPy included.
-python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_encoder.py 2>&1 \
-    | tee "$out/tests.txt"
+# The kernel and encoder tests parametrize over every backend present, CuPy included; the
+# vector search tests run the engine on its default device (auto: the GPU) where the SQL
+# engine's dependencies import too.
+tests=(tests/test_kernels.py tests/test_encoder.py)
+python3 -c "import datafusion, pyiceberg, sqlglot, faiss" 2>/dev/null && tests+=(
+    tests/test_vector.py tests/test_vector_rows.py tests/test_vector_index.py
+    tests/test_search_result.py tests/test_embeddings.py)
+python3 -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$out/tests.txt"
 
 # The reference encoder runs on the same GPU through PyTorch when it can.
 reference=cpu

@@ -303,9 +303,10 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
             # Exact distances of the rows found, on the same kernel as exact sources, so
             # that candidates of every source compare alike.
             backend = get_backend(session.engine.settings.device)
-            return [(kernels.pairwise_distances(search.query[q:q + 1], matrix[ids], search.metric,
-                                                backend)[0].astype(np.float64) if len(ids) else
-                     np.empty(0, np.float64), ids) for q, ids in enumerate(found)]
+            return [(backend.to_numpy(kernels.pairwise_distances(
+                        search.query[q:q + 1], matrix[ids], search.metric, backend))[0]
+                     .astype(np.float64) if len(ids) else np.empty(0, np.float64), ids)
+                    for q, ids in enumerate(found)]
     elif source.path is not None:
         plan.files_exact += 1
     if location and mask is not None and matching <= exact_limit:
