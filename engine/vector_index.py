@@ -80,6 +80,15 @@ def default_ef_search(rows: int) -> int:
     return max(SETTINGS["hnsw.ef_search"][0], math.ceil(math.sqrt(max(rows, 0)) / 7))
 
 
+def default_probes(lists: int) -> int:
+    """ivfflat.probes for a segment of `lists` lists when the session has not SET it.
+
+    A fixed 10 gave recall@10 1.0 on clustered vectors but 0.869 on real text embeddings
+    (100k x 384 all-MiniLM-L6-v2, 316 lists: 0.922 at 20 probes, 0.948 at 32, 0.965 at 45,
+    1.35 ms). The default grows with the lists: max(10, 2.5 * sqrt(lists))."""
+    return max(SETTINGS["ivfflat.probes"][0], math.ceil(2.5 * math.sqrt(max(lists, 0))))
+
+
 def check_setting(name: str, value: str) -> None:
     """Refuse a bad value for `SET hnsw.ef_search` / `SET ivfflat.probes`."""
     if name not in SETTINGS:

@@ -36,7 +36,8 @@ from omnilake.engine.query import batches_of, new_statement_name
 from omnilake.engine.scan import Column, _read_with_pyiceberg, engine_schema, pending_in_scan_types
 from omnilake.engine.tables import TableRef, ident
 from omnilake.engine.vector_functions import as_matrix
-from omnilake.engine.vector_index import default_ef_search, setting, without_views
+from omnilake.engine.vector_index import (default_ef_search, default_probes, setting,
+                                           without_views)
 from omnilake.gpu import kernels
 from omnilake.gpu.backend import get_backend
 
@@ -329,8 +330,9 @@ def _search_segment(segment, search: Search, mask: np.ndarray | None, plan: Sear
     match; None when even the widest search falls short (the caller searches exactly)."""
     want = min(search.k, segment.count if mask is None else int(mask.sum()))
     breadth = plan.breadth
-    if not plan.breadth_set and segment.method == "hnsw":
-        breadth = default_ef_search(segment.count)
+    if not plan.breadth_set:
+        breadth = (default_ef_search(segment.count) if segment.method == "hnsw"
+                   else default_probes(segment.lists))
     plan.breadth_used = max(plan.breadth_used, breadth)
     if mask is not None:
         # With a fraction f of the rows allowed, a search that visits ef rows meets about

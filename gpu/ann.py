@@ -59,6 +59,11 @@ class AnnIndex:
     metric: str
     count: int
 
+    @property
+    def lists(self) -> int:
+        """IVF lists (0 for HNSW)."""
+        return _faiss().extract_index_ivf(self.index).nlist if self.method == "ivfflat" else 0
+
     def search(self, queries: np.ndarray, k: int, breadth: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(distances, ids), each (n_queries, k). `breadth` is ef_search (HNSW) or probes
