@@ -102,7 +102,7 @@ def topk(queries, base, k: int, metric: str = "l2", backend: Backend | None = No
     norms = None
     if isinstance(base, Prepared):
         backend = backend or base.backend
-        if backend is not base.backend:
+        if backend != base.backend:  # (equal, not identical: get_backend's cache may be new)
             raise InvalidParameterValue(f"vectors prepared for {base.backend.name} searched on "
                                         f"{backend.name}")
         base, norms = base.data, base.squared_norms

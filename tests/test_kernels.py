@@ -161,3 +161,11 @@ def test_prepared_vectors_bad_inputs(backend):
     if other is not backend:
         with pytest.raises(E.InvalidParameterValue, match="prepared for"):
             topk(np.ones((1, 3), np.float32), prepared, 1, backend=other)
+
+
+def test_prepared_vectors_outlive_the_backend_cache():
+    from omnilake.gpu import Prepared
+    prepared = Prepared(np.eye(4, dtype=np.float32), get_backend("cpu"))
+    get_backend.cache_clear()  # a new but equal backend object
+    _, idx = topk(np.eye(4, dtype=np.float32)[:1], prepared, 1, backend=get_backend("cpu"))
+    assert idx.tolist() == [[0]]
