@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 
 COUNTERS = ("hits", "misses", "bytes_from_cache", "bytes_downloaded", "evictions")
+COUNT_TRIES = 5
 CHUNK = 8 * 1024 * 1024
 
 
@@ -110,17 +111,24 @@ class ReadCache:
         return db
 
     def _count(self, **deltas: int) -> None:
-        try:
-            db = self._db()
+        # SQLite can answer "database is locked" without waiting out the timeout (a WAL
+        # checkpoint as another process's last connection closes): a few quick retries keep
+        # the counters exact; after that, statistics must never fail a read.
+        for attempt in range(COUNT_TRIES):
             try:
-                db.executemany(
-                    "INSERT INTO counters VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    list(deltas.items()))
-            finally:
-                db.close()
-        except sqlite3.Error:
-            pass  # statistics must never fail a read
+                db = self._db()
+                try:
+                    db.executemany(
+                        "INSERT INTO counters VALUES (?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        list(deltas.items()))
+                    return
+                finally:
+                    db.close()
+            except sqlite3.OperationalError:
+                time.sleep(0.005 * (attempt + 1))
+            except sqlite3.Error:
+                return
 
     def stats(self) -> dict[str, int | str]:
         """Counters of every process that used this folder, plus its current size."""

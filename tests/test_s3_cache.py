@@ -109,3 +109,18 @@ def test_processes_share_a_folder(tmp_path):
     stats = ReadCache(tmp_path, max_bytes=3000).stats()
     assert stats["hits"] + stats["misses"] == 2 * 5 * 10
     assert not list((tmp_path / "tmp").iterdir())  # no partial downloads left behind
+
+
+def test_a_busy_counter_database_is_retried(tmp_path, monkeypatch):
+    import sqlite3
+    cache = ReadCache(tmp_path, max_bytes=3000)
+    real, failures = ReadCache._db, [sqlite3.OperationalError("database is locked")] * 2
+
+    def busy_at_first(self):
+        if failures:
+            raise failures.pop()
+        return real(self)
+    monkeypatch.setattr(ReadCache, "_db", busy_at_first)
+    cache.fetch("s3://b/x", _source(b"x" * 10))
+    monkeypatch.setattr(ReadCache, "_db", real)
+    assert cache.stats()["misses"] == 1  # counted after two refusals
