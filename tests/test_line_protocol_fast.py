@@ -240,3 +240,32 @@ def test_large_shapes_and_many_series():
     fast = check("\n".join(rows))
     assert fast is not None and fast.tables()["m"].num_rows == 2000
     assert fast.tables()["m"].column("f29").type == pa.float64()
+
+
+def test_one_measurement_and_key_layout_is_read_column_by_column(monkeypatch):
+    """What collectors send (one measurement, the same tag and field keys on every line) is
+    built column by column (_uniform); anything else goes the general way, with the same
+    result as the exact parser either way."""
+    results = []
+    original = lp._Body._uniform
+
+    def spy(self, *args):
+        results.append(original(self, *args))
+        return results[-1]
+
+    monkeypatch.setattr(lp._Body, "_uniform", spy)
+    hosts = "\n".join(f"cpu,host=h{i % 300},dc=d{i % 7} u={i}.25,n={i}i,ok=f {i // 300}"
+                      for i in range(1200))
+    assert check(hosts) is not None and results[-1] is not None
+    assert results[-1].tables()["cpu"].column("host").to_pylist()[:2] == ["h0", "h1"]
+    assert check("cpu v=1 1\ncpu v=2 2", "s") is not None and results[-1] is not None  # no tags
+    for text in ["cpu,host=a v=1 1\nmem,host=a v=1 1",  # two measurements
+                 "cpu,host=a v=1 1\ncpu,dc=a v=1 1",  # other tag keys
+                 "cpu,host=a,dc=b v=1 1\ncpu,dc=b,host=a v=1 2",  # tag keys in another order
+                 "cpu,host=a v=1 1\ncpu,host=b w=1 1"]:  # other field keys
+        results.clear()
+        assert check(text, "s") is not None and results and results[-1] is None
+    for text in ["cpu,host=a v=1 1\ncpu,host=a v=2 1",  # a duplicate point
+                 "cpu,host=a host=1 1\ncpu,host=b host=2 2",  # a tag that is also a field
+                 "cpu,time=a v=1 1\ncpu,time=b v=2 2"]:
+        assert check(text, "s") is None  # declined: the exact parser merges or reports
