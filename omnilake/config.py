@@ -110,8 +110,9 @@ class Settings:
         "that vector searches read (half each), least recently used dropped first.")
     vector_exact_rows: int = _setting(
         20_000, int, "A filtered vector search computes exact distances over a data file's "
-        "matching rows when at most this many match (filter-first); above that it searches "
-        "the index with the filter, widening until k rows come back.")
+        "matching rows when at most this many match at 128 dimensions, proportionally fewer "
+        "for wider vectors (filter-first); above that it searches the index with the filter, "
+        "widening until k rows come back.")
     model_dir: str | None = _setting(None, str, "Folder of downloaded models. Default: "
                                      "`$XDG_CACHE_HOME/omnilake/models` or `~/.cache/omnilake/models`.")
 

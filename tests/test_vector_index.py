@@ -122,6 +122,21 @@ def test_filtered_search_returns_k_right_rows(warehouse, data, queries, exact_ro
         assert ("filter_first_sources=1" in plan) == (exact_rows > 0)
 
 
+def test_filter_first_limit_counts_rows_at_128_dimensions(warehouse, data, queries):
+    """vector_exact_rows counts rows of 128 dimensions: the exact search's cost grows with
+    rows x dimensions, so 16-dimensional rows count an eighth."""
+    sql = f"SELECT id FROM docs WHERE tag % 10 = 0 ORDER BY v <-> '{text(queries[0])}' LIMIT 10"
+    for setting, filter_first in ((38, True), (37, False)):  # 300 match; 38 * 8 = 304, 37 * 8 = 296
+        with omnilake.connect(warehouse, vector_exact_rows=setting) as conn:
+            cur = conn.cursor()
+            if filter_first:
+                load(conn, cur, data)
+                cur.execute("CREATE INDEX docs_v ON docs USING hnsw (v vector_l2_ops)")
+            assert ("filter_first_sources=1" in explain(cur, sql)) == filter_first
+            keep = np.random.default_rng(5).permutation(N) % 10 == 0
+            assert [r[0] for r in rows(cur, sql)] == brute_force(data, queries[0], "l2", 10, keep)
+
+
 def test_filter_with_fewer_matches_than_k(conn, cur, data, queries):
     load(conn, cur, data)
     cur.execute("CREATE INDEX ON docs USING hnsw (v vector_l2_ops)")
