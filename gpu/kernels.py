@@ -233,19 +233,19 @@ def kmeans(data, k: int, iterations: int = 20, seed: int = 0, backend: Backend |
     rng = np.random.default_rng(seed)
     centroids = _plus_plus(x, k, rng, backend)
     assignment = None
+    # Per-cluster sums as one weighted bincount per dimension, on the same code for both
+    # array libraries: np.add.at is unbuffered (200k x 128 into 447 clusters: 0.45 s against
+    # 0.14 s), and the rows transposed once make each dimension contiguous.
+    columns = xp.ascontiguousarray(x.T)
     for _ in range(iterations):
         _, nearest = topk(x, centroids, 1, "l2", backend)
         assignment = nearest[:, 0]
         labels = backend.asarray(assignment, dtype=np.int64)
-        sums = xp.zeros_like(centroids)
-        if backend.is_gpu:
-            import cupyx
-            cupyx.scatter_add(sums, labels, x)
-        else:
-            np.add.at(sums, labels, x)
+        sums = xp.stack([xp.bincount(labels, weights=columns[j], minlength=k)
+                         for j in range(columns.shape[0])], axis=1)
         counts = xp.bincount(labels, minlength=k).astype(xp.float32)
         empty = counts == 0
-        new = sums / xp.maximum(counts, 1)[:, None]
+        new = (sums / xp.maximum(counts, 1)[:, None]).astype(xp.float32)
         if bool(empty.any()):  # re-seed empty clusters with random rows
             picks = backend.asarray(rng.choice(n, int(empty.sum()), replace=False), dtype=np.int64)
             new[empty] = x[picks]

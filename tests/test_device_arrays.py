@@ -68,6 +68,17 @@ def _searches(conn):
     return out
 
 
+def test_kmeans_answers_as_on_numpy(strict_device):
+    rng = np.random.default_rng(4)
+    data = (rng.normal(size=(8, DIM)) * 5)[rng.integers(0, 8, 600)] + rng.normal(size=(600, DIM))
+    data = data.astype(np.float32)
+    on_numpy = kernels.kmeans(data, 8, seed=2, backend=get_backend("cpu"))
+    on_device = kernels.kmeans(data, 8, seed=2, backend=strict_device)
+    np.testing.assert_allclose(on_device[0], on_numpy[0], rtol=1e-5, atol=1e-5)
+    assert isinstance(on_device[0], np.ndarray) and isinstance(on_device[1], np.ndarray)
+    np.testing.assert_array_equal(on_device[1], on_numpy[1])
+
+
 @pytest.mark.parametrize("index", [None, "hnsw (v vector_l2_ops)", "hnsw (v vector_cosine_ops)",
                                    "ivfflat (v vector_l2_ops)"])
 def test_engine_searches_answer_as_on_numpy(strict_device, warehouse, index):
