@@ -31,7 +31,7 @@ from omnilake.catalog.indexes import (INDEXES_PROPERTY, VectorIndexDef, read_ind
 from omnilake.engine.scan import Column, engine_schema, scan_type
 from omnilake.engine.tables import TableRef, ident, load, split_name
 from omnilake.engine.vector_functions import as_matrix
-from omnilake.gpu import ann, kernels
+from omnilake.gpu import ann, get_backend, kernels
 from omnilake.storage.files import top_level_field_ids
 from omnilake.storage.objects import delete_object, read_object, write_object
 
@@ -271,7 +271,8 @@ class VectorIndexes:
             return ""
         ids = np.nonzero(valid)[0]
         built = ann.build(matrix[valid] if not valid.all() else matrix, ids, index.method,
-                          index.metric, index.options)
+                          index.metric, index.options,
+                          backend=get_backend(self.engine.settings.device))
         data = ann.serialize(built)
         location = f"{ref.table.location()}/{INDEX_FOLDER}/{index.name}/{uuid.uuid4().hex}.faiss"
         write_object(ref.table.io, location, data)

@@ -105,8 +105,10 @@ def _to_distances(raw: np.ndarray, metric: str) -> np.ndarray:
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, method: str, metric: str,
-          options: dict[str, int]) -> AnnIndex:
-    """Build an index of `vectors` (n x d, float32) under `ids` (n int64)."""
+          options: dict[str, int], backend=None) -> AnnIndex:
+    """Build an index of `vectors` (n x d, float32) under `ids` (n int64). With a GPU
+    `backend` (gpu/backend.py), IVF's lists are trained by the k-means kernel there; faiss
+    (CPU) trains them otherwise, and always assigns the rows and builds HNSW graphs."""
     faiss = _faiss()
     if method not in METHODS:
         raise InvalidParameterValue(f"unknown index method {method!r}")
@@ -133,9 +135,25 @@ def build(vectors: np.ndarray, ids: np.ndarray, method: str, metric: str,
         index.own_fields = True
         quantizer.this.disown()
         sample = x if n <= lists * 256 else x[np.random.default_rng(0).choice(n, lists * 256, replace=False)]
-        index.train(sample)
+        if backend is not None and backend.is_gpu:
+            _train_on_device(index, quantizer, sample, lists, metric, backend)
+        else:
+            index.train(sample)
         index.add_with_ids(x, ids)
     return AnnIndex(index, method, metric, n)
+
+
+def _train_on_device(index, quantizer, sample: np.ndarray, lists: int, metric: str,
+                     backend) -> None:
+    """IVF training as faiss does it, on the device: k-means of the sample (spherical for the
+    inner-product metrics, as faiss's IVF clusters them), whose centroids become the
+    quantizer's vectors. faiss's own training is the CPU's most expensive step of an IVF
+    build (k-means over up to 256 rows per list)."""
+    from omnilake.gpu import kernels
+    centroids, _ = kernels.kmeans(sample, lists, backend=backend,
+                                  spherical=metric in ("cosine", "ip"))
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    index.is_trained = True
 
 
 def serialize(index: AnnIndex) -> bytes:

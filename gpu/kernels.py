@@ -220,8 +220,11 @@ def _gather_true(q, x, best_i, best_d, metric, backend):
 
 
 def kmeans(data, k: int, iterations: int = 20, seed: int = 0, backend: Backend | None = None,
-           tolerance: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means with k-means++ seeding: (centroids (k, d), assignment per row)."""
+           tolerance: float = 1e-4, spherical: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means with k-means++ seeding: (centroids (k, d), assignment per row).
+    `spherical`: centroids are scaled to unit length after each step, so the nearest one by
+    Euclidean distance is also the one of largest inner product (faiss's clustering for
+    inner-product IVF lists)."""
     backend = backend or get_backend()
     xp = backend.xp
     x = backend.asarray(data)
@@ -249,6 +252,9 @@ def kmeans(data, k: int, iterations: int = 20, seed: int = 0, backend: Backend |
         if bool(empty.any()):  # re-seed empty clusters with random rows
             picks = backend.asarray(rng.choice(n, int(empty.sum()), replace=False), dtype=np.int64)
             new[empty] = x[picks]
+        if spherical:
+            norms = xp.linalg.norm(new, axis=1)[:, None]
+            new = xp.where(norms > 0, new / xp.maximum(norms, 1e-30), new)
         shift = float(xp.abs(new - centroids).max())
         centroids = new
         if shift < tolerance:

@@ -79,6 +79,52 @@ def test_kmeans_answers_as_on_numpy(strict_device):
     np.testing.assert_array_equal(on_device[1], on_numpy[1])
 
 
+@pytest.mark.parametrize("opclass,metric", [("vector_l2_ops", "l2"), ("vector_cosine_ops", "cosine")])
+def test_ivf_lists_are_trained_on_the_device(strict_device, warehouse, monkeypatch, opclass, metric):
+    import faiss
+
+    from omnilake.catalog.indexes import read_indexes
+    from omnilake.engine.tables import load
+    trained = []
+    original = kernels.kmeans
+
+    def spy(data, k, *args, backend=None, **kwargs):
+        trained.append((k, backend, original(data, k, *args, backend=backend, **kwargs)[0]))
+        return trained[-1][2], None
+
+    monkeypatch.setattr(kernels, "kmeans", spy)
+    rng = np.random.default_rng(6)
+    data = ((rng.normal(size=(20, DIM)) * 4)[rng.integers(0, 20, 2000)]
+            + rng.normal(size=(2000, DIM))).astype(np.float32)
+    with omnilake.connect(warehouse) as conn:  # device=auto: the stand-in
+        cur = conn.cursor()
+        cur.execute(f"CREATE TABLE items (id BIGINT, v VECTOR({DIM}))")
+        conn.insert("items", pa.table({
+            "id": pa.array(np.arange(2000), pa.int64()),
+            "v": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), DIM)}))
+        conn.flush("items")
+        cur.execute(f"CREATE INDEX items_v ON items USING ivfflat (v {opclass}) WITH (lists = 20)")
+        assert [(k, backend.is_gpu) for k, backend, _ in trained] == [(20, True)]
+        # the lists are the device's centroids
+        ref = load(conn.session.engine, "public", "items")
+        index = read_indexes(ref.table.properties)["items_v"]
+        (location,) = index.segments.values()
+        ivf = faiss.extract_index_ivf(conn.session.engine.vectors.segment(ref, index, location).index)
+        centroids = ivf.quantizer.reconstruct_n(0, 20)
+        np.testing.assert_array_equal(centroids, trained[0][2])
+        if metric == "cosine":  # spherical k-means, as faiss clusters inner-product lists
+            np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1, rtol=1e-5)
+        sizes = [ivf.invlists.list_size(i) for i in range(20)]
+        assert sum(sizes) == 2000 and max(sizes) < 400  # 20 clusters of ~100 rows: no list takes most
+        operator = "<->" if metric == "l2" else "<=>"
+        queries = rng.normal(size=(5, DIM)).astype(np.float32)
+        _, expected = kernels.topk(queries, data, 10, metric, get_backend("cpu"))
+        cur.execute("SET ivfflat.probes = 20")  # every list: the exact answer
+        for q, want in zip(queries, expected):
+            cur.execute(f"SELECT id FROM items ORDER BY v {operator} %s LIMIT 10", (q,))
+            assert [r[0] for r in cur.fetchall()] == want.tolist()
+
+
 @pytest.mark.parametrize("index", [None, "hnsw (v vector_l2_ops)", "hnsw (v vector_cosine_ops)",
                                    "ivfflat (v vector_l2_ops)"])
 def test_engine_searches_answer_as_on_numpy(strict_device, warehouse, index):

@@ -169,3 +169,15 @@ def test_prepared_vectors_outlive_the_backend_cache():
     get_backend.cache_clear()  # a new but equal backend object
     _, idx = topk(np.eye(4, dtype=np.float32)[:1], prepared, 1, backend=get_backend("cpu"))
     assert idx.tolist() == [[0]]
+
+
+def test_spherical_kmeans_gives_unit_centroids_of_the_directions(backend):
+    rng = np.random.default_rng(5)
+    directions = np.eye(3, dtype=np.float32)
+    labels = rng.integers(0, 3, 900)
+    scale = rng.uniform(0.5, 20, (900, 1)).astype(np.float32)  # lengths vary, directions not
+    data = (directions[labels] + rng.normal(0, 0.05, (900, 3)).astype(np.float32)) * scale
+    found, assignment = kmeans(data, 3, backend=backend, seed=2, spherical=True)
+    np.testing.assert_allclose(np.linalg.norm(found, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.sort(np.abs(found).max(axis=1)), [1, 1, 1], atol=0.01)
+    assert len({(int(t), int(a)) for t, a in zip(labels, assignment)}) == 3
