@@ -25,7 +25,8 @@ from omnilake import errors as E
 from omnilake.catalog.warehouse import Warehouse
 from omnilake.config import Settings
 from omnilake.engine import (blob_functions, blobs, ddl, dml, key_lookup, rewrites,
-                             search_result, session_commands, system_views, vector_index)
+                             search_result, session_commands, small_aggregate, system_views,
+                             vector_index)
 from omnilake.engine.catalog_views import table_names
 from omnilake.engine.column_cache import ColumnCache
 from omnilake.engine.dialect import INPUT_DIALECTS, space_parameters
@@ -230,6 +231,8 @@ class Session:
         if special is not None:
             return special
         found = key_lookup.answer(self, prepared)
+        if found is None:
+            found = small_aggregate.answer(self, prepared)
         if found is not None:
             return Result(status="SELECT", schema=found.schema, batches=iter(found.to_batches()))
         schema, batches = bind(self, prepared).stream()
@@ -350,6 +353,8 @@ def _query(session: Session, tree: exp.Expression) -> Result:
     if special is not None:
         return special
     table = key_lookup.answer(session, tree)
+    if table is None:
+        table = small_aggregate.answer(session, tree)
     if table is None:
         table = bind(session, tree).to_arrow()
     return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
@@ -491,11 +496,15 @@ def _explain(session: Session, tree: Explain) -> Result:
     query = tree.expression
     if not isinstance(query, exp.Query):
         raise E.NotSupportedError("EXPLAIN supports one query (SELECT, WITH, VALUES, UNION)")
-    found = key_lookup.answer(session, query) if not tree.args.get("analyze") else None
-    if found is not None:  # what runs is the lookup alone (engine/key_lookup.py)
+    found = how = None
+    if not tree.args.get("analyze"):
+        found, how = key_lookup.answer(session, query), ("KeyLookup", "matched")
+        if found is None:
+            found, how = small_aggregate.answer(session, query), ("SmallAggregate", "grouped")
+    if found is not None:  # what runs is that alone (engine/key_lookup.py, small_aggregate.py)
         kinds = ["omnilake_result"]
-        lines = [f"KeyLookup: columns=[{', '.join(found.column_names)}] rows={found.num_rows} "
-                 "matched in the column cache and the memtable (no DataFusion plan)"]
+        lines = [f"{how[0]}: columns=[{', '.join(found.column_names)}] rows={found.num_rows} "
+                 f"{how[1]} in the column cache and the memtable (no DataFusion plan)"]
         table = pa.table({"plan_type": pa.array(kinds, pa.large_string()),
                           "plan": pa.array(lines, pa.large_string())})
         return Result(status="EXPLAIN", table=table, rowcount=table.num_rows)
