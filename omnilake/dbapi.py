@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from omnilake import errors as E
@@ -225,10 +227,41 @@ def _rows(table: pa.Table, blobs=None, lazy_blobs: bool = False) -> Iterator[tup
     for batch in table.to_batches():
         columns = []
         for column, convert in zip(batch.columns, converters):
-            values = column.to_pylist()
+            values = _python_values(column)
             columns.append(values if convert is None else
                            [None if v is None else convert(v) for v in values])
         yield from zip(*columns)
+
+
+_UTC = ("UTC", "Etc/UTC", "+00:00")
+_DATETIME_RANGE = (np.datetime64("0001-01-01", "us"), np.datetime64("9999-12-31T23:59:59.999999"))
+
+
+def _python_values(column: pa.Array) -> list:
+    """column.to_pylist(), faster for timestamps: Arrow makes each aware datetime through
+    its time zone (~4 us a value); NumPy makes naive ones in C, and UTC only needs attaching
+    (450 values: 1.85 -> 0.46 ms). The same values and tzinfo as Arrow gives."""
+    type_ = column.type
+    if not pa.types.is_timestamp(type_) or type_.unit == "ns" or len(column) == 0 \
+            or (type_.tz is not None and type_.tz not in _UTC):
+        return column.to_pylist()  # (Arrow gives nanoseconds as pandas Timestamps)
+    stamps = column.cast(pa.timestamp("us", type_.tz)).to_numpy(zero_copy_only=False) \
+        .astype("datetime64[us]")
+    valid = ~np.isnat(stamps)
+    if valid.any() and (stamps[valid].min() < _DATETIME_RANGE[0]
+                        or stamps[valid].max() > _DATETIME_RANGE[1]):
+        return column.to_pylist()
+    values = stamps.astype(object)
+    if type_.tz is None:
+        return [v if ok else None for v, ok in zip(values, valid.tolist())]
+    zone = _zone(type_.tz)
+    return [v.replace(tzinfo=zone) if ok else None for v, ok in zip(values, valid.tolist())]
+
+
+@functools.lru_cache(maxsize=8)
+def _zone(name: str):
+    """The tzinfo Arrow attaches for `name`."""
+    return pa.scalar(0, pa.timestamp("us", name)).as_py().tzinfo
 
 
 def _blob_converter(store, lazy: bool):

@@ -200,3 +200,22 @@ def test_kernels_import_without_the_sql_engine():
             "heavy = [m for m in ('datafusion', 'pyiceberg', 'sqlglot') if m in sys.modules]; "
             "assert not heavy, heavy; import omnilake; assert omnilake.connect and omnilake.VECTOR")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("unit,tz", [("us", "UTC"), ("us", None), ("ms", "UTC"), ("s", None),
+                                     ("us", "+00:00"), ("us", "Etc/UTC"), ("us", "Europe/Paris"),
+                                     ("ns", "UTC")])
+def test_timestamps_reach_python_as_arrow_gives_them(unit, tz):
+    from omnilake.dbapi import _python_values
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    rng = np.random.default_rng(3)
+    values = [int(v) for v in rng.integers(-3 * 10**9, 4 * 10**9, 200) * per_second
+              + rng.integers(0, per_second, 200)] + [None, 0, -1]
+    if unit != "ns" and tz != "Europe/Paris":  # the ends of Python's datetime range
+        values += [-62135596800 * per_second, 253402300799 * per_second + per_second - 1]
+    column = pa.array(values, pa.timestamp(unit, tz))
+    got, expected = _python_values(column), column.to_pylist()
+    assert got == expected
+    assert [type(v) for v in got] == [type(v) for v in expected]
+    assert {v.tzinfo for v in got if v is not None} == {v.tzinfo for v in expected if v is not None}
+    assert _python_values(column.slice(0, 0)) == []
