@@ -71,7 +71,8 @@ class _Item:
 def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
     """The result of `tree` (after the engine's rewrites) when it qualifies; else None."""
     source = stored_table(tree, _CLAUSES)
-    if source is None or tree.args.get("group") is None:
+    if source is None or tree.args.get("group") is None or not all(
+            _may_serve(p.this if type(p) is exp.Alias else p) for p in tree.expressions):
         return None
     node, alias = source
     if not readable(session, node):
@@ -104,6 +105,13 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
 
 
 # -- reading the statement ---------------------------------------------------------------
+def _may_serve(node: exp.Expression) -> bool:
+    """A projection of a kind served here (checked before the table is looked up: most
+    GROUP BY statements that are not served are told apart by their functions alone)."""
+    return type(node) in (exp.Column, exp.Min, exp.Max, exp.Count) or (
+        type(node) is exp.Anonymous and node.name.lower() == "date_bin")
+
+
 def _items(projections: list, alias: str, by_name: dict) -> list[_Item] | None:
     items = []
     for projection in projections:
