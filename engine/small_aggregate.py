@@ -15,8 +15,9 @@ What qualifies (anything else returns None and the statement runs through DataFu
   floating point against numbers, text against strings, timestamps against ISO strings;
 - ORDER BY output positions, names or projected expressions;
 - every data file held by the column cache without delete files, at most MAX_ROWS rows left
-  after the zone maps, no NaN in an aggregated floating-point column (DataFusion orders NaN
-  above every number, Arrow's min/max skip it).
+  after the zone maps (and TEXT_KEY_ROWS after the WHERE when a text column is a group key),
+  no NaN in an aggregated floating-point column (DataFusion orders NaN above every number,
+  Arrow's min/max skip it).
 
 min, max and count give exactly DataFusion's answer, so a statement answered here is only
 ever a faster way to the same rows, names and types (tests/test_small_aggregate.py runs
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
     from omnilake.engine.engine import Session
 
 MAX_ROWS = 1 << 17  # candidate rows; a larger statement is worth DataFusion's parallel plan
+# Rows left after the WHERE when a text column is a group key: Acero groups strings at about a
+# quarter of DataFusion's speed (131k rows into 1000 groups: 13.6 against 3.8 ms, planning
+# included), even at ~8k rows.
+TEXT_KEY_ROWS = 8192
 _CLAUSES = frozenset({"expressions", "from_", "where", "group", "order", "limit"})
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 _FLOAT_TYPES = ("real", "double precision")
@@ -246,9 +251,8 @@ def _value(node: exp.Expression, column):
             return None
         if kind in _TEXT_TYPES:
             return literal.this
-        if kind == "timestamptz":
-            micros = _timestamp(literal.this)
-            return micros  # (made a timestamp scalar of the column's type when compared)
+        if kind == "timestamptz":  # microseconds: a scalar of the column's type when compared
+            return _timestamp(literal.this)
         return None
     text = ("-" if negative else "") + literal.this
     if kind in _INTEGER_TYPES and re.fullmatch(r"-?\d+", text):
@@ -340,6 +344,10 @@ def _compute(rows: pa.Table, items: list[_Item], conditions: list, order: list,
             return None  # `smallint_column = 100000`: DataFusion widens, so let it
         test = pc.fill_null(compare(values, scalar), False)
         mask = test if mask is None else pc.and_(mask, test)
+    if any(i.kind == "column" and i.column.sql_type.name in _TEXT_TYPES for i in items):
+        left = rows.num_rows if mask is None else pc.sum(mask).as_py() or 0
+        if left > TEXT_KEY_ROWS:
+            return None  # Arrow's hash grouping of strings: slower than DataFusion from here
     # Text is held as string_view, which Arrow's filter and take do not take yet: the text
     # columns read past the filter become large_string (what results carry anyway).
     used = {i.column.name for i in items if i.column is not None}

@@ -227,3 +227,14 @@ def test_inside_a_transaction_its_own_rows_count(monkeypatch, conn):
         conn.sql("ROLLBACK")
     _, general, _ = both(monkeypatch, conn, "SELECT tag, max(x) FROM m WHERE tag = 'zz' GROUP BY tag")
     assert general.num_rows == 0
+
+
+def test_many_rows_grouped_by_text_go_to_datafusion(monkeypatch, conn):
+    """Arrow groups strings more slowly than DataFusion once thousands of rows are left."""
+    monkeypatch.setattr(small_aggregate, "TEXT_KEY_ROWS", 100)
+    assert not check(monkeypatch, conn, "SELECT tag, max(x) FROM m GROUP BY tag", ordered=False)
+    assert check(monkeypatch, conn, "SELECT tag, max(x) FROM m WHERE n = 1 AND k = 1 "
+                                    "AND tag = 'a' GROUP BY tag", ordered=False)
+    # numbers and times as keys have no such limit
+    assert check(monkeypatch, conn, "SELECT time_bucket('1 hour', ts), max(tag) FROM m GROUP BY 1",
+                 ordered=False)
