@@ -102,7 +102,11 @@ def rewrite(tree: exp.Expression) -> exp.Expression:
     for call in [n for n in nodes(tree) if isinstance(n, exp.Anonymous)]:
         name = call.name.lower()
         if name == "time_bucket":
-            call.replace(time_bucket_sql(call.expressions))
+            replacement = time_bucket_sql(call.expressions)
+            if isinstance(call.parent, exp.Select) and call.arg_key == "expressions":
+                # an unnamed projection keeps PostgreSQL's name for it, not date_bin's
+                replacement = exp.alias_(replacement, "time_bucket", quoted=True)
+            call.replace(replacement)
         elif name in COUNTER_FUNCTIONS:
             call.replace(_counter(name, call.expressions))
     return tree

@@ -226,3 +226,17 @@ def test_bad_intervals(text):
     with pytest.raises(E.DataError) as info:
         parse_interval(text)
     assert info.value.sqlstate == "22007"
+
+
+def test_an_unnamed_time_bucket_column_is_called_time_bucket(tmp_path):
+    import omnilake
+    with omnilake.connect(str(tmp_path / "wh")) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE r (ts TIMESTAMPTZ, v INT)")
+        cur.execute("INSERT INTO r VALUES ('2026-01-01T00:10:00Z', 1), ('2026-01-01T01:10:00Z', 2)")
+        cur.execute("SELECT time_bucket('1 hour', ts), sum(v) FROM r "
+                    "GROUP BY time_bucket('1 hour', ts) ORDER BY time_bucket('1 hour', ts)")
+        assert [d[0] for d in cur.description] == ["time_bucket", "sum"]
+        assert [r[1] for r in cur.fetchall()] == [1, 2]
+        cur.execute("SELECT time_bucket(10, v) AS b FROM r")  # a name given stays
+        assert [d[0] for d in cur.description] == ["b"]
