@@ -12,7 +12,7 @@ What qualifies (anything else returns None and the statement runs through DataFu
   time_bucket of a fixed interval becomes); `min`, `max` or `count` of a column, `count(*)`;
   aliased or not; every non-aggregate one grouped by (position, alias or the expression);
 - WHERE: an AND of `column <op> literal` (=, <>, <, <=, >, >=): integers against integers,
-  floating point against numbers, text against strings, timestamps against ISO strings;
+  DOUBLE PRECISION against numbers, text against strings, timestamps against ISO strings;
 - ORDER BY output positions, names or projected expressions;
 - every data file held by the column cache without delete files, at most MAX_ROWS rows left
   after the zone maps (and TEXT_KEY_ROWS after the WHERE when a text column is a group key),
@@ -258,7 +258,7 @@ def _value(node: exp.Expression, column):
     if kind in _INTEGER_TYPES and re.fullmatch(r"-?\d+", text):
         number = int(text)
         return number if -(1 << 63) <= number < (1 << 63) else None
-    if kind in _FLOAT_TYPES:
+    if kind == "double precision":  # (a REAL column against a literal: which side is cast?)
         try:
             number = float(text)
         except ValueError:

@@ -198,6 +198,20 @@ def test_nan_in_an_aggregated_column_goes_to_datafusion(monkeypatch, tmp_path):
         assert served
 
 
+def test_a_real_column_against_a_literal_goes_to_datafusion(monkeypatch, tmp_path):
+    with omnilake.connect(str(tmp_path / "wh")) as conn:
+        conn.sql("CREATE TABLE f (tag TEXT, r REAL)")
+        conn.insert("f", pa.table({"tag": ["a", "a", "b"], "r": pa.array([0.1, 0.2, 0.1], pa.float32())}))
+        conn.flush("f")
+        for _ in range(2):
+            conn.sql("SELECT tag, r FROM f").fetchall()
+        fast, general, served = both(monkeypatch, conn, "SELECT tag, count(*) FROM f WHERE r > 0.1 "
+                                                        "GROUP BY tag ORDER BY tag")
+        assert not served and fast.to_pylist() == general.to_pylist()
+        assert check(monkeypatch, conn, "SELECT tag, max(r) FROM f GROUP BY tag",  # no literal
+                     ordered=False)
+
+
 def test_uncached_files_and_deletes_go_to_datafusion(monkeypatch, tmp_path):
     with omnilake.connect(str(tmp_path / "wh")) as conn:
         conn.sql("CREATE TABLE d (tag TEXT, n BIGINT)")
