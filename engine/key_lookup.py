@@ -272,21 +272,31 @@ def _file_parts(session: "Session", ref, snapshot_id, columns, keys) -> list | N
     or None when a file is not held there or has deletes. Integer keys pick files and chunks
     by their bounds here (a new key value each statement would miss the plan cache and the
     zone maps' memory of filters); text keys by an Iceberg filter, as a scan does."""
+    position = {c.name: i for i, c in enumerate(columns)}
+    ranges = {position[c.name]: value for c, value in keys if isinstance(value, int)}
+    texts = [EqualTo(c.name, value) for c, value in keys if isinstance(value, str)]
+    row_filter = And(*texts) if len(texts) > 1 else texts[0] if texts else AlwaysTrue()
+    integers = [(c.field_id, value) for c, value in keys if isinstance(value, int)]
+    return cached_chunks(session, ref, snapshot_id, columns, row_filter, ranges,
+                         lambda data_file: all(_may_hold(data_file, field_id, value)
+                                               for field_id, value in integers))
+
+
+def cached_chunks(session: "Session", ref, snapshot_id, columns, row_filter,
+                  ranges: dict | None = None, admit=None) -> list | None:
+    """Per data file of the snapshot that `row_filter` (and `admit`, a test of the DataFile)
+    keeps, its chunks per column from the column cache: those the zone maps and the integer
+    `ranges` (see ColumnCache.chunks) keep. None when a file is not held there or has delete
+    files (or NaN statistics): the caller's statement then runs through DataFusion."""
     if snapshot_id is None:
         return []
     from omnilake.engine.scan import _has_nan, describe_filter
     from omnilake.engine.zone_maps import chunk_filter
     engine = session.engine
-    position = {c.name: i for i, c in enumerate(columns)}
-    ranges = {position[c.name]: value for c, value in keys if isinstance(value, int)}
-    texts = [EqualTo(c.name, value) for c, value in keys if isinstance(value, str)]
-    row_filter = And(*texts) if len(texts) > 1 else texts[0] if texts else AlwaysTrue()
     keep = chunk_filter(ref.table.schema(), row_filter, describe_filter(row_filter))
-    tasks = engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0]
-    integers = [(c.field_id, value) for c, value in keys if isinstance(value, int)]
     parts = []
-    for task in tasks:
-        if not all(_may_hold(task.file, field_id, value) for field_id, value in integers):
+    for task in engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0]:
+        if admit is not None and not admit(task.file):
             continue
         if task.delete_files or _has_nan(task, ref.table.io):
             return None

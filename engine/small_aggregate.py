@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from omnilake.engine.key_lookup import column_ref, readable, resolve, stored_table
+from omnilake.engine.key_lookup import cached_chunks, column_ref, readable, resolve, stored_table
 
 if TYPE_CHECKING:
     from omnilake.engine.engine import Session
@@ -299,36 +299,19 @@ def _limit(limit) -> int | None:
 def _rows(session: "Session", node, ref, snapshot_id, pending, columns) -> pa.Table | None:
     """The table's candidate rows (chunks the zone maps keep, memtable rows) in `columns`."""
     from omnilake.engine import query
-    from omnilake.engine.scan import _has_nan, describe_filter, engine_schema, pending_in_scan_types
-    from omnilake.engine.zone_maps import chunk_filter
-    engine = session.engine
-    schema = engine_schema(columns)
-    pieces: list[list[pa.Array]] = [[] for _ in columns]
-    total = 0
-    if snapshot_id is not None:
-        row_filter = query._pruning_filter(node, ref)
-        keep = chunk_filter(ref.table.schema(), row_filter, describe_filter(row_filter))
-        for task in engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0]:
-            if task.delete_files or _has_nan(task, ref.table.io):
-                return None
-            chunks = engine.column_cache.chunks(task.file.file_path, columns, keep)
-            if chunks is None:
-                return None
-            total += sum(len(chunk) for chunk in chunks[0]) if chunks else 0
-            if total > MAX_ROWS:
-                return None
-            for held, more in zip(pieces, chunks):
-                held.extend(more)
+    from omnilake.engine.scan import engine_schema, pending_in_scan_types
+    parts = cached_chunks(session, ref, snapshot_id, columns, query._pruning_filter(node, ref))
+    if parts is None:
+        return None
     if pending:
         rows = pending_in_scan_types(query.scan_ready_rows(pending, columns), columns)
-        total += rows.num_rows
-        if total > MAX_ROWS:
-            return None
-        for held, column in zip(pieces, columns):
-            held.extend(rows.column(column.name).chunks)
+        parts.append([rows.column(c.name).chunks for c in columns])
+    if sum(len(chunk) for chunks in parts for chunk in chunks[0]) > MAX_ROWS:
+        return None
+    schema = engine_schema(columns)
     return pa.Table.from_arrays(
-        [pa.chunked_array(held, type=field.type) for held, field in zip(pieces, schema)],
-        names=schema.names)
+        [pa.chunked_array([chunk for chunks in parts for chunk in chunks[k]], type=field.type)
+         for k, field in enumerate(schema)], names=schema.names)
 
 
 # -- computing ---------------------------------------------------------------------------
@@ -353,8 +336,7 @@ def _compute(rows: pa.Table, items: list[_Item], conditions: list, order: list,
     used = {i.column.name for i in items if i.column is not None}
     rows = pa.table({name: column.cast(pa.large_string())
                      if pa.types.is_string_view(column.type) else column
-                     for name, column in zip(rows.column_names, rows.columns) if name in used}
-                    or {"_": pa.nulls(rows.num_rows)})
+                     for name, column in zip(rows.column_names, rows.columns) if name in used})
     if mask is not None:
         rows = rows.filter(mask)
     inputs: dict[str, pa.ChunkedArray] = {}
@@ -378,8 +360,7 @@ def _compute(rows: pa.Table, items: list[_Item], conditions: list, order: list,
             options = pc.CountOptions("only_valid") if item.kind == "count" else None
             aggregations.append((f"v{k}", item.kind, options))
     keys = [f"k{k}" for k, i in enumerate(items) if i.kind in ("column", "bucket")]
-    source = pa.table(inputs) if inputs else pa.table({"_": pa.nulls(rows.num_rows)})
-    grouped = source.group_by(keys, use_threads=False).aggregate(
+    grouped = pa.table(inputs).group_by(keys, use_threads=False).aggregate(
         [(target, function, options) if options is not None else (target, function)
          for target, function, options in aggregations])
     # Arrow names the outputs after the keys and "<input>_<function>" ("count_all").
@@ -410,9 +391,8 @@ def _bins(times: pa.ChunkedArray, stride: int, origin: int) -> pa.Array | None:
     if len(values) and (values.min() < -_NS_RANGE_US or values.max() > _NS_RANGE_US):
         return None  # DataFusion's nanoseconds would overflow: let it say so
     binned = (values - origin) // stride * stride + origin  # floor, as date_bin
-    valid = pc.is_valid(array) if array.null_count else None
-    return pa.array(binned, type=array.type, mask=None if valid is None else
-                    pc.invert(valid).to_numpy(zero_copy_only=False))
+    return pa.array(binned, type=array.type, mask=pc.is_null(array).to_numpy(
+        zero_copy_only=False) if array.null_count else None)
 
 
 def _field(item: _Item, type_: pa.DataType) -> pa.Field:
