@@ -36,6 +36,7 @@ CHUNK_ROWS = 1 << 16  # rows per batch handed to DataFusion, and per zone of min
 SEEN_FILES = 100_000  # files remembered as scanned once (for admission)
 FRAMES_PER_FILE = 8  # DataFrames kept per file, one per column set (and chunks) read
 SURVIVORS_PER_FILE = 32  # filters remembered per file with the chunks they keep
+EDGE_SHARE = 8  # series edges are kept only while at most 1/8 of a chunk's rows
 
 _names = itertools.count()
 
@@ -64,6 +65,9 @@ class _Entry:
     measured: dict = field(default_factory=dict)  # field id -> per-chunk ChunkMetrics
     ranges: dict = field(default_factory=dict)  # column key -> (min, max) per chunk, integers
     survivors: OrderedDict = field(default_factory=OrderedDict)  # filter -> (chunks kept,)
+    # series column keys + time key -> per-chunk edge positions (None: not ordered so);
+    # (that key, column key) -> the column's chunks taken at those positions
+    edges: dict = field(default_factory=dict)
 
 
 class ScanBudget:
@@ -160,12 +164,18 @@ class ColumnCache:
         return found
 
     def chunks(self, uri: str, columns: list, keep: ChunkFilter | None = None,
-               ranges: dict | None = None) -> list[list[pa.Array]] | None:
+               ranges: dict | None = None, series: int = 0) -> list[list[pa.Array]] | None:
         """The file's held chunks of `columns` (per column, the chunks that may match
         `keep`, and whose values of the integer columns `ranges` names, {index in
         `columns`: value}, may include those values), for a statement that reads them
         without DataFusion (engine/key_lookup.py); None unless every column is held.
-        Admits nothing: a miss is the caller's to scan."""
+        Admits nothing: a miss is the caller's to scan.
+
+        With `series` = n > 0, `columns[:n]` name a series (a time series table's tags) and
+        `columns[n]` its time: each chunk comes back cut to its series edges, the first and
+        last row of every run of rows of one series (see series_edges). That holds each
+        series' earliest and latest row when time never decreases within a run, as in a
+        file sorted by (tags, time); None when the file is not so ordered."""
         if self.budget <= 0:
             return None
         keys = [_key(c) for c in columns]
@@ -176,6 +186,10 @@ class ColumnCache:
             self._files.move_to_end(uri)
             self.hits += 1
         held = [entry.columns[key] for key in keys]
+        if series:
+            held = self._edges(entry, keys, series)
+            if held is None:
+                return None
         survivors = self._survivors(entry, keys, keep) if keep is not None else None
         kept = np.ones(len(held[0]), dtype=bool) if held else np.ones(0, dtype=bool)
         if survivors is not None:
@@ -198,6 +212,27 @@ class ColumnCache:
                             dtype=np.int64)
             found = entry.ranges[key] = (low, high)
         return found
+
+    def _edges(self, entry: _Entry, keys: list[tuple], series: int) -> list | None:
+        """Each column's chunks cut to the series edges of the file (kept with the file:
+        a few rows per series and chunk)."""
+        order = tuple(keys[:series + 1])
+        positions = entry.edges.get(order, False)
+        if positions is False:
+            found = [series_edges([entry.columns[key][i] for key in order[:-1]],
+                                  entry.columns[order[-1]][i])
+                     for i in range(len(entry.columns[order[0]]))]
+            positions = entry.edges[order] = None if any(p is None for p in found) else found
+        if positions is None:
+            return None
+        held = []
+        for key in keys:
+            cut = entry.edges.get((order, key))
+            if cut is None:
+                cut = entry.edges[(order, key)] = [
+                    _take(chunk, taken) for chunk, taken in zip(entry.columns[key], positions)]
+            held.append(cut)
+        return held
 
     def _survivors(self, entry: _Entry, keys: list[tuple], keep: ChunkFilter) -> tuple | None:
         """The numbers of the chunks that may hold rows matching `keep`; None for all."""
@@ -286,3 +321,42 @@ class ColumnCache:
             return {"files": len(self._files), "bytes": self.nbytes, "budget": self.budget,
                     "hits": self.hits, "loads": self.loads,
                     "chunks_skipped": self.chunks_skipped}
+
+
+def series_edges(series: list[pa.Array], times: pa.Array) -> np.ndarray | None:
+    """Positions of the first and last row of each run of equal `series` values (NULL equal
+    to NULL), in order; None when `times` has a NULL or decreases within a run, or when
+    the edges would be more than 1/EDGE_SHARE of the rows (too many series to gain)."""
+    n = len(times)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if times.null_count:
+        return None
+    change = np.zeros(n - 1, dtype=bool)
+    for values in series:
+        if pa.types.is_null(values.type):
+            continue  # all NULL: one run
+        if pa.types.is_string_view(values.type) or pa.types.is_binary_view(values.type):
+            values = values.cast(pa.large_binary())
+        after, before = values.slice(1), values.slice(0, n - 1)
+        differs = pc.not_equal(after, before)
+        if differs.null_count:  # NULL against a value differs; two NULLs do not
+            differs = pc.if_else(pc.and_(pc.is_null(after), pc.is_null(before)), False,
+                                 pc.fill_null(differs, True))
+        change |= differs.to_numpy(zero_copy_only=False)
+    time = times.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if np.any((time[1:] < time[:-1]) & ~change):
+        return None
+    starts = np.flatnonzero(change) + 1
+    edges = np.unique(np.concatenate([[0], starts, starts - 1, [n - 1]]))
+    return edges if len(edges) * EDGE_SHARE <= n or n <= EDGE_SHARE * 2 else None
+
+
+def _take(chunk: pa.Array, positions: np.ndarray) -> pa.Array:
+    """`chunk.take(positions)`; string_view/binary_view (what DataFusion reads text as, and
+    take has no kernel for) come back as large_string/large_binary."""
+    if pa.types.is_string_view(chunk.type):
+        chunk = chunk.cast(pa.large_string())
+    elif pa.types.is_binary_view(chunk.type):
+        chunk = chunk.cast(pa.large_binary())
+    return chunk.take(pa.array(positions))

@@ -283,11 +283,12 @@ def _file_parts(session: "Session", ref, snapshot_id, columns, keys) -> list | N
 
 
 def cached_chunks(session: "Session", ref, snapshot_id, columns, row_filter,
-                  ranges: dict | None = None, admit=None) -> list | None:
+                  ranges: dict | None = None, admit=None, series: int = 0) -> list | None:
     """Per data file of the snapshot that `row_filter` (and `admit`, a test of the DataFile)
     keeps, its chunks per column from the column cache: those the zone maps and the integer
-    `ranges` (see ColumnCache.chunks) keep. None when a file is not held there or has delete
-    files (or NaN statistics): the caller's statement then runs through DataFusion."""
+    `ranges` keep, cut to series edges with `series` (see ColumnCache.chunks). None when a
+    file is not held there or has delete files (or NaN statistics), or is not in series
+    order: the caller's statement then runs through DataFusion."""
     if snapshot_id is None:
         return []
     from omnilake.engine.scan import _has_nan, describe_filter
@@ -300,7 +301,7 @@ def cached_chunks(session: "Session", ref, snapshot_id, columns, row_filter,
             continue
         if task.delete_files or _has_nan(task, ref.table.io):
             return None
-        chunks = engine.column_cache.chunks(task.file.file_path, columns, keep, ranges)
+        chunks = engine.column_cache.chunks(task.file.file_path, columns, keep, ranges, series)
         if chunks is None:
             return None
         parts.append(chunks)

@@ -10,18 +10,27 @@ What qualifies (anything else returns None and the statement runs through DataFu
   GROUP BY, optionally ORDER BY and a constant LIMIT;
 - projections: a column; `date_bin(INTERVAL 'n microseconds', column, 'origin')` (what
   time_bucket of a fixed interval becomes); `min`, `max` or `count` of a column, `count(*)`;
-  aliased or not; every non-aggregate one grouped by (position, alias or the expression);
+  `first(v, t)` / `last(v, t)` (as engine/timeseries.py writes them, named); aliased or
+  not; every non-aggregate one grouped by (position, alias or the expression);
 - WHERE: an AND of `column <op> literal` (=, <>, <, <=, >, >=): integers against integers,
   DOUBLE PRECISION against numbers, text against strings, timestamps against ISO strings;
 - ORDER BY output positions, names or projected expressions;
 - every data file held by the column cache without delete files, at most MAX_ROWS rows left
   after the zone maps (and TEXT_KEY_ROWS after the WHERE when a text column is a group key),
-  no NaN in an aggregated floating-point column (DataFusion orders NaN above every number,
-  Arrow's min/max skip it).
+  no NaN in a floating-point column of a min or max (DataFusion orders NaN above every
+  number, Arrow's min/max skip it).
 
-min, max and count give exactly DataFusion's answer, so a statement answered here is only
-ever a faster way to the same rows, names and types (tests/test_small_aggregate.py runs
-random statements both ways). sum and avg are left to DataFusion: their floating-point
+The latest point of each series (TSBS lastpoint: `SELECT host, max(ts), last(v, ts) ... GROUP
+BY host`) needs one row per series, not the 400k rows of a day of readings: when the group
+keys and WHERE columns are tags of a time series, and the aggregates are min/max of its time
+or first/last by it, each file contributes only its series edges, the first and last row of
+each run of equal keys (ColumnCache.chunks, checked file by file: time must never decrease
+within a run, as in files sorted by tags, then time). Memtable rows all take part.
+
+min, max, count, first and last give exactly DataFusion's answer (first/last of rows tied
+on time: either row, in both), so a statement answered here is only ever a faster way to
+the same rows, names and types (tests/test_small_aggregate.py runs random statements both
+ways). sum and avg are left to DataFusion: their floating-point
 results depend on the order of additions.
 """
 
@@ -66,11 +75,12 @@ class _Item:
     """One projection: a group key (a column, or its date_bin) or an aggregate."""
 
     name: str  # the output column's name
-    kind: str  # "column", "bucket", "min", "max", "count"
+    kind: str  # "column", "bucket", "min", "max", "count", "first", "last"
     column: object | None  # the table's Column (None for count(*))
     stride: int = 0  # date_bin: bucket width and origin, microseconds
     origin: int = 0
     node: exp.Expression | None = None  # the projected expression, to match GROUP BY / ORDER BY
+    time: object | None = None  # first/last: the Column they order by
 
 
 def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
@@ -99,11 +109,15 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
     limit = _limit(tree.args.get("limit"))
     if conditions is None or order is None or limit is None:
         return None
-    columns = list({c.name: c for c in [i.column for i in items if i.column is not None]
-                    + [c for c, _, _ in conditions]}.values())
+    series = _series(ref, items, conditions, by_name)
+    columns = list({c.name: c for c in (series or []) +
+                    [i.column for i in items if i.column is not None] +
+                    [i.time for i in items if i.time is not None] +
+                    [c for c, _, _ in conditions]}.values())
     if not columns:
         return None
-    rows = _rows(session, node, ref, snapshot_id, pending, columns)
+    tags = len(series) - 1 if series else 0
+    rows = _rows(session, node, ref, snapshot_id, pending, columns, tags)
     if rows is None:
         return None
     return _compute(rows, items, conditions, order, limit)
@@ -113,7 +127,7 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
 def _may_serve(node: exp.Expression) -> bool:
     """A projection of a kind served here (checked before the table is looked up: most
     GROUP BY statements that are not served are told apart by their functions alone)."""
-    return type(node) in (exp.Column, exp.Min, exp.Max, exp.Count) or (
+    return type(node) in (exp.Column, exp.Min, exp.Max, exp.Count, exp.Filter) or (
         type(node) is exp.Anonymous and node.name.lower() == "date_bin")
 
 
@@ -161,7 +175,30 @@ def _item(node: exp.Expression, alias: str, by_name: dict, name: str | None) -> 
         if column is None or column.sql_type.name not in _TIME_TYPES or not stride or start is None:
             return None
         return _Item(name or "date_bin", "bucket", column, stride, start, node)
+    if type(node) is exp.Filter and name is not None:
+        return _first_last(node, alias, by_name, name)
     return None
+
+
+def _first_last(node: exp.Filter, alias: str, by_name: dict, name: str) -> _Item | None:
+    """first(v, t) / last(v, t) as engine/timeseries.py writes them:
+    `first_value(v ORDER BY t ASC | DESC) FILTER (WHERE t IS NOT NULL)`."""
+    call, where = node.this, node.expression
+    if type(call) is not exp.FirstValue or type(call.this) is not exp.Order or \
+            len(call.this.expressions) != 1 or type(where) is not exp.Where:
+        return None
+    ordered, test = call.this.expressions[0], where.this
+    value_ref, time_ref = column_ref(call.this.this), column_ref(ordered.this)
+    if value_ref is None or time_ref is None or type(test) is not exp.Is or \
+            not test.args.get("negate") or type(test.expression) is not exp.Null or \
+            column_ref(test.this) != time_ref:
+        return None
+    value, time = resolve(alias, by_name, *value_ref), resolve(alias, by_name, *time_ref)
+    if value is None or time is None or not _aggregable(value) or \
+            time.sql_type.name not in _INTEGER_TYPES + _TIME_TYPES:
+        return None
+    return _Item(name, "last" if ordered.args.get("desc") else "first", value, node=node,
+                 time=time)
 
 
 def _groupable(column) -> bool:
@@ -282,6 +319,33 @@ def _order(order, items: list[_Item]) -> list | None:
     return keys
 
 
+def _series(ref, items: list[_Item], conditions: list, by_name: dict) -> list | None:
+    """[key columns..., time] when the statement needs only the earliest and latest row of
+    each run of equal keys (ColumnCache.chunks' series edges): it groups by tags and filters
+    on tags (of a table sorted by tags, then time: a time series), and its aggregates are min
+    and max of the time or first and last by it. None otherwise. Whether time never
+    decreases within a run is for the cache to check, file by file."""
+    fields = ref.table.sort_order().fields
+    schema = ref.table.schema()
+    if len(fields) < 2 or any(str(f.transform) != "identity" for f in fields):
+        return None
+    names = [schema.find_column_name(f.source_id) for f in fields]
+    tags, time = set(names[:-1]), by_name.get(names[-1])
+    keys = {}
+    for item in items:
+        if item.kind == "column":
+            keys[item.column.name] = item.column
+        elif item.kind in ("min", "max"):
+            if item.column.name != names[-1]:
+                return None
+        elif item.kind not in ("first", "last") or item.time.name != names[-1]:
+            return None
+    keys.update((column.name, column) for column, _, _ in conditions)
+    if time is None or not keys.keys() <= tags:
+        return None
+    return [*keys.values(), time]
+
+
 def _limit(limit) -> int | None:
     if limit is None:
         return -1
@@ -296,11 +360,15 @@ def _limit(limit) -> int | None:
 
 
 # -- reading the rows --------------------------------------------------------------------
-def _rows(session: "Session", node, ref, snapshot_id, pending, columns) -> pa.Table | None:
-    """The table's candidate rows (chunks the zone maps keep, memtable rows) in `columns`."""
+def _rows(session: "Session", node, ref, snapshot_id, pending, columns,
+          series: int) -> pa.Table | None:
+    """The table's candidate rows (chunks the zone maps keep, memtable rows) in `columns`;
+    with `series` > 0, the files' series edges (see ColumnCache.chunks), where text comes
+    as large_string."""
     from omnilake.engine import query
     from omnilake.engine.scan import engine_schema, pending_in_scan_types
-    parts = cached_chunks(session, ref, snapshot_id, columns, query._pruning_filter(node, ref))
+    parts = cached_chunks(session, ref, snapshot_id, columns, query._pruning_filter(node, ref),
+                          series=series)
     if parts is None:
         return None
     if pending:
@@ -309,9 +377,12 @@ def _rows(session: "Session", node, ref, snapshot_id, pending, columns) -> pa.Ta
     if sum(len(chunk) for chunks in parts for chunk in chunks[0]) > MAX_ROWS:
         return None
     schema = engine_schema(columns)
-    return pa.Table.from_arrays(
-        [pa.chunked_array([chunk for chunks in parts for chunk in chunks[k]], type=field.type)
-         for k, field in enumerate(schema)], names=schema.names)
+    arrays = []
+    for k, field in enumerate(schema):
+        kind = pa.large_string() if series and pa.types.is_string_view(field.type) else field.type
+        arrays.append(pa.chunked_array([chunk if chunk.type == kind else chunk.cast(kind)
+                                        for chunks in parts for chunk in chunks[k]], type=kind))
+    return pa.Table.from_arrays(arrays, names=schema.names)
 
 
 # -- computing ---------------------------------------------------------------------------
@@ -333,12 +404,18 @@ def _compute(rows: pa.Table, items: list[_Item], conditions: list, order: list,
             return None  # Arrow's hash grouping of strings: slower than DataFusion from here
     # Text is held as string_view, which Arrow's filter and take do not take yet: the text
     # columns read past the filter become large_string (what results carry anyway).
-    used = {i.column.name for i in items if i.column is not None}
+    used = {c.name for i in items for c in (i.column, i.time) if c is not None}
     rows = pa.table({name: column.cast(pa.large_string())
                      if pa.types.is_string_view(column.type) else column
                      for name, column in zip(rows.column_names, rows.columns) if name in used})
     if mask is not None:
         rows = rows.filter(mask)
+    times = {i.time.name for i in items if i.time is not None}
+    if times:  # first/last: Arrow's take the first/last row of each group in input order
+        if len(times) > 1 or rows.column(next(iter(times))).null_count:
+            return None  # (rows without a time are left out of first/last only)
+        time = rows.column(next(iter(times))).cast(pa.int64()).to_numpy()
+        rows = rows.take(np.argsort(time, kind="stable"))
     inputs: dict[str, pa.ChunkedArray] = {}
     aggregations = []  # (input, function, options)
     for k, item in enumerate(items):
@@ -353,11 +430,12 @@ def _compute(rows: pa.Table, items: list[_Item], conditions: list, order: list,
             aggregations.append(([], "count_all", None))
         else:
             values = rows.column(item.column.name)
-            if pa.types.is_floating(values.type) and item.kind != "count" and \
+            if pa.types.is_floating(values.type) and item.kind in ("min", "max") and \
                     pc.any(pc.is_nan(values)).as_py():
                 return None
             inputs[f"v{k}"] = values
-            options = pc.CountOptions("only_valid") if item.kind == "count" else None
+            options = pc.CountOptions("only_valid") if item.kind == "count" else \
+                pc.ScalarAggregateOptions(skip_nulls=False) if item.time is not None else None
             aggregations.append((f"v{k}", item.kind, options))
     keys = [f"k{k}" for k, i in enumerate(items) if i.kind in ("column", "bucket")]
     grouped = pa.table(inputs).group_by(keys, use_threads=False).aggregate(
@@ -399,6 +477,6 @@ def _field(item: _Item, type_: pa.DataType) -> pa.Field:
     """The output field as DataFusion gives it: a grouped column keeps its SQL type's
     metadata, a count is never NULL."""
     from omnilake.engine.scan import column_metadata
-    if item.kind == "column":
+    if item.kind in ("column", "first", "last"):
         return pa.field(item.name, type_, metadata=column_metadata(item.column))
     return pa.field(item.name, type_, nullable=item.kind != "count")

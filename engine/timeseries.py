@@ -98,7 +98,11 @@ def rewrite(tree: exp.Expression) -> exp.Expression:
         return tree  # a continuous aggregate keeps its definition; rewritten when it runs
     for node in [n for n in nodes(tree) if isinstance(n, (exp.First, exp.Last))]:
         if node.args.get("expression") is not None:
-            node.replace(_first_last(node))
+            replacement = _first_last(node)
+            if isinstance(node.parent, exp.Select) and node.arg_key == "expressions":
+                # unnamed, it keeps PostgreSQL's name (the function's), not `?column?`
+                replacement = exp.alias_(replacement, node.key, quoted=True)
+            node.replace(replacement)
     for call in [n for n in nodes(tree) if isinstance(n, exp.Anonymous)]:
         name = call.name.lower()
         if name == "time_bucket":

@@ -8,9 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from datafusion import SessionContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import omnilake
-from omnilake.engine.column_cache import ColumnCache
+from omnilake.engine.column_cache import ColumnCache, series_edges
 
 QUERIES = [
     "SELECT * FROM items ORDER BY id",
@@ -175,3 +177,43 @@ def test_columns_decoded_at_different_times_line_up():
     assert (both["b"].to_numpy() == 2 * both["a"].to_numpy()).all()
     again = cache.frame(ctx, "f", [a], schema_a, cache.scan_budget(), decode)[0].to_arrow_table()
     assert sorted(again["a"].to_pylist()) == list(range(1000))
+
+
+# -- series edges: the first and last row of each run of one series ---------------------------
+def _runs(keys: list) -> list[tuple[int, int]]:
+    """(first, last) position of each run of equal keys (None equal to None), by hand."""
+    runs = []
+    for i, key in enumerate(keys):
+        if runs and keys[runs[-1][0]] == key:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.sampled_from([1, 2, None]),
+                               st.integers(0, 5)), min_size=1, max_size=40))
+def test_series_edges_are_each_runs_first_and_last_row(rows):
+    tags = [pa.array([r[0] for r in rows], pa.string_view()), pa.array([r[1] for r in rows], pa.int64())]
+    times = pa.array([r[2] for r in rows], pa.timestamp("us", "UTC"))
+    runs = _runs([r[:2] for r in rows])
+    ordered = all(rows[i][2] <= rows[i + 1][2] for first, last in runs for i in range(first, last))
+    edges = series_edges(tags, times)
+    expected = sorted({p for run in runs for p in run})
+    if not ordered or (len(rows) > 16 and len(expected) * 8 > len(rows)):
+        assert edges is None  # (or too many series for the edges to gain anything)
+    else:
+        assert edges is not None and edges.tolist() == expected
+
+
+def test_series_edges_decline_null_times_and_too_many_series():
+    tags = [pa.array(["a", "a", "b"])]
+    assert series_edges(tags, pa.array([1, None, 2], pa.int64())) is None
+    assert series_edges(tags, pa.array([1, 2, 2], pa.int64())).tolist() == [0, 1, 2]
+    many = pa.array(np.arange(100) // 2)  # a run of two rows per series: nothing to gain
+    assert series_edges([many], pa.array(np.arange(100))) is None
+    few = pa.array(np.arange(100) // 25)
+    assert series_edges([few], pa.array(np.arange(100))).tolist() == [
+        0, 24, 25, 49, 50, 74, 75, 99]
+    assert series_edges([pa.array([], pa.int64())], pa.array([], pa.int64())).tolist() == []

@@ -252,3 +252,124 @@ def test_many_rows_grouped_by_text_go_to_datafusion(monkeypatch, conn):
     # numbers and times as keys have no such limit
     assert check(monkeypatch, conn, "SELECT time_bucket('1 hour', ts), max(tag) FROM m GROUP BY 1",
                  ordered=False)
+
+
+# -- first/last and the latest point of each series ------------------------------------------
+def _points(n: int, seed: int, offset: int) -> pa.Table:
+    """Readings in random order, every time distinct (first/last of tied times may pick
+    either row, here as in DataFusion)."""
+    rng = np.random.default_rng(seed)
+    seconds = offset + rng.permutation(n) * 3
+    return pa.table({
+        "ts": pa.array([START + dt.timedelta(seconds=int(s)) for s in seconds],
+                       pa.timestamp("us", "UTC")),
+        "host": pa.array(rng.choice(["h0", "h1", "h2", "h3", "h4"], n), pa.string(),
+                         mask=rng.random(n) < 0.05),
+        "region": pa.array(rng.choice(["east", "west"], n), pa.string(),
+                           mask=rng.random(n) < 0.05),
+        "v": pa.array(np.round(rng.normal(size=n), 3), pa.float64(), mask=rng.random(n) < 0.1),
+        "n": pa.array(rng.integers(-5, 6, n), pa.int64(), mask=rng.random(n) < 0.1),
+    })
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """A time series sorted by (host, region, ts) in two cached files, and memtable rows."""
+    with omnilake.connect(str(tmp_path_factory.mktemp("wh")), flush_interval=86400) as connection:
+        connection.sql("CREATE TABLE s (ts TIMESTAMPTZ NOT NULL, host TEXT, region TEXT, "
+                       "v DOUBLE PRECISION, n BIGINT) WITH (time_column = 'ts', "
+                       "tags = 'host, region')")
+        for seed in (1, 2):
+            connection.insert("s", _points(1500, seed, offset=seed))
+            connection.flush("s")
+        connection.insert("s", _points(200, 3, offset=0))  # (times ≡ 0 mod 3: still distinct)
+        for _ in range(2):
+            connection.sql("SELECT ts, host, region, v, n FROM s").fetchall()
+        yield connection
+
+
+series_keys = st.sampled_from([["host", "region"], ["region", "host"], ["host"], ["region"]])
+time_aggregates = st.sampled_from(["max(ts)", "min(ts)", "last(v, ts)", "first(v, ts)",
+                                   "last(n, ts)", "first(host, ts)", "last(ts, ts)"])
+tag_conditions = st.sampled_from(["host = 'h1'", "host <> 'h2'", "region = 'west'",
+                                  "host > 'h2'", "region <> 'east'"])
+
+
+@st.composite
+def latest_statements(draw):
+    group = draw(series_keys)
+    aggs = draw(st.lists(time_aggregates, min_size=0, max_size=3, unique=True))
+    projections = group + [f"{a} AS a{i}" for i, a in enumerate(aggs)]
+    where = draw(st.lists(tag_conditions, max_size=2, unique=True))
+    other = draw(st.sampled_from([None, None, "n > 0", "max(v)"]))
+    if other == "max(v)":
+        projections.append("max(v) AS mv")
+    elif other:
+        where.append(other)
+    sql = f"SELECT {', '.join(projections)} FROM s"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" GROUP BY {', '.join(group)} ORDER BY {', '.join(group)}"
+    # Edges serve it when time never decreases within the runs they cut. Files are sorted by
+    # (host, region, ts): a run of one host spans its regions, and time starts over in each;
+    # a run of one region is one (host, region) run, as every host has every region (and
+    # NULL), so it never continues into the next host's rows.
+    keys = set(group) | {c.split()[0] for c in where}
+    return sql, other is None and "region" in keys
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(statement=latest_statements())
+def test_latest_points_answer_as_datafusion(monkeypatch, series, statement):
+    sql, by_edges = statement
+    # with so few rows allowed, a statement is served only from the files' series edges
+    monkeypatch.setattr(small_aggregate, "MAX_ROWS", 1000)
+    assert check(monkeypatch, series, sql, ordered=True) == by_edges, sql
+
+
+def test_first_and_last_over_all_rows_answer_as_datafusion(monkeypatch, series):
+    for sql in ["SELECT host, last(v, ts) AS l, first(n, ts) AS f, count(*) FROM s "
+                "WHERE v > 0 GROUP BY host ORDER BY host",
+                "SELECT region, last(host, ts), max(ts) FROM s GROUP BY 1 ORDER BY 1",
+                "SELECT time_bucket('10 minutes', ts) AS b, first(v, ts), last(v, ts) FROM s "
+                "GROUP BY b ORDER BY b"]:
+        assert check(monkeypatch, series, sql, ordered=True), sql
+
+
+def test_lastpoint_is_served_from_series_edges(monkeypatch, series):
+    sql = ("SELECT host, region, max(ts) AS t, last(v, ts) AS lv FROM s "
+           "GROUP BY host, region ORDER BY host, region")
+    monkeypatch.setattr(small_aggregate, "MAX_ROWS", 1000)
+    assert check(monkeypatch, series, sql, ordered=True)
+    fast, _, _ = both(monkeypatch, series, sql)
+    assert fast.num_rows == 18  # (6 hosts with NULL) x (3 regions with NULL)
+    (line,) = [r[1] for r in series.sql("EXPLAIN " + sql).fetchall()]
+    assert line.startswith("SmallAggregate: columns=[host, region, t, lv] rows=18 ")
+    # unnamed, first and last are named as in PostgreSQL
+    fast, _, _ = both(monkeypatch, series, "SELECT host, region, first(v, ts), last(v, ts) FROM s "
+                                           "GROUP BY host, region")
+    assert fast.column_names == ["host", "region", "first", "last"]
+
+
+def test_series_edges_over_many_chunks(monkeypatch, tmp_path):
+    """A file of several cached chunks, some of which the zone maps rule out."""
+    with omnilake.connect(str(tmp_path / "wh"), flush_interval=86400) as conn:
+        conn.sql("CREATE TABLE p (ts TIMESTAMPTZ NOT NULL, host TEXT, v BIGINT) "
+                 "WITH (time_column = 'ts', tags = 'host')")
+        n = 40_000
+        rng = np.random.default_rng(7)
+        conn.insert("p", pa.table({
+            "ts": pa.array([START + dt.timedelta(seconds=int(s)) for s in rng.permutation(n)],
+                           pa.timestamp("us", "UTC")),
+            "host": pa.array([f"h{i:02d}" for i in rng.integers(0, 40, n)]),
+            "v": pa.array(np.arange(n))}))
+        conn.flush("p")
+        for _ in range(2):
+            conn.sql("SELECT ts, host, v FROM p").fetchall()
+        assert conn.session.engine.column_cache.stats()["files"] == 1
+        monkeypatch.setattr(small_aggregate, "MAX_ROWS", 500)
+        for sql in ["SELECT host, max(ts), last(v, ts), first(v, ts) FROM p GROUP BY host "
+                    "ORDER BY host",
+                    "SELECT host, last(v, ts) FROM p WHERE host >= 'h35' GROUP BY host ORDER BY 1"]:
+            assert check(monkeypatch, conn, sql, ordered=True), sql

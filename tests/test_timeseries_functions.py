@@ -240,3 +240,16 @@ def test_an_unnamed_time_bucket_column_is_called_time_bucket(tmp_path):
         assert [r[1] for r in cur.fetchall()] == [1, 2]
         cur.execute("SELECT time_bucket(10, v) AS b FROM r")  # a name given stays
         assert [d[0] for d in cur.description] == ["b"]
+
+
+def test_unnamed_first_and_last_columns_are_called_first_and_last(tmp_path):
+    import omnilake
+    with omnilake.connect(str(tmp_path / "wh")) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE r (ts TIMESTAMPTZ, v INT)")
+        cur.execute("INSERT INTO r VALUES ('2026-01-01T00:10:00Z', 1), ('2026-01-01T01:10:00Z', 2)")
+        cur.execute("SELECT first(v, ts), last(v, ts), last(v, ts) FROM r")
+        assert [d[0] for d in cur.description] == ["first", "last", "last"]
+        assert cur.fetchall() == [(1, 2, 2)]
+        cur.execute("SELECT last(v, ts) + 1, last(v, ts) AS l FROM r")  # not a column itself
+        assert [d[0] for d in cur.description] == ["?column?", "l"]
