@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,7 +48,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from omnilake import errors as E
 from omnilake.engine.key_lookup import cached_chunks, column_ref, readable, resolve, stored_table
+from omnilake.engine.walk import nodes
 
 if TYPE_CHECKING:
     from omnilake.engine.engine import Session
@@ -83,8 +87,23 @@ class _Item:
     time: object | None = None  # first/last: the Column they order by
 
 
-def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
-    """The result of `tree` (after the engine's rewrites) when it qualifies; else None."""
+@dataclass(frozen=True)
+class _Plan:
+    """What a statement reads and computes, against one version of its table."""
+
+    items: list[_Item]
+    conditions: list  # (column, comparison, value)
+    order: list  # (projection index, descending, NULLs first)
+    limit: int  # -1: none
+    columns: list  # the table's columns read (with `series`: its key columns and time first)
+    series: int  # ColumnCache.chunks' series (0: all rows)
+    row_filter: object  # the pyiceberg filter that prunes files and chunks
+
+
+def answer(session: "Session", tree: exp.Expression, memo: list | None = None) -> pa.Table | None:
+    """The result of `tree` (after the engine's rewrites) when it qualifies; else None.
+    `memo`: a list kept with a tree that is run again (TextPlans), which then holds the
+    analysis of the tree against the table's latest version."""
     source = stored_table(tree, _CLAUSES)
     if source is None or tree.args.get("group") is None or not all(
             _may_serve(p.this if type(p) is exp.Alias else p) for p in tree.expressions):
@@ -97,6 +116,23 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
         ref, snapshot_id, pending = query.table_rows(session, node)
     except Exception:  # noqa: BLE001 - the general path reports it
         return None
+    kept = memo[0] if memo else None  # (one read: threads may share the memo)
+    if kept is not None and kept[0] is ref:  # a TableRef is one version of the table
+        plan = kept[1]
+    else:
+        plan = _analyse(tree, node, alias, ref)
+        if memo is not None:
+            memo[:] = [(ref, plan)]
+    if plan is None:
+        return None
+    rows = _rows(session, ref, snapshot_id, pending, plan)
+    if rows is None:
+        return None
+    return _compute(rows, plan.items, plan.conditions, plan.order, plan.limit)
+
+
+def _analyse(tree: exp.Expression, node: exp.Table, alias: str, ref) -> _Plan | None:
+    from omnilake.engine import query
     by_name = {c.name: c for c in ref.columns()}
     group = tree.args["group"]
     if any(value for key, value in group.args.items() if key != "expressions"):
@@ -116,11 +152,69 @@ def answer(session: "Session", tree: exp.Expression) -> pa.Table | None:
                     [c for c, _, _ in conditions]}.values())
     if not columns:
         return None
-    tags = len(series) - 1 if series else 0
-    rows = _rows(session, node, ref, snapshot_id, pending, columns, tags)
-    if rows is None:
-        return None
-    return _compute(rows, items, conditions, order, limit)
+    return _Plan(items, conditions, order, limit, columns, len(series) - 1 if series else 0,
+                 query._pruning_filter(node, ref))
+
+
+# -- statements kept by their text ---------------------------------------------------------
+# What a statement kept by its text may hold: its rewrites then depend on the text alone, not
+# on the session (no cast, no parameter, no function but time_bucket or date_bin).
+_TEXT_NODES = frozenset({
+    exp.Select, exp.From, exp.Table, exp.TableAlias, exp.Identifier, exp.Column, exp.Alias,
+    exp.Literal, exp.Neg, exp.Paren, exp.Interval, exp.Var, exp.Min, exp.Max, exp.Count,
+    exp.Star, exp.First, exp.Last, exp.Anonymous, exp.Where, exp.And, exp.EQ, exp.NEQ, exp.LT,
+    exp.LTE, exp.GT, exp.GTE, exp.Group, exp.Order, exp.Ordered, exp.Limit})
+# names PostgreSQL reads as values (the wire server's catalog rewrites them per session)
+_SPECIAL_NAMES = frozenset({"current_user", "session_user", "user", "current_role",
+                            "current_catalog"})
+
+
+def plannable(tree: exp.Expression) -> bool:
+    """Whether a parsed statement is a GROUP BY that may be kept prepared by its text."""
+    if type(tree) is not exp.Select or tree.args.get("group") is None:
+        return False
+    for node in nodes(tree):
+        kind = type(node)
+        if kind not in _TEXT_NODES or (
+                kind is exp.Anonymous and node.name.lower() not in ("time_bucket", "date_bin")) or (
+                kind is exp.Column and node.name.lower() in _SPECIAL_NAMES):
+            return False
+    return True
+
+
+class TextPlans:
+    """Small GROUP BY statement texts, each with its tree as the engine prepares it (rewrites
+    and the front ends' own), so that a dashboard's statement run again is neither copied nor
+    rewritten (~0.5 ms), and its analysis is kept with it (see answer). Per engine, as the
+    front ends' rewrites are; bounded, least recently used first out."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._plans: OrderedDict[tuple, tuple | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session: "Session", sql: str) -> tuple | None:
+        """(prepared tree, memo) for the text, or None when it is not kept (anything but one
+        plannable statement). The tree is shared: read it, or copy it."""
+        key = (sql, session.dialect, len(session.engine.rewriters))
+        with self._lock:
+            found = self._plans.get(key, self)
+            if found is not self:
+                self._plans.move_to_end(key)
+                return found
+        found = None
+        try:
+            trees = session.parse(sql)
+            if len(trees) == 1 and plannable(trees[0]):
+                prepared = session.prepare(trees[0])
+                found = (prepared, []) if type(prepared) is exp.Select else None
+        except E.Error:
+            pass  # the general path reports it
+        with self._lock:
+            self._plans[key] = found
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+        return found
 
 
 # -- reading the statement ---------------------------------------------------------------
@@ -360,15 +454,14 @@ def _limit(limit) -> int | None:
 
 
 # -- reading the rows --------------------------------------------------------------------
-def _rows(session: "Session", node, ref, snapshot_id, pending, columns,
-          series: int) -> pa.Table | None:
-    """The table's candidate rows (chunks the zone maps keep, memtable rows) in `columns`;
-    with `series` > 0, the files' series edges (see ColumnCache.chunks), where text comes
-    as large_string."""
+def _rows(session: "Session", ref, snapshot_id, pending, plan: _Plan) -> pa.Table | None:
+    """The table's candidate rows (chunks the zone maps keep, memtable rows) in the plan's
+    columns; with its `series`, the files' series edges (see ColumnCache.chunks), where text
+    comes as large_string."""
     from omnilake.engine import query
     from omnilake.engine.scan import engine_schema, pending_in_scan_types
-    parts = cached_chunks(session, ref, snapshot_id, columns, query._pruning_filter(node, ref),
-                          series=series)
+    columns, series = plan.columns, plan.series
+    parts = cached_chunks(session, ref, snapshot_id, columns, plan.row_filter, series=series)
     if parts is None:
         return None
     if pending:

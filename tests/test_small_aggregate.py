@@ -53,13 +53,13 @@ def both(monkeypatch, conn, sql):
     """(result here, result through DataFusion, whether this module answered)."""
     served, original = [], small_aggregate.answer
 
-    def counted(session, tree):
-        found = original(session, tree)
+    def counted(session, tree, memo=None):
+        found = original(session, tree, memo)
         served.append(found is not None)
         return found
     monkeypatch.setattr(small_aggregate, "answer", counted)
     fast = conn.session.execute(sql)[-1].table
-    monkeypatch.setattr(small_aggregate, "answer", lambda session, tree: None)
+    monkeypatch.setattr(small_aggregate, "answer", lambda session, tree, memo=None: None)
     general = conn.session.execute(sql)[-1].table
     monkeypatch.setattr(small_aggregate, "answer", original)
     return fast, general, any(served)
@@ -373,3 +373,56 @@ def test_series_edges_over_many_chunks(monkeypatch, tmp_path):
                     "ORDER BY host",
                     "SELECT host, last(v, ts) FROM p WHERE host >= 'h35' GROUP BY host ORDER BY 1"]:
             assert check(monkeypatch, conn, sql, ordered=True), sql
+
+
+# -- statements kept by their text ---------------------------------------------------------
+def test_a_statement_text_is_prepared_once_and_follows_the_table(monkeypatch, tmp_path):
+    with omnilake.connect(str(tmp_path / "wh"), flush_interval=86400) as conn:
+        conn.sql("CREATE TABLE d (tag TEXT, n BIGINT)")
+        conn.insert("d", pa.table({"tag": ["a", "b", "a"], "n": [1, 2, 3]}))
+        conn.flush("d")
+        conn.sql("SELECT tag, n FROM d").fetchall()
+        session, prepared = conn.session, []
+        original = session.prepare
+        monkeypatch.setattr(session, "prepare", lambda tree: prepared.append(1) or original(tree))
+        sql = "SELECT tag, max(n) AS m FROM d GROUP BY tag ORDER BY tag"
+        for _ in range(3):
+            assert conn.sql(sql).fetchall() == [("a", 3), ("b", 2)]
+        assert len(prepared) == 1
+        conn.sql("INSERT INTO d VALUES ('b', 7)")  # memtable rows, then a new file
+        assert conn.sql(sql).fetchall() == [("a", 3), ("b", 7)]
+        conn.flush("d")
+        assert conn.sql(sql).fetchall() == [("a", 3), ("b", 7)]
+        conn.sql("ALTER TABLE d RENAME COLUMN n TO k")
+        with pytest.raises(omnilake.Error) as info:
+            conn.sql(sql)
+        assert info.value.sqlstate == "42703"  # (as without the kept plan)
+        assert conn.sql(sql.replace("max(n)", "max(k)")).fetchall() == [("a", 3), ("b", 7)]
+
+
+def test_a_kept_text_reads_the_table_its_search_path_names(tmp_path):
+    with omnilake.connect(str(tmp_path / "wh")) as conn:
+        for schema, value in (("s1", 1), ("s2", 2)):
+            conn.sql(f"CREATE SCHEMA {schema}")
+            conn.sql(f"CREATE TABLE {schema}.t (tag TEXT, n BIGINT)")
+            conn.sql(f"INSERT INTO {schema}.t VALUES ('a', {value})")
+        sql = "SELECT tag, max(n) FROM t GROUP BY tag"
+        for schema, value in (("s1", 1), ("s2", 2), ("s1", 1)):
+            conn.sql(f"SET search_path = {schema}")
+            assert conn.sql(sql).fetchall() == [("a", value)]
+
+
+@pytest.mark.parametrize("sql, kept", [
+    ("SELECT tag, max(n) FROM d GROUP BY tag", True),
+    ("SELECT time_bucket('1 hour', ts) AS h, last(n, ts) FROM d GROUP BY h", True),
+    ("SELECT tag, max(n)::text FROM d GROUP BY tag", False),  # a cast
+    ("SELECT current_user, count(*) FROM d GROUP BY 1", False),  # a value per session
+    ("SELECT tag, max(n) FROM d WHERE n = %s GROUP BY tag", False),  # a parameter
+    ("SELECT tag, upper(tag) FROM d GROUP BY tag", False),  # another function
+    ("SELECT tag FROM d", False),  # no GROUP BY
+    ("SELECT tag, max(n) FROM d GROUP BY tag; SELECT 1", False),
+    ("SELECT tag, max(n FROM d GROUP BY tag", False),  # malformed
+])
+def test_which_texts_are_kept(tmp_path, sql, kept):
+    with omnilake.connect(str(tmp_path / "wh")) as conn:
+        assert (conn.session.engine.text_plans.get(conn.session, sql) is not None) == kept
