@@ -149,9 +149,9 @@ class Session:
             if result is not None:
                 return [result]
         if not params and isinstance(sql, str):
-            planned = self.engine.text_plans.get(self, sql)
-            if planned is not None:  # a small GROUP BY kept prepared: no copy or rewrite
-                return [self.run(planned[0], lambda _: self._planned_aggregate(*planned))]
+            result = self.run_kept(sql)
+            if result is not None:
+                return [result]
         trees = self.parse(sql)
         if params is not None and len(trees) > 1:
             raise E.ProgrammingError("parameters can only be used with a single statement")
@@ -184,11 +184,25 @@ class Session:
             return None
         return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
 
-    def _planned_aggregate(self, tree: exp.Expression, memo: list) -> Result:
-        """A statement of TextPlans (`tree` shared, read only), answered here or by DataFusion."""
+    def run_kept(self, sql: str, stream: bool = False) -> Result | None:
+        """Run a statement text kept prepared (a small GROUP BY, small_aggregate.TextPlans:
+        no parse copy or rewrite) under the transaction rules, its rows as an iterator of
+        batches with `stream` (as stream() gives them); None when the text is not kept."""
+        planned = self.engine.text_plans.get(self, sql)
+        if planned is None:
+            return None
+        return self.run(planned[0], lambda _: self._kept_query(*planned, stream))
+
+    def _kept_query(self, tree: exp.Expression, memo: list, stream: bool) -> Result:
+        """`tree` (shared: read only) answered by small_aggregate, else by DataFusion."""
         table = small_aggregate.answer(self, tree, memo)
+        if table is None and stream:
+            schema, batches = bind(self, tree.copy()).stream()
+            return Result(status="SELECT", schema=schema, batches=batches)
         if table is None:
             table = bind(self, tree.copy()).to_arrow()
+        if stream:
+            return Result(status="SELECT", schema=table.schema, batches=iter(table.to_batches()))
         return Result(status=f"SELECT {table.num_rows}", table=table, rowcount=table.num_rows)
 
     def run(self, tree: exp.Expression, handler=None) -> Result:

@@ -394,6 +394,15 @@ class Connection:
 
     def _simple_batch(self, text: str):
         statements.debug("simple: %s", text)
+        kept = self.session.run_kept(text, stream=True)  # a dashboard's GROUP BY, prepared
+        if kept is not None:
+            out: list[bytes] = []
+            try:
+                stream = self._reply(for_client(kept, self.session.engine.blobs), out)
+            except E.Error as err:
+                err.partial_output = b"".join(out)
+                raise
+            return b"".join(out), stream, []
         trees = self.session.parse(text)
         if not trees:
             return M.EMPTY_QUERY, None, []
@@ -414,24 +423,31 @@ class Connection:
             if isinstance(tree, exp.Copy):
                 return b"".join(out), None, trees[i:]
             try:
-                result = self._start(tree, bounded(tree, CHUNK_ROWS))
-                out.append(self._after(result))
-                if result.batches is None:
-                    if result.table is not None:
-                        out.append(self._row_description(result.table.schema, [0]))
-                        out.extend(encode_rows(result.table, [0]))
-                    out.append(M.command_complete(result.status))
-                    continue
-                stream = RowStream(result.schema, result.batches, [0])
-                out.append(self._row_description(stream.schema, [0]))
-                out.extend(stream.pull(CHUNK_ROWS))
-                if not stream.exhausted:
+                stream = self._reply(self._start(tree, bounded(tree, CHUNK_ROWS)), out)
+                if stream is not None:
                     return b"".join(out), stream, trees[i + 1:]
-                out.append(M.command_complete(f"SELECT {stream.sent}"))
             except E.Error as err:
                 err.partial_output = b"".join(out)
                 raise
         return b"".join(out), None, []
+
+    def _reply(self, result: Result, out: list[bytes]) -> RowStream | None:
+        """A statement's messages in text format onto `out`, up to one chunk of rows; the
+        stream of the rest when there is more (its CommandComplete not yet sent)."""
+        out.append(self._after(result))
+        if result.batches is None:
+            if result.table is not None:
+                out.append(self._row_description(result.table.schema, [0]))
+                out.extend(encode_rows(result.table, [0]))
+            out.append(M.command_complete(result.status))
+            return None
+        stream = RowStream(result.schema, result.batches, [0])
+        out.append(self._row_description(stream.schema, [0]))
+        out.extend(stream.pull(CHUNK_ROWS))
+        if not stream.exhausted:
+            return stream
+        out.append(M.command_complete(f"SELECT {stream.sent}"))
+        return None
 
     def _start(self, tree: exp.Expression, small: bool) -> Result:
         """Run one statement: a query whose result is bounded by its text (small_results)

@@ -151,3 +151,29 @@ def test_bounded_query_errors_and_batches(server):
         assert c.execute("SELECT count(*) FROM nums", prepare=True).fetchone() == (601,)
         c.execute("ROLLBACK")
         assert c.execute("SELECT count(*) FROM nums", prepare=True).fetchone() == (600,)
+
+
+def test_group_by_texts_kept_prepared(server):
+    """Simple-protocol GROUP BYs run from the tree kept for their text (TextPlans): served
+    from the cache, streamed past one chunk, through DataFusion, errors, transactions."""
+    with psycopg.connect(server.conninfo(), autocommit=True) as c:
+        simple = psycopg.ClientCursor(c)
+        c.execute("CREATE TABLE grid (k INT)")
+        c.execute("INSERT INTO grid SELECT a.n * 600 + b.n FROM nums a, nums b WHERE a.n < 20")
+        small = "SELECT label, max(n) AS m FROM nums WHERE n < 3 GROUP BY label ORDER BY label"
+        many = "SELECT k, count(*) FROM grid GROUP BY k ORDER BY k"  # 12,000 groups
+        compared = ("SELECT label, max(n) FROM nums WHERE n >= n AND n < 2 GROUP BY label "
+                    "ORDER BY 1")  # a column against a column: DataFusion's
+        for _ in range(3):  # (the files are cached from their second scan)
+            assert simple.execute(small).fetchall() == [("n0", 0), ("n1", 1), ("n2", 2)]
+            assert [d.name for d in simple.description] == ["label", "m"]
+            assert simple.execute(many).fetchall() == [(k, 1) for k in range(12_000)]
+            assert simple.execute(compared).fetchall() == [("n0", 0), ("n1", 1)]
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            simple.execute("SELECT label, max(nope) FROM nums GROUP BY label")
+        c.execute("BEGIN")
+        c.execute("INSERT INTO nums VALUES (-1, 'n0')")
+        assert simple.execute(small).fetchall() == [("n0", 0), ("n1", 1), ("n2", 2)]
+        assert simple.execute(small.replace("max", "min")).fetchall()[0] == ("n0", -1)
+        c.execute("ROLLBACK")
+        assert simple.execute(small.replace("max", "min")).fetchall()[0] == ("n0", 0)
