@@ -11,6 +11,9 @@ their name, so a file's decoded columns stay valid for as long as the file is re
   decodes it together with those held (one decode keeps the rows of all columns in the same
   order), through the same projection as the Parquet path, so types, renames and added
   columns are exactly the same.
+- Small derivations of a file's columns are kept with it and not counted: integer ranges and
+  min/max bounds per chunk, and series edges (`chunks(series=n)`), at most 1/8 of the rows of
+  the columns they cut.
 - Memory is bounded by `budget` bytes: least recently used files are dropped first, a file
   larger than the budget is never cached, and one scan takes about the budget at most (it
   may pass it by one file's columns; the rest of a larger scan streams from Parquet), so a scan larger than memory stays

@@ -435,7 +435,8 @@ def _series(ref, items: list[_Item], conditions: list, by_name: dict) -> list | 
         elif item.kind not in ("first", "last") or item.time.name != names[-1]:
             return None
     keys.update((column.name, column) for column, _, _ in conditions)
-    if time is None or not keys.keys() <= tags:
+    if time is None or time.sql_type.name not in _INTEGER_TYPES + _TIME_TYPES or \
+            not keys.keys() <= tags:
         return None
     return [*keys.values(), time]
 
