@@ -260,21 +260,28 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
     if column is None or column.sql_type.name != "vector" \
             or column.sql_type.params[0] != len(vector[0]):
         return None
+    outputs = []  # per projection: its (output name, column) pairs, or None for a distance
+    for projection in statement.projections:
+        found = None if isinstance(projection, Distance) else key_lookup.output_columns(
+            (projection,), statement.alias, by_name, ref)
+        if found is None and not isinstance(projection, Distance):
+            return None
+        outputs.append(found)
     search = vector_search.Search(column, METRIC_OF[type(statement.distance)], vector[0][None, :],
                                   statement.k, None, statement.alias)
-    tables, searched = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending)
+    read = list(dict.fromkeys([c.name for found in outputs if found for _, c in found]
+                              + [column.name for found in outputs if found is None]))
+    tables, searched = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending,
+                                         read)
     rows = tables[0].slice(0, statement.k)
     fields, arrays = [], []
-    for projection in statement.projections:
-        if isinstance(projection, Distance):
+    for projection, found in zip(statement.projections, outputs):
+        if found is None:
             fields.append(pa.field(projection.name, pa.float64()))
             arrays.append(_distances(searched, statement.distance, rows, vector[1]))
             continue
-        outputs = key_lookup.output_columns((projection,), statement.alias, by_name, ref)
-        if outputs is None:
-            return None
-        fields.extend(rows.schema.field(c.name).with_name(out) for out, c in outputs)
-        arrays.extend(rows.column(c.name) for _, c in outputs)
+        fields.extend(rows.schema.field(c.name).with_name(out) for out, c in found)
+        arrays.extend(rows.column(c.name) for _, c in found)
     if len({f.name for f in fields}) != len(fields):
         return None  # (DataFusion renames twins)
     from omnilake.engine.query import normalise_output

@@ -21,6 +21,7 @@ search. Rows deleted or updated are in no file of the snapshot, so they never co
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from omnilake import errors as E
-from omnilake.catalog.indexes import VectorIndexDef, read_indexes
+from omnilake.catalog.indexes import INDEXES_PROPERTY, VectorIndexDef, read_indexes
 from omnilake.engine import dialect
 from omnilake.engine.planning import plan_sql
 from omnilake.engine.query import batches_of, new_statement_name
@@ -221,9 +222,11 @@ class _Source:
 
 
 def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | None,
-        row_filter, pending: list[pa.Table]) -> tuple[list[pa.Table], SearchPlan]:
+        row_filter, pending: list[pa.Table],
+        outputs: list[str] | None = None) -> tuple[list[pa.Table], SearchPlan]:
     """The candidate rows of every query: for each, a table (engine column types) holding
-    the k nearest rows that match the WHERE clause (fewer only where fewer match)."""
+    the k nearest rows that match the WHERE clause (fewer only where fewer match), in the
+    columns named by `outputs` (all by default)."""
     engine = session.engine
     columns = ref.columns()
     plan = SearchPlan(ref.qualified, search, columns=columns)
@@ -257,7 +260,7 @@ def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | No
             found[q].append((distances, positions, number))
     tables = []
     for q in range(n_queries):
-        rows, distances = _gather(sources, found[q], search.k, columns)
+        rows, distances = _gather(sources, found[q], search.k, columns, outputs)
         tables.append(rows)
         plan.distances.append(distances)
     plan.candidates = sum(t.num_rows for t in tables)
@@ -265,10 +268,17 @@ def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | No
 
 
 def _pick_index(ref: TableRef, search: Search) -> VectorIndexDef | None:
-    usable = [i for i in read_indexes(ref.table.properties).values()
+    usable = [i for i in _indexes(ref.table.properties.get(INDEXES_PROPERTY))
               if i.field_id == search.column.field_id and i.metric == search.metric]
     usable.sort(key=lambda i: (i.method != "hnsw", i.name))
     return usable[0] if usable else None
+
+
+@functools.lru_cache(maxsize=64)
+def _indexes(registry: str | None) -> tuple[VectorIndexDef, ...]:
+    """A table's index registry, parsed once per version of its text (every search reads
+    it): shared, so read only."""
+    return tuple(read_indexes({INDEXES_PROPERTY: registry} if registry else {}).values())
 
 
 def _search_source(session: "Session", ref: TableRef, search: Search, index, source: _Source,
@@ -417,33 +427,38 @@ def _where_mask(session: "Session", search: Search, rows: pa.Table) -> np.ndarra
     return mask
 
 
-def _gather(sources: list[_Source], found, k: int,
-            columns: list[Column]) -> tuple[pa.Table, np.ndarray]:
-    """The k nearest of all sources' candidates, as rows nearest first, and their distances."""
+def _gather(sources: list[_Source], found, k: int, columns: list[Column],
+            outputs: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
+    """The k nearest of all sources' candidates, as rows nearest first (in the `outputs`
+    columns; all by default), and their distances."""
+    def rows_of(number: int) -> pa.Table:
+        rows = sources[number].rows
+        return without_views(rows if outputs is None else rows.select(outputs))
+
     if len(found) == 1:  # one source (one data file, no memtable rows): the usual case
         distances, positions, number = found[0]
         if len(distances):
             best = np.argsort(distances, kind="stable")[:k]
-            rows = without_views(sources[number].rows).take(pa.array(positions[best]))
-            return rows, distances[best]
+            return rows_of(number).take(positions[best]), distances[best]
     distances = np.concatenate([d for d, _, _ in found]) if found else np.empty(0, np.float64)
     if not len(distances):
-        return pa.Table.from_batches([], schema=engine_schema(columns)), distances
+        empty = pa.Table.from_batches([], schema=engine_schema(columns))
+        return (empty if outputs is None else empty.select(outputs)), distances
     positions = np.concatenate([p for _, p, _ in found])
     owners = np.concatenate([np.full(len(p), n) for _, p, n in found])
     best = np.argsort(distances, kind="stable")[:k]
     distances, positions, owners = distances[best], positions[best], owners[best]
     numbers = np.unique(owners)
     if len(numbers) == 1:
-        return without_views(sources[int(numbers[0])].rows).take(pa.array(positions)), distances
+        return rows_of(int(numbers[0])).take(positions), distances
     parts, placed = [], []
     for number in numbers.tolist():
         picked = np.nonzero(owners == number)[0]
-        parts.append(without_views(sources[number].rows).take(pa.array(positions[picked])))
+        parts.append(rows_of(number).take(positions[picked]))
         placed.append(picked)
     # Back into distance order: row i of the concatenation belongs at placed[i].
     order = np.argsort(np.concatenate(placed), kind="stable")
-    return pa.concat_tables(parts).take(pa.array(order)), distances
+    return pa.concat_tables(parts).take(order), distances
 
 
 # -- batch search (conn.vector_search) ------------------------------------------------------

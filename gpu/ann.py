@@ -17,7 +17,7 @@ faiss's inner-product HNSW as it is; IVF-flat does not have this weakness.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -58,6 +58,8 @@ class AnnIndex:
     method: str
     metric: str
     count: int
+    # search parameters without a filter, per breadth: made once (read only while searching)
+    _params: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def lists(self) -> int:
@@ -71,14 +73,15 @@ class AnnIndex:
         (faiss filters while it searches, so k allowed ids come back where it finds them)."""
         faiss = _faiss()
         q = _prepare(np.atleast_2d(queries), self.metric)
-        selector = None
         if allowed is not None:
             packed = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
             selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(packed))
-        if self.method == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(breadth, k), sel=selector)
+            params = self._parameters(breadth, k, selector)
         else:
-            params = faiss.SearchParametersIVF(nprobe=breadth, sel=selector)
+            key = max(breadth, k) if self.method == "hnsw" else breadth
+            params = self._params.get(key)
+            if params is None:
+                params = self._params[key] = self._parameters(breadth, k, None)
         threads = faiss.omp_get_max_threads()
         if len(q) < SMALL_BATCH:
             # One query is one thread's work; a parallel region would still wait for every
@@ -90,8 +93,14 @@ class AnnIndex:
         finally:
             faiss.omp_set_num_threads(threads)
         if allowed is not None:
-            del packed  # the bitmap must outlive the search (faiss keeps a raw pointer)
+            del packed, selector  # they must outlive the search (faiss keeps raw pointers)
         return _to_distances(distances, self.metric), ids
+
+    def _parameters(self, breadth: int, k: int, selector):
+        faiss = _faiss()
+        if self.method == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=max(breadth, k), sel=selector)
+        return faiss.SearchParametersIVF(nprobe=breadth, sel=selector)
 
 
 def _to_distances(raw: np.ndarray, metric: str) -> np.ndarray:
