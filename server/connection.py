@@ -65,6 +65,7 @@ class Portal:
     sent: int = 0
     prefix: bytes = b""
     stream: RowStream | None = None  # a query's rows, pulled as Execute asks for them
+    description: bytes | None = None  # a kept constant reply's RowDescription
 
     def bound(self) -> exp.Expression:
         """A copy of the statement with the parameters in it, to run (and rewrite in place).
@@ -579,6 +580,9 @@ class Connection:
                 self._queue(M.NO_DATA)
                 return
             await self._execute_portal(portal)
+            if portal.description is not None:
+                self._queue(portal.description)
+                return
             schema = portal.stream.schema if portal.stream is not None else (
                 portal.result.table.schema if portal.result.table is not None else None)
             self._queue(M.NO_DATA if schema is None else
@@ -594,6 +598,7 @@ class Connection:
             if reply is not None:  # answered here, without a trip to the pool
                 portal.result = Result(reply.status, reply.table, reply.table.num_rows)
                 portal.rows = list(reply.rows)
+                portal.description = reply.row_description
                 return
         self._task = asyncio.current_task()
         try:
