@@ -174,11 +174,11 @@ class ColumnCache:
         without DataFusion (engine/key_lookup.py); None unless every column is held.
         Admits nothing: a miss is the caller's to scan.
 
-        With `series` = n > 0, `columns[:n]` name a series (a time series table's tags) and
-        `columns[n]` its time: each chunk comes back cut to its series edges, the first and
-        last row of every run of rows of one series (see series_edges). That holds each
-        series' earliest and latest row when time never decreases within a run, as in a
-        file sorted by (tags, time); None when the file is not so ordered."""
+        With `series` = n > 0, `columns[:n]` are key columns (tags of a time series, say) and
+        `columns[n]` a time: each chunk comes back cut to its series edges, the first and
+        last row of every run of rows with equal keys (see series_edges). Those hold each
+        key's earliest and latest row when time never decreases within a run, as in a file
+        sorted by (tags, time); None when the file is not so ordered."""
         if self.budget <= 0:
             return None
         keys = [_key(c) for c in columns]
