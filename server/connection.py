@@ -620,6 +620,10 @@ class Connection:
         else:
             lookup = portal.statement.lookup
             result = self.session.lookup(lookup, portal.values) if lookup is not None else None
+            if result is None and not portal.values and portal.tree is not None:
+                # a GROUP BY kept prepared by its text (engine/small_aggregate.TextPlans)
+                result = self.session.run_kept(portal.statement.text,
+                                               stream=not portal.statement.small)
             result = self._start(portal.bound(), portal.statement.small) if result is None \
                 else for_client(result, self.session.engine.blobs)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows

@@ -154,8 +154,9 @@ def test_bounded_query_errors_and_batches(server):
 
 
 def test_group_by_texts_kept_prepared(server):
-    """Simple-protocol GROUP BYs run from the tree kept for their text (TextPlans): served
-    from the cache, streamed past one chunk, through DataFusion, errors, transactions."""
+    """GROUP BYs run from the tree kept for their text (TextPlans), in the simple and the
+    extended protocol: served from the cache, streamed past one chunk, through DataFusion,
+    errors, transactions."""
     with psycopg.connect(server.conninfo(), autocommit=True) as c:
         simple = psycopg.ClientCursor(c)
         c.execute("CREATE TABLE grid (k INT)")
@@ -164,11 +165,15 @@ def test_group_by_texts_kept_prepared(server):
         many = "SELECT k, count(*) FROM grid GROUP BY k ORDER BY k"  # 12,000 groups
         compared = ("SELECT label, max(n) FROM nums WHERE n >= n AND n < 2 GROUP BY label "
                     "ORDER BY 1")  # a column against a column: DataFusion's
+        extended = c.cursor()
         for _ in range(3):  # (the files are cached from their second scan)
-            assert simple.execute(small).fetchall() == [("n0", 0), ("n1", 1), ("n2", 2)]
-            assert [d.name for d in simple.description] == ["label", "m"]
-            assert simple.execute(many).fetchall() == [(k, 1) for k in range(12_000)]
-            assert simple.execute(compared).fetchall() == [("n0", 0), ("n1", 1)]
+            for cursor, options in ((simple, {}), (extended, {}), (extended, {"prepare": True}),
+                                    (extended, {"binary": True})):
+                cursor.execute(small, **options)
+                assert cursor.fetchall() == [("n0", 0), ("n1", 1), ("n2", 2)]
+                assert [d.name for d in cursor.description] == ["label", "m"]
+                assert cursor.execute(many, **options).fetchall() == [(k, 1) for k in range(12_000)]
+                assert cursor.execute(compared, **options).fetchall() == [("n0", 0), ("n1", 1)]
         with pytest.raises(psycopg.errors.UndefinedColumn):
             simple.execute("SELECT label, max(nope) FROM nums GROUP BY label")
         c.execute("BEGIN")
