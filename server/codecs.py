@@ -129,6 +129,31 @@ def _timestamp_text(v: dt.datetime) -> bytes:
     return text.encode()
 
 
+# Microseconds of 0001-01-01 and of the end of 9999: Arrow writes the years between as
+# PostgreSQL does (PostgreSQL writes earlier ones with BC).
+_YEAR_1_US, _YEAR_10000_US = -62_135_596_800_000_000, 253_402_300_800_000_000
+_EACH_TIMESTAMP = 16  # below this many values, Python beats the Arrow kernels
+
+
+def _timestamps_text(column: pa.ChunkedArray) -> Encoded:
+    """Microsecond timestamps (UTC or without a zone) as _timestamp_text writes them, through
+    Arrow's cast to text ('2024-01-02 03:04:05.500000'): the fraction's trailing zeros
+    dropped, and the dot with them, then '+00' for UTC. ~0.6 us a value against ~15 us for
+    datetime objects formatted in Python (a time-series result is mostly timestamps)."""
+    t = column.type
+    if len(column) < _EACH_TIMESTAMP or t.unit != "us" or t.tz not in (None, "UTC"):
+        return _each(_timestamp_text)(column)
+    bounds = pc.min_max(column.cast(pa.int64()))
+    if bounds["min"].is_valid and not (_YEAR_1_US <= bounds["min"].as_py()
+                                       and bounds["max"].as_py() < _YEAR_10000_US):
+        return _each(_timestamp_text)(column)
+    # as wall-clock time: Arrow's cast of a zoned timestamp to text looks up the zone per
+    # value (17x slower)
+    text = column.cast(pa.int64()).cast(pa.timestamp("us")).cast(pa.large_string())
+    text = pc.replace_substring_regex(text, r"\.?0*$", "+00" if t.tz is not None else "")
+    return text.cast(pa.large_binary()).to_pylist()
+
+
 def vector_text(values) -> bytes:
     return ("[" + ",".join(str(x).removesuffix(".0") for x in np.asarray(values, np.float32))
             + "]").encode()
@@ -189,7 +214,7 @@ _TEXT_BY_NAME: dict[str, Callable[[pa.ChunkedArray], Encoded]] = {
     "uuid": _via_cast, "date": _via_cast,
     "bytea": _each(lambda v: b"\\x" + v.hex().encode()),
     "time": _each(lambda v: _time_text(v).encode()),
-    "timestamp": _each(_timestamp_text), "timestamptz": _each(_timestamp_text),
+    "timestamp": _timestamps_text, "timestamptz": _timestamps_text,
     "vector": _each(vector_text),
 }
 
