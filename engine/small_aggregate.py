@@ -30,8 +30,8 @@ within a run, as in files sorted by tags, then time). Memtable rows all take par
 min, max, count, first and last give exactly DataFusion's answer (first/last of rows tied
 on time: either row, in both), so a statement answered here is only ever a faster way to
 the same rows, names and types (tests/test_small_aggregate.py runs random statements both
-ways). sum and avg are left to DataFusion: their floating-point
-results depend on the order of additions.
+ways). sum and avg are left to DataFusion: their floating-point results depend on the order
+of additions.
 """
 
 from __future__ import annotations
@@ -505,7 +505,7 @@ def _compute(rows: pa.Table, items: list[_Item], conditions: list, order: list,
     if mask is not None:
         rows = rows.filter(mask)
     times = {i.time.name for i in items if i.time is not None}
-    if times:  # first/last: Arrow's take the first/last row of each group in input order
+    if times:  # Arrow's first/last take each group's first/last row in input order
         if len(times) > 1 or rows.column(next(iter(times))).null_count:
             return None  # (rows without a time are left out of first/last only)
         time = rows.column(next(iter(times))).cast(pa.int64()).to_numpy()
