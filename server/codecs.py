@@ -138,7 +138,7 @@ _EACH_TIMESTAMP = 16  # below this many values, Python beats the Arrow kernels
 def _timestamps_text(column: pa.ChunkedArray) -> Encoded:
     """Microsecond timestamps (UTC or without a zone) as _timestamp_text writes them, through
     Arrow's cast to text ('2024-01-02 03:04:05.500000'): the fraction's trailing zeros
-    dropped, and the dot with them, then '+00' for UTC. ~0.6 us a value against ~15 us for
+    dropped, and the dot with them, then '+00' for UTC. ~0.4 us a value against ~9 us for
     datetime objects formatted in Python (a time-series result is mostly timestamps)."""
     t = column.type
     if len(column) < _EACH_TIMESTAMP or t.unit != "us" or t.tz not in (None, "UTC"):

@@ -530,7 +530,7 @@ class _Body:
         fields = (len(match.group(2)) + 1) // 2
         starts, n = self.starts, len(seps)
         # Read column by column below: a copy in column order makes each column contiguous
-        # (a column of the row-major matrix costs a cache line per value): parse 1.09x.
+        # (a column of the row-major matrix costs a cache line per value): parser 1.08-1.15x.
         seps = _column_major(seps)
         # Each distinct head text is checked once, on its first line: same measurement and
         # tag keys (in the same order) everywhere means the same head text is the same series,
@@ -764,6 +764,7 @@ class _Body:
 
 _CHUNK = 1 << 20
 _scratch = threading.local()
+_SCRATCH_ITEMS = 1 << 22  # 32 MB of int64 per thread at most (a 10k-line body: ~2 MB)
 
 
 def _separators(buf: np.ndarray, end: bool) -> tuple[np.ndarray, bool]:
@@ -799,8 +800,11 @@ def _separators(buf: np.ndarray, end: bool) -> tuple[np.ndarray, bool]:
 def _column_major(matrix: np.ndarray) -> np.ndarray:
     """`matrix` copied into column-major order, in a buffer of the calling thread reused from
     body to body (a fresh multi-megabyte copy would cost its page faults each time): valid
-    until the thread's next call, so nothing may keep it."""
+    until the thread's next call, so nothing may keep it. A matrix larger than the buffer
+    may grow to (_SCRATCH_ITEMS) gets a copy of its own."""
     n, m = matrix.shape
+    if n * m > _SCRATCH_ITEMS:
+        return np.asfortranarray(matrix)
     space = getattr(_scratch, "columns", None)
     if space is None or len(space) < n * m or space.dtype != matrix.dtype:
         space = _scratch.columns = np.empty(n * m, matrix.dtype)

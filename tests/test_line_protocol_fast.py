@@ -269,3 +269,17 @@ def test_one_measurement_and_key_layout_is_read_column_by_column(monkeypatch):
                  "cpu,host=a host=1 1\ncpu,host=b host=2 2",  # a tag that is also a field
                  "cpu,time=a v=1 1\ncpu,time=b v=2 2"]:
         assert check(text, "s") is None  # declined: the exact parser merges or reports
+
+
+def test_separator_matrices_in_the_reused_buffer_and_beyond_it(monkeypatch):
+    """A uniform body's separators are read from a per-thread buffer reused body after body,
+    and from a copy of their own past its size: bodies of other sizes and shapes in turn all
+    parse as the exact parser reads them."""
+    monkeypatch.setattr(lp, "_SCRATCH_ITEMS", 2000)
+    def body(lines, fields):
+        return "\n".join(f"cpu,host=h{i % 5} " + ",".join(f"f{j}={i + j}" for j in range(fields))
+                         + f" {i}" for i in range(lines))
+    for lines, fields in [(300, 4), (20, 2), (300, 4), (40, 6), (5, 1), (500, 3)]:
+        fast = check(body(lines, fields), "s")  # (check compares with the exact parser)
+        assert fast is not None and fast.measurements["cpu"].prebuilt is not None
+        assert fast.tables()["cpu"].num_rows == lines
