@@ -138,9 +138,13 @@ class Session:
     # -- entry points ------------------------------------------------------------------
     def parse(self, sql: str) -> list[exp.Expression]:
         """Parsed statements, fresh copies each call (callers rewrite them in place)."""
+        return [tree.copy() for tree in self.parsed(sql)]
+
+    def parsed(self, sql: str) -> tuple[exp.Expression, ...]:
+        """The cached parse of `sql`, shared: read only."""
         if not isinstance(sql, str):
             raise E.ProgrammingError(f"a statement must be a string, not {type(sql).__name__}")
-        return [tree.copy() for tree in _parse_cached(sql, self.dialect)]
+        return _parse_cached(sql, self.dialect)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Result]:
         lookup = _lookup_of(sql, self.dialect) if isinstance(sql, str) else None

@@ -164,6 +164,7 @@ _TEXT_NODES = frozenset({
     exp.Literal, exp.Neg, exp.Paren, exp.Interval, exp.Var, exp.Min, exp.Max, exp.Count,
     exp.Star, exp.First, exp.Last, exp.Anonymous, exp.Where, exp.And, exp.EQ, exp.NEQ, exp.LT,
     exp.LTE, exp.GT, exp.GTE, exp.Group, exp.Order, exp.Ordered, exp.Limit})
+_GROUP = re.compile(r"group", re.I)
 # names PostgreSQL reads as values (the wire server's catalog rewrites them per session)
 _SPECIAL_NAMES = frozenset({"current_user", "session_user", "user", "current_role",
                             "current_catalog"})
@@ -196,6 +197,8 @@ class TextPlans:
     def get(self, session: "Session", sql: str) -> tuple | None:
         """(prepared tree, memo) for the text, or None when it is not kept (anything but one
         plannable statement). The tree is shared: read it, or copy it."""
+        if not _GROUP.search(sql):
+            return None  # (no GROUP BY: not parsed, copied or remembered here)
         key = (sql, session.dialect, len(session.engine.rewriters))
         with self._lock:
             found = self._plans.get(key, self)
@@ -204,9 +207,9 @@ class TextPlans:
                 return found
         found = None
         try:
-            trees = session.parse(sql)
+            trees = session.parsed(sql)  # (the cached parse: copied only when kept)
             if len(trees) == 1 and plannable(trees[0]):
-                prepared = session.prepare(trees[0])
+                prepared = session.prepare(trees[0].copy())
                 found = (prepared, []) if type(prepared) is exp.Select else None
         except E.Error:
             pass  # the general path reports it

@@ -426,3 +426,19 @@ def test_a_kept_text_reads_the_table_its_search_path_names(tmp_path):
 def test_which_texts_are_kept(tmp_path, sql, kept):
     with omnilake.connect(str(tmp_path / "wh")) as conn:
         assert (conn.session.engine.text_plans.get(conn.session, sql) is not None) == kept
+
+
+def test_other_statements_are_parsed_once(monkeypatch, tmp_path):
+    """Looking for a kept text costs a statement that is not one no parse copy of its own (a
+    new INSERT text each time would pay a second copy: ~7.6 ms for 300 rows)."""
+    with omnilake.connect(str(tmp_path / "wh")) as conn:
+        conn.sql("CREATE TABLE d (tag TEXT, n BIGINT)")
+        session, copies = conn.session, []
+        original = session.parse
+        monkeypatch.setattr(session, "parse", lambda sql: copies.append(sql) or original(sql))
+        for sql in ["INSERT INTO d VALUES ('a', 1), ('b', 2)",
+                    "SELECT tag, n FROM d WHERE n > 0",
+                    "SELECT tag, n + 1 FROM d GROUP BY tag, n"]:  # a GROUP BY that is not kept
+            copies.clear()
+            conn.sql(sql)
+            assert copies == [sql], sql
