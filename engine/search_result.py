@@ -15,6 +15,8 @@ written, as DataFusion's `array_distance`, `cosine_distance` (NULL for a zero ve
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,8 +29,10 @@ from omnilake.engine.tables import ident
 from omnilake.engine.vector_functions import as_matrix, l1_distance
 
 if TYPE_CHECKING:
+    from omnilake.catalog.indexes import VectorIndexDef
     from omnilake.engine.query import BoundQuery
-    from omnilake.engine.vector_search import SearchPlan
+    from omnilake.engine.scan import Column
+    from omnilake.engine.vector_search import Search
 
 # The clauses a plain search statement may have; any other (DISTINCT, GROUP BY, WITH,
 # windows, locking ...) sends it through DataFusion.
@@ -77,7 +81,7 @@ def direct_result(bound: "BoundQuery") -> pa.Table | None:
             query = _constant_vector(_query_side(distance))
             if query is None:
                 return None
-            arrays.append(_distances(plan, distance, rows, np.asarray(query, np.float64)))
+            arrays.append(_distances(plan.search, distance, rows, np.asarray(query, np.float64)))
             fields.append(pa.field(name, pa.float64()))
         else:
             return None
@@ -114,12 +118,12 @@ def _query_side(distance: exp.Expression) -> exp.Expression:
     return right.unnest() if isinstance(left.unnest(), exp.Column) else left.unnest()
 
 
-def _distances(plan: "SearchPlan", distance: exp.Expression, rows: pa.Table,
+def _distances(search: "Search", distance: exp.Expression, rows: pa.Table,
                query: np.ndarray) -> pa.Array:
     """`distance` between each row's vector and `query`, in float64; NULL where the row
     has no vector (and, for cosine, where either vector is zero)."""
-    column = rows.column(plan.search.column.name)
-    metric = plan.search.metric
+    column = rows.column(search.column.name)
+    metric = search.metric
     if metric == "l1":
         return l1_distance(column, pa.array([query.tolist()] * rows.num_rows,
                                             pa.list_(pa.float64())))
@@ -231,6 +235,73 @@ def _distance_parts(node: exp.Expression, numbers: dict) -> tuple | None:
     return column, numbers[id(right)]
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a search statement reads of one version of its table, worked out once."""
+
+    statement: SearchStatement  # (its id is part of the key: kept alive with the entry)
+    columns: list  # the table's
+    column: Column  # the vector column
+    outputs: tuple  # per projection: its (output name, column) pairs, or None for a distance
+    read: list  # the columns the result is made of
+    index: VectorIndexDef | None
+    one_file: tuple | None  # (path, segment location): the snapshot is that one indexed file
+
+
+_LAYOUTS: OrderedDict = OrderedDict()
+_LAYOUTS_SIZE = 256
+_layouts_lock = threading.Lock()
+
+
+def _layout(session, statement: SearchStatement, ref, snapshot_id: int | None) -> _Layout | None:
+    """The statement's layout on the table as loaded (None: the general path runs it).
+    Metadata files are immutable, so one location (with the snapshot read) is one layout."""
+    key = (id(statement), ref.table.metadata_location, snapshot_id)
+    with _layouts_lock:
+        found = _LAYOUTS.get(key)
+        if found is not None and found.statement is statement:
+            _LAYOUTS.move_to_end(key)
+            return found
+    from pyiceberg.expressions import AlwaysTrue
+
+    from omnilake.engine import key_lookup, vector_search
+    columns = ref.columns()
+    by_name = {c.name: c for c in columns}
+    column = key_lookup.resolve(statement.alias, by_name, *statement.column)
+    if column is None or column.sql_type.name != "vector":
+        return None
+    outputs = []
+    for projection in statement.projections:
+        found = None if isinstance(projection, Distance) else key_lookup.output_columns(
+            (projection,), statement.alias, by_name, ref)
+        if found is None and not isinstance(projection, Distance):
+            return None
+        outputs.append(tuple(found) if found is not None else None)
+    names = [out for found in outputs if found for out, _ in found] + \
+        [p.name for p in statement.projections if isinstance(p, Distance)]
+    if len(set(names)) != len(names):
+        return None  # (DataFusion renames twins)
+    read = list(dict.fromkeys([c.name for found in outputs if found for _, c in found]
+                              + [column.name for found in outputs if found is None]))
+    metric = vector_search.METRIC_OF[type(statement.distance)]
+    index = vector_search._pick_index(ref, vector_search.Search(
+        column, metric, np.empty((0, column.sql_type.params[0]), np.float32), statement.k, None,
+        statement.alias))
+    one_file = None
+    if index is not None and snapshot_id is not None:
+        tasks = session.engine.plan_cache.plan(ref.table, snapshot_id, AlwaysTrue())[0]
+        if len(tasks) == 1 and not tasks[0].delete_files:
+            path = tasks[0].file.file_path
+            if path in index.segments:
+                one_file = (path, index.segments[path])
+    found = _Layout(statement, columns, column, tuple(outputs), read, index, one_file)
+    with _layouts_lock:
+        _LAYOUTS[key] = found
+        while len(_LAYOUTS) > _LAYOUTS_SIZE:
+            _LAYOUTS.popitem(last=False)
+    return found
+
+
 def run(session, statement: SearchStatement, values) -> pa.Table | None:
     """The statement's rows with `values` for its parameters; None where the general path
     must run it (a value that is not a vector of the column's dimension, a missing table)."""
@@ -238,7 +309,6 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
 
     from omnilake import errors as E
     from omnilake.engine import key_lookup, query, vector_search
-    from omnilake.engine.vector_search import METRIC_OF
     node = statement.table
     if not key_lookup.readable(session, node) or statement.query >= len(values) or (
             statement.positional and len(values) != statement.positional):
@@ -255,35 +325,27 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
         ref, snapshot_id, pending = query.table_rows(session, node)
     except E.UndefinedTable:
         return None
-    by_name = {c.name: c for c in ref.columns()}
-    column = key_lookup.resolve(statement.alias, by_name, *statement.column)
-    if column is None or column.sql_type.name != "vector" \
-            or column.sql_type.params[0] != len(vector[0]):
+    layout = _layout(session, statement, ref, snapshot_id)
+    if layout is None or layout.column.sql_type.params[0] != len(vector[0]):
         return None
-    outputs = []  # per projection: its (output name, column) pairs, or None for a distance
-    for projection in statement.projections:
-        found = None if isinstance(projection, Distance) else key_lookup.output_columns(
-            (projection,), statement.alias, by_name, ref)
-        if found is None and not isinstance(projection, Distance):
-            return None
-        outputs.append(found)
-    search = vector_search.Search(column, METRIC_OF[type(statement.distance)], vector[0][None, :],
-                                  statement.k, None, statement.alias)
-    read = list(dict.fromkeys([c.name for found in outputs if found for _, c in found]
-                              + [column.name for found in outputs if found is None]))
-    tables, searched = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending,
-                                         read)
-    rows = tables[0].slice(0, statement.k)
+    search = vector_search.Search(layout.column, vector_search.METRIC_OF[type(statement.distance)],
+                                  vector[0][None, :], statement.k, None, statement.alias)
+    rows = None
+    if layout.one_file is not None and not pending:
+        rows = vector_search.run_one_file(session, ref, search, layout.index, *layout.one_file,
+                                          layout.columns, layout.read)
+    if rows is None:
+        tables, _ = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending,
+                                      layout.read)
+        rows = tables[0].slice(0, statement.k)
     fields, arrays = [], []
-    for projection, found in zip(statement.projections, outputs):
+    for projection, found in zip(statement.projections, layout.outputs):
         if found is None:
             fields.append(pa.field(projection.name, pa.float64()))
-            arrays.append(_distances(searched, statement.distance, rows, vector[1]))
+            arrays.append(_distances(search, statement.distance, rows, vector[1]))
             continue
         fields.extend(rows.schema.field(c.name).with_name(out) for out, c in found)
         arrays.extend(rows.column(c.name) for _, c in found)
-    if len({f.name for f in fields}) != len(fields):
-        return None  # (DataFusion renames twins)
     from omnilake.engine.query import normalise_output
     return normalise_output(pa.Table.from_arrays(arrays, schema=pa.schema(fields)))
 

@@ -236,3 +236,104 @@ def test_planning_from_the_text_leaves_the_parsed_statement_as_it_was(sql):
     for node in tree.walk():
         for child in node.iter_expressions():
             assert child.parent is node, (sql, child)
+
+
+@pytest.fixture
+def loaded(conn):
+    """A loaded, indexed collection: one data file, its HNSW segment, nothing pending; text,
+    bytes, a NULL vector and a zero vector among the rows."""
+    rng = np.random.default_rng(5)
+    n = 300
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors[0] = 0.0
+    valid = np.ones(n, bool)
+    valid[1] = False
+    ids = np.arange(n)
+    conn.execute(f"CREATE TABLE docs (id BIGINT, title TEXT, body BYTEA, v VECTOR({DIM}))")
+    conn.insert("docs", pa.table({
+        "id": ids, "title": [f"doc {i}" for i in ids], "body": [bytes([i % 256]) for i in ids],
+        "v": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM,
+                                               mask=pa.array(~valid))}))
+    conn.flush("docs")
+    conn.execute("CREATE INDEX docs_v ON docs USING hnsw (v vector_l2_ops)")
+    conn.execute("CREATE INDEX docs_c ON docs USING hnsw (v vector_cosine_ops)")
+    return conn
+
+
+def _one_file_calls(monkeypatch):
+    """The results run_one_file gives (None: it left the statement to run())."""
+    from omnilake.engine import vector_search
+    calls, original = [], vector_search.run_one_file
+
+    def counted(*args):
+        found = original(*args)
+        calls.append(found)
+        return found
+    monkeypatch.setattr(vector_search, "run_one_file", counted)
+    return calls
+
+
+ONE_FILE = [
+    "SELECT id FROM docs ORDER BY v <-> %s LIMIT 10",
+    "SELECT * FROM docs ORDER BY v <=> %s LIMIT 7",
+    "SELECT d.id AS key, d.title, body FROM docs AS d ORDER BY d.v <-> $1 LIMIT 300",
+    "SELECT id, v <-> %s AS d FROM docs ORDER BY d LIMIT 5",
+    "SELECT v <=> $1 AS s, title FROM docs ORDER BY s LIMIT 4",
+]
+
+
+@pytest.mark.parametrize("sql", ONE_FILE)
+def test_a_loaded_collection_is_searched_on_its_one_file(loaded, sql, monkeypatch):
+    """One indexed data file and nothing pending: the search runs on that file's segment
+    alone (run_one_file), with the rows, names and types of the general path."""
+    calls = _one_file_calls(monkeypatch)
+    for q in (np.random.default_rng(9).normal(size=DIM).astype(np.float32), [0.25] * DIM):
+        params = (q,) * (sql.count("%s") + ("$1" in sql))
+        fast, slow, used = fast_and_general(monkeypatch, search_result,
+                                            lambda s=sql, p=params: loaded.sql(s, p).to_arrow())
+        assert used
+        assert fast.schema.equals(slow.schema, check_metadata=True)
+        assert fast.to_pylist() == slow.to_pylist()
+    assert calls and all(found is not None for found in calls)
+
+
+def test_the_one_file_search_sees_new_rows_deletes_and_new_files(loaded, monkeypatch):
+    """Rows written since (pending, then in a second file) and deleted rows: the one-file
+    search steps aside, and every answer is the general path's."""
+    calls = _one_file_calls(monkeypatch)
+    sql = "SELECT id FROM docs ORDER BY v <-> %s LIMIT 3"
+    q = np.full(DIM, 7.0, np.float32)
+
+    def nearest():
+        """The nearest id, checked against the general path; and whether run_one_file ran."""
+        calls.clear()
+        fast, slow, used = fast_and_general(monkeypatch, search_result,
+                                            lambda: loaded.sql(sql, (q,)).to_arrow())
+        assert used and fast.to_pylist() == slow.to_pylist()
+        return fast.column("id")[0].as_py(), bool(calls)
+
+    before, one_file = nearest()
+    assert one_file
+    loaded.execute("INSERT INTO docs (id, v) VALUES (1000, %s)", (q,))
+    assert nearest() == (1000, False)  # pending rows: searched exactly, merged
+    loaded.flush("docs")
+    assert nearest() == (1000, False)  # two files
+    loaded.execute("DELETE FROM docs WHERE id = 1000")
+    assert nearest()[0] == before
+
+
+def test_a_one_file_search_that_falls_short_is_left_to_the_general_path(loaded, monkeypatch):
+    """Fewer rows found than asked for, even at the widest search (a stub segment that finds
+    nothing): run_one_file declines, and run() searches exactly."""
+    from omnilake.gpu import ann
+    calls = _one_file_calls(monkeypatch)
+    monkeypatch.setattr(ann.AnnIndex, "search", lambda self, queries, k, breadth, allowed=None: (
+        np.full((len(queries), k), np.inf, np.float32), np.full((len(queries), k), -1)))
+    q = np.random.default_rng(2).normal(size=DIM).astype(np.float32)
+    got = loaded.sql("SELECT id FROM docs ORDER BY v <-> %s LIMIT 5", (q,)).fetchall()
+    assert calls == [None]
+    matrix = np.random.default_rng(5).normal(size=(300, DIM)).astype(np.float32)
+    matrix[0] = 0.0
+    distances = np.linalg.norm(matrix - q, axis=1)
+    distances[1] = np.inf  # the row without a vector
+    assert [r[0] for r in got] == np.argsort(distances, kind="stable")[:5].tolist()
