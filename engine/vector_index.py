@@ -206,6 +206,7 @@ class VectorIndexes:
         if found is None:
             data = read_object(ref.table.io, location)
             found = ann.deserialize(data, index.method, index.metric)
+            ann.use_huge_pages(found)
             self.segments.put(location, found, len(data))
         return found
 
@@ -276,6 +277,7 @@ class VectorIndexes:
         data = ann.serialize(built)
         location = f"{ref.table.location()}/{INDEX_FOLDER}/{index.name}/{uuid.uuid4().hex}.faiss"
         write_object(ref.table.io, location, data)
+        ann.use_huge_pages(built)
         self.segments.put(location, built, len(data))
         return location
 

@@ -17,6 +17,8 @@ faiss's inner-product HNSW as it is; IVF-flat does not have this weakness.
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,6 +165,58 @@ def _train_on_device(index, quantizer, sample: np.ndarray, lists: int, metric: s
                                   spherical=metric in ("cosine", "ip"))
     quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
     index.is_trained = True
+
+
+HUGE_PAGE = 1 << 21
+HUGE_PAGES_FROM = 32 << 20  # smaller graphs mostly stay in the caches and the TLB's reach
+_MADV_COLLAPSE = 25  # Linux 6.1 and later
+
+
+def use_huge_pages(index: AnnIndex, minimum: int = HUGE_PAGES_FROM) -> int:
+    """Back an HNSW graph's vectors and links with 2 MiB pages where the kernel can
+    (MADV_COLLAPSE); the bytes now on them (0 elsewhere: other platforms, older kernels, IVF,
+    buffers under `minimum` bytes). A search jumps between random nodes, and on 4 KiB pages most jumps
+    also miss the TLB: on a 1M x 128 segment (755 MiB) faiss's p50 went from 0.74 to
+    0.60 ms at ef_search 143 (three runs each); collapsing took 1.3 s, once per load.
+    Best effort: the memory stays as it was wherever the kernel declines."""
+    madvise = _madvise()
+    if madvise is None:
+        return 0
+    faiss = _faiss()
+    inner = faiss.downcast_index(getattr(index.index, "index", index.index))
+    if not isinstance(inner, faiss.IndexHNSW):
+        return 0
+    done = 0
+    storage = faiss.downcast_index(inner.storage)
+    for vector in (getattr(storage, "codes", None), inner.hnsw.neighbors, inner.hnsw.offsets):
+        try:
+            values = faiss.rev_swig_ptr(vector.data(), vector.size())  # a view, no copy
+        except Exception:  # noqa: BLE001 - a faiss build without these accessors: skip
+            continue
+        if values.nbytes < minimum:
+            continue
+        address = values.ctypes.data
+        start = -(-address // HUGE_PAGE) * HUGE_PAGE  # whole huge pages inside the buffer
+        end = (address + values.nbytes) // HUGE_PAGE * HUGE_PAGE
+        if end > start and madvise(start, end - start, _MADV_COLLAPSE) == 0:
+            done += end - start
+    return done
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise():
+    """libc's madvise, on Linux; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+    try:
+        call = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    call.restype = ctypes.c_int
+    return call  # (ctypes lets go of the GIL while the kernel works)
 
 
 def serialize(index: AnnIndex) -> bytes:

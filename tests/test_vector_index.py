@@ -427,3 +427,27 @@ def test_writes_after_reopen_get_indexed(warehouse, data, queries):
         assert "segments=2/2" in explain(cur, sql)
         found, counts = recall(cur, data[:2100], "l2", queries)
         assert found >= 0.95 and set(counts) == {10}
+
+
+def test_huge_pages_leave_a_graph_answering_as_before():
+    """use_huge_pages moves an HNSW graph's memory onto 2 MiB pages where the kernel allows
+    (best effort, whole huge pages inside each buffer only): the graph answers the same."""
+    from omnilake.gpu import ann
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(6000, 128)).astype(np.float32)
+    index = ann.build(vectors, np.arange(6000), "hnsw", "l2", {"m": 8, "ef_construction": 16})
+    queries = rng.normal(size=(20, 128)).astype(np.float32)
+    before = index.search(queries, 10, 40)
+    done = ann.use_huge_pages(index, minimum=0)
+    assert done >= 0 and done % ann.HUGE_PAGE == 0
+    assert done <= vectors.nbytes + 6000 * 8 * 2 * 4 + 6001 * 8  # vectors, links, offsets
+    if done:  # the kernel took them: they show as this process's huge pages
+        rollup = pathlib.Path("/proc/self/smaps_rollup").read_text()
+        huge_kb = int(next(line for line in rollup.splitlines()
+                           if line.startswith("AnonHugePages")).split()[1])
+        assert huge_kb * 1024 >= done
+    after = index.search(queries, 10, 40)
+    np.testing.assert_array_equal(before[1], after[1])
+    np.testing.assert_array_equal(before[0], after[0])
+    ivf = ann.build(vectors, np.arange(6000), "ivfflat", "l2", {"lists": 16})
+    assert ann.use_huge_pages(ivf, minimum=0) == 0  # (lists of their own: not moved)
