@@ -322,7 +322,7 @@ def _search_source(session: "Session", ref: TableRef, search: Search, index, sou
         plan.segments_used += 1
         found = _search_segment(segment, search, mask, plan)
         if found is not None:
-            return found
+            return _cosine_again(session, search, matrix, found)
     elif source.path is not None:
         plan.files_exact += 1
     if location and mask is not None and matching <= exact_limit:
@@ -353,8 +353,27 @@ def run_one_file(session: "Session", ref: TableRef, search: Search, index: Vecto
     found = _search_segment(engine.vectors.segment(ref, index, location), search, None, plan)
     if found is None or not len(found[0][1]):
         return None
+    rows = engine.vectors.file_rows(ref, path, columns)
     ids = found[0][1]  # nearest first (faiss sorts them)
-    return engine.vectors.file_rows(ref, path, columns).select(outputs).take(ids[:search.k])
+    if search.metric == "cosine":
+        matrix, _ = engine.vectors.file_vectors(ref, path, rows, search.column.name)
+        ((distances, ids),) = _cosine_again(session, search, matrix, found)
+        ids = ids[np.argsort(distances, kind="stable")]
+    return rows.select(outputs).take(ids[:search.k])
+
+
+def _cosine_again(session: "Session", search: Search, matrix: np.ndarray, found: list) -> list:
+    """A segment's cosine matches with their distances computed on the exact kernel: faiss
+    holds zero vectors as they are (their cosine is undefined) and gives them distance 1,
+    the kernel NaN, which ranks them last, as PostgreSQL ranks NaN. Other metrics: as
+    found."""
+    if search.metric != "cosine":
+        return found
+    backend = get_backend(session.engine.settings.device)
+    return [(backend.to_numpy(kernels.pairwise_distances(
+                search.query[q:q + 1], matrix[ids], search.metric, backend))[0]
+             .astype(np.float64) if len(ids) else np.empty(0, np.float64), ids)
+            for q, (_, ids) in enumerate(found)]
 
 
 def _cacheable(where: exp.Expression) -> bool:
@@ -368,8 +387,9 @@ def _search_segment(segment, search: Search, mask: np.ndarray | None,
     """Per query, (distances, row ids) from faiss, nearest first, widened until every query
     has as many rows as can match; None when even the widest search falls short (the
     caller searches exactly). The distances are exact (HNSW and IVF-flat keep the vectors
-    as they are): faiss computes them in float32 as the exact kernel does, so candidates
-    of every source compare alike (computing them again cost up to 0.1 ms a search)."""
+    as they are; float32, as the exact kernel's), so candidates of every source compare
+    alike without computing them again (up to 0.1 ms a search), cosine aside
+    (_cosine_again)."""
     want = min(search.k, segment.count if mask is None else int(mask.sum()))
     breadth = plan.breadth
     if not plan.breadth_set:

@@ -174,11 +174,11 @@ _MADV_COLLAPSE = 25  # Linux 6.1 and later
 
 def use_huge_pages(index: AnnIndex, minimum: int = HUGE_PAGES_FROM) -> int:
     """Back an HNSW graph's vectors and links with 2 MiB pages where the kernel can
-    (MADV_COLLAPSE); the bytes now on them (0 elsewhere: other platforms, older kernels, IVF,
-    buffers under `minimum` bytes). A search jumps between random nodes, and on 4 KiB pages most jumps
-    also miss the TLB: on a 1M x 128 segment (755 MiB) faiss's p50 went from 0.74 to
-    0.60 ms at ef_search 143 (three runs each); collapsing took 1.3 s, once per load.
-    Best effort: the memory stays as it was wherever the kernel declines."""
+    (MADV_COLLAPSE); the bytes now on them (0 elsewhere: other platforms, older kernels,
+    IVF, buffers under `minimum` bytes). A search jumps between random nodes, and on 4 KiB
+    pages most jumps also miss the TLB: on a 1M x 128 segment (755 MiB) faiss's p50 went
+    from 0.74 to 0.60 ms at ef_search 143 (three runs each); collapsing took 1.3 s, once
+    per load. Best effort: the memory stays as it was wherever the kernel declines."""
     madvise = _madvise()
     if madvise is None:
         return 0

@@ -337,3 +337,20 @@ def test_a_one_file_search_that_falls_short_is_left_to_the_general_path(loaded, 
     distances = np.linalg.norm(matrix - q, axis=1)
     distances[1] = np.inf  # the row without a vector
     assert [r[0] for r in got] == np.argsort(distances, kind="stable")[:5].tolist()
+
+
+def test_a_zero_vector_ranks_last_by_cosine_on_the_one_file_path(loaded, monkeypatch):
+    """A zero vector has no cosine: its distance is NULL (NaN inside) and it comes after
+    every row that has one, as on the general path (faiss alone would give it 1)."""
+    calls = _one_file_calls(monkeypatch)
+    sql = "SELECT id, v <=> %s AS d FROM docs ORDER BY v <=> %s LIMIT 300"
+    q = np.random.default_rng(1).normal(size=DIM).astype(np.float32)
+    fast, slow, used = fast_and_general(monkeypatch, search_result,
+                                        lambda: loaded.sql(sql, (q, q)).to_arrow())
+    assert used and calls and calls[0] is not None
+    assert fast.to_pylist() == slow.to_pylist()
+    got = fast.to_pylist()
+    assert got[-1] == {"id": 0, "d": None}
+    distances = [row["d"] for row in got[:-1]]
+    assert None not in distances and distances == sorted(distances)
+    assert max(distances) > 1.0  # rows beyond distance 1 come before the zero vector
