@@ -5,6 +5,7 @@ import pathlib
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import omnilake
@@ -451,3 +452,24 @@ def test_huge_pages_leave_a_graph_answering_as_before():
     np.testing.assert_array_equal(before[0], after[0])
     ivf = ann.build(vectors, np.arange(6000), "ivfflat", "l2", {"lists": 16})
     assert ann.use_huge_pages(ivf, minimum=0) == 0  # (lists of their own: not moved)
+
+
+def test_exact_searches_of_a_file_that_fills_the_cache_read_it_once(tmp_path, monkeypatch):
+    """A data file whose rows take most of the rows cache: its exact searches keep the rows,
+    the vectors and the kernel's prepared copy (on the CPU the same matrix) cached together,
+    so the file is read once, not at every search."""
+    from omnilake.engine import vector_index
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(20_000, 128)).astype(np.float32)  # 10.2 MB
+    reads, original = [], vector_index.read_data_file
+    monkeypatch.setattr(vector_index, "read_data_file",
+                        lambda *args: reads.append(1) or original(*args))
+    with omnilake.connect(str(tmp_path / "wh"), vector_cache_bytes=2 * 12_000_000) as conn:
+        conn.execute("CREATE TABLE big (id BIGINT, v VECTOR(128))")
+        conn.insert("big", pa.table({"id": np.arange(20_000), "v": pa.FixedSizeListArray.from_arrays(
+            pa.array(vectors.ravel()), 128)}))
+        conn.flush("big")
+        for q in vectors[:4]:
+            got = conn.sql("SELECT id FROM big ORDER BY v <-> %s LIMIT 3", (q,)).fetchall()
+            assert got[0][0] == int(np.flatnonzero((vectors == q).all(axis=1))[0])
+    assert len(reads) == 1
