@@ -173,8 +173,8 @@ def test_ef_search_and_probes_settings(conn, cur, data, queries):
 def test_default_ef_search_grows_with_the_segment():
     # Small segments get the flat default; larger graphs need a wider search for the same
     # recall (measured values in engine/vector_index.py).
-    assert default_ef_search(0) == default_ef_search(3000) == default_ef_search(490_000) == 100
-    assert default_ef_search(1_000_000) == 143
+    assert default_ef_search(0) == default_ef_search(3000) == default_ef_search(640_000) == 100
+    assert default_ef_search(1_000_000) == 125
     sizes = [10 ** 5, 10 ** 6, 10 ** 7, 10 ** 8]
     assert [default_ef_search(n) for n in sizes] == sorted(default_ef_search(n) for n in sizes)
 
