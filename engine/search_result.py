@@ -246,6 +246,7 @@ class _Layout:
     read: list  # the columns the result is made of
     index: VectorIndexDef | None
     one_file: tuple | None  # (path, segment location): the snapshot is that one indexed file
+    plain: bool  # the result is the `read` columns as they are (no distance, no renames)
 
 
 _LAYOUTS: OrderedDict = OrderedDict()
@@ -294,7 +295,9 @@ def _layout(session, statement: SearchStatement, ref, snapshot_id: int | None) -
             path = tasks[0].file.file_path
             if path in index.segments:
                 one_file = (path, index.segments[path])
-    found = _Layout(statement, columns, column, tuple(outputs), read, index, one_file)
+    plain = all(found is not None for found in outputs) and \
+        [(out, c.name) for found in outputs for out, c in found] == [(name, name) for name in read]
+    found = _Layout(statement, columns, column, tuple(outputs), read, index, one_file, plain)
     with _layouts_lock:
         _LAYOUTS[key] = found
         while len(_LAYOUTS) > _LAYOUTS_SIZE:
@@ -338,6 +341,9 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
         tables, _ = vector_search.run(session, ref, search, snapshot_id, AlwaysTrue(), pending,
                                       layout.read)
         rows = tables[0].slice(0, statement.k)
+    from omnilake.engine.query import normalise_output
+    if layout.plain:
+        return normalise_output(rows)
     fields, arrays = [], []
     for projection, found in zip(statement.projections, layout.outputs):
         if found is None:
@@ -346,7 +352,6 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
             continue
         fields.extend(rows.schema.field(c.name).with_name(out) for out, c in found)
         arrays.extend(rows.column(c.name) for _, c in found)
-    from omnilake.engine.query import normalise_output
     return normalise_output(pa.Table.from_arrays(arrays, schema=pa.schema(fields)))
 
 
