@@ -285,9 +285,7 @@ def _layout(session, statement: SearchStatement, ref, snapshot_id: int | None) -
     read = list(dict.fromkeys([c.name for found in outputs if found for _, c in found]
                               + [column.name for found in outputs if found is None]))
     metric = vector_search.METRIC_OF[type(statement.distance)]
-    index = vector_search._pick_index(ref, vector_search.Search(
-        column, metric, np.empty((0, column.sql_type.params[0]), np.float32), statement.k, None,
-        statement.alias))
+    index = vector_search._pick_index(ref, column, metric)
     one_file = None
     if index is not None and snapshot_id is not None:
         tasks = session.engine.plan_cache.plan(ref.table, snapshot_id, AlwaysTrue())[0]

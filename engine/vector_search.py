@@ -230,7 +230,7 @@ def run(session: "Session", ref: TableRef, search: Search, snapshot_id: int | No
     engine = session.engine
     columns = ref.columns()
     plan = SearchPlan(ref.qualified, search, columns=columns)
-    index = _pick_index(ref, search)
+    index = _pick_index(ref, search.column, search.metric)
     if index is not None:
         _use_index(session, ref, plan, index)
     tasks = engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0] \
@@ -273,9 +273,9 @@ def _use_index(session: "Session", ref: TableRef, plan: SearchPlan, index: Vecto
     session.engine.vectors.watch(ref.namespace, ref.name)
 
 
-def _pick_index(ref: TableRef, search: Search) -> VectorIndexDef | None:
+def _pick_index(ref: TableRef, column: Column, metric: str) -> VectorIndexDef | None:
     usable = [i for i in _indexes(ref.table.properties.get(INDEXES_PROPERTY))
-              if i.field_id == search.column.field_id and i.metric == search.metric]
+              if i.field_id == column.field_id and i.metric == metric]
     usable.sort(key=lambda i: (i.method != "hnsw", i.name))
     return usable[0] if usable else None
 
