@@ -148,6 +148,8 @@ class VectorIndexes:
         budget = engine.settings.vector_cache_bytes
         self.segments = _Lru(budget // 2)
         self.rows = _Lru(budget // 2)
+        # GPU copies of those rows, in device memory: a budget of their own, the same size.
+        self.device_rows = _Lru(budget // 2)
         self.masks = _Lru(64 * 1024 * 1024)
         self._build_lock = threading.RLock()
         self._watched: dict[tuple[str, str], str | None] = {}  # table -> metadata seen
@@ -186,14 +188,17 @@ class VectorIndexes:
         their squared lengths, made once per file (on a GPU the copy and the lengths are most
         of an exact search's time)."""
         key = ("prepared", path, ref.table.metadata.current_schema_id, column, backend.name)
-        found = self.rows.get(key)
+        # Host rows and device copies are different memory: on a GPU, counting the copy
+        # against the rows' budget pushed a file that fills half of it out at every search.
+        cache = self.device_rows if backend.is_gpu else self.rows
+        found = cache.get(key)
         if found is None:
             found = kernels.Prepared(matrix, backend)
             # On the CPU the matrix is the file's cached vectors, not a copy: counting it
             # twice pushed a 1M x 128 file (524 MB of rows) out of its own cache at every
             # exact search, which then read the file again (1.4 s a search instead of 60 ms).
             shared = isinstance(found.data, np.ndarray) and np.may_share_memory(found.data, matrix)
-            self.rows.put(key, found, (0 if shared else matrix.nbytes) + 4 * len(matrix))
+            cache.put(key, found, (0 if shared else matrix.nbytes) + 4 * len(matrix))
         return found
 
     def file_mask(self, path: str, schema_id: int, where: str, compute) -> np.ndarray:

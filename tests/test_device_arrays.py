@@ -11,6 +11,7 @@ from omnilake.gpu import backend as backends
 from omnilake.gpu import get_backend, kernels
 
 import device_arrays
+from test_vector_index import file_reads_over_four_exact_searches
 
 DIM = 12
 
@@ -166,3 +167,10 @@ def test_embed_in_sql_answers_as_on_numpy(strict_device, warehouse):
     assert [r[0] for r in device] == [0, 1, 2, 3] and device[3][1] is None
     for a, b in zip(cpu[:3], device[:3]):
         np.testing.assert_allclose(np.asarray(b[1]), np.asarray(a[1]), atol=1e-5)
+
+
+def test_device_copies_do_not_push_their_rows_out_of_the_cache(strict_device, tmp_path, monkeypatch):
+    """A file that fills half the rows cache: its copy on the device is kept under a budget of
+    its own, so exact searches read the file once (on the H100, counted with the rows, the
+    copy pushed them out and every search read the file again)."""
+    assert file_reads_over_four_exact_searches(tmp_path, monkeypatch) == 1

@@ -45,7 +45,9 @@ def test_embed_matches_the_encoder_and_handles_null_and_empty(docs, model_ready)
     np.testing.assert_allclose(a, direct[0], atol=1e-5)
     np.testing.assert_allclose(b, direct[1], atol=1e-5)
     assert rows(docs, "SELECT embed(NULL) IS NULL") == [(True,)]
-    assert rows(docs, "SELECT embed(body, 'minilm') = emb FROM docs WHERE id = 1") == [(True,)]
+    # Equal to float rounding, not bit for bit: on a GPU the batch's shape (rows, padding)
+    # changes the matrix products' summation order.
+    assert rows(docs, "SELECT emb <-> embed(body, 'minilm') < 1e-5 FROM docs WHERE id = 1") == [(True,)]
 
 
 def test_update_recomputes_generated_values(docs):
