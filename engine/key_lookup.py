@@ -118,9 +118,8 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     parts = _file_parts(session, ref, snapshot_id, columns, keys)
     if parts is None:
         return None
-    if pending:
-        from omnilake.engine.scan import pending_in_scan_types
-        rows = pending_in_scan_types(query.scan_ready_rows(pending, columns), columns)
+    if pending:  # already in the scan's types and columns (kept while the memtable is unchanged)
+        rows = query.scan_ready_rows(pending, columns)[0]
         parts.append([rows.column(c.name).chunks for c in columns])
     position = {c.name: i for i, c in enumerate(columns)}
     picked: list[list[pa.Array]] = [[] for _ in columns]
