@@ -118,9 +118,9 @@ def write_measurements(session: "Session", namespace: str, tables: dict[str, pa.
             if attempt == ATTEMPTS - 1:
                 raise
             continue
-        # Acknowledged. A flush it made due runs outside the schema lock: other batches
-        # (and their schema changes) go on meanwhile.
-        session.engine.writer.flush_due(due)
+        # Acknowledged. A flush it made due runs on the flusher thread, outside the schema
+        # lock: this batch's reply and the next batches go on meanwhile.
+        session.engine.writer.flush_later(due)
         return sum(rows.num_rows for _, rows, _ in prepared)
     raise AssertionError("unreachable")
 

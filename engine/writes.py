@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 LSN_PROPERTY = "omnilake.wal."
 COMMIT_ATTEMPTS = 8
 FLUSHER_TICK_S = 0.5
+# flush_later: a table pending this many times its flush thresholds is flushed by its writer
+BACKLOG = 3
 FLUSH_CHAIN_SIZE = 10_000
 
 
@@ -117,6 +119,9 @@ class Writer:
         self.recovered = self._recover(root)
         self.wal = WriteAheadLog.create(root, settings.durability)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set: the flusher looks at once (stop, or flushes due)
+        self._due: set[str] = set()
+        self._due_lock = threading.Lock()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name="omnilake-flusher")
         self._flusher.start()
 
@@ -428,12 +433,39 @@ class Writer:
                     return table
         return None
 
+    def flush_later(self, keys: list[str]) -> None:
+        """Flush tables on the flusher thread, so the writer returns at once and writes on
+        while the files are written (their sorting, encoding and compression run outside the
+        GIL, on another core). A table pending BACKLOG times its thresholds is flushed here
+        and now, waiting for a flush already running: writers slow down to what flushes keep
+        up with, and memory stays bounded."""
+        behind = []
+        for key in keys:
+            stats = self.memtable.stats(key)
+            if stats is not None and (stats.rows >= BACKLOG * self.flush_rows
+                                      or stats.bytes >= BACKLOG * self.flush_bytes):
+                behind.append(key)
+        with self._due_lock:
+            self._due.update(key for key in keys if key not in behind)
+        self._wake.set()
+        for key in behind:
+            try:
+                self.flush(*key.split(".", 1), wait=True)
+            except Exception as exc:  # acknowledged already (see flush_due); retried later
+                log.warning("flush of %s after a write failed, retried later: %s", key, exc)
+
     def _flush_loop(self) -> None:
-        while not self._stop.wait(FLUSHER_TICK_S):
+        while True:
+            self._wake.wait(FLUSHER_TICK_S)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            with self._due_lock:
+                due, self._due = self._due, set()
             now = time.monotonic()
             for key in self.memtable.keys():
                 stats = self.memtable.stats(key)
-                if stats is not None and now - stats.since >= self.flush_interval:
+                if stats is not None and (key in due or now - stats.since >= self.flush_interval):
                     namespace, name = key.split(".", 1)
                     try:
                         self.flush(namespace, name, wait=False)
@@ -523,6 +555,7 @@ class Writer:
         if self._closed:
             return
         self._stop.set()
+        self._wake.set()
         self._flusher.join(timeout=5)
         self.flush_all()
         self._closed = True

@@ -4,6 +4,7 @@ tables and columns created on first write, schema evolution, all-or-nothing batc
 import gzip
 import http.client
 import json
+import threading
 import urllib.error
 import urllib.request
 
@@ -210,3 +211,39 @@ def test_concurrent_clients_creating_and_evolving_the_same_tables(ingest):
     columns = {r[0] for r in conn.sql("SELECT column_name FROM information_schema.columns "
                                       "WHERE table_name = 'shared'").fetchall()}
     assert columns == {"time", "c", "common", *(f"f{n}" for n in range(8))}
+
+
+def test_a_due_flush_runs_after_the_reply_and_writers_wait_when_it_falls_behind(warehouse):
+    """A batch that makes its table due for a flush is answered while the flusher thread
+    writes the files; a table pending three times its thresholds is flushed by the writer
+    itself, after the flush already running (backpressure)."""
+    conn = omnilake.connect(warehouse, flush_rows=5, flush_interval=3600)
+    writer = conn.session.engine.writer
+    started, release = threading.Event(), threading.Event()
+    commit = writer._commit
+
+    def held_commit(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return commit(*args, **kwargs)
+    writer._commit = held_commit
+    server = start_in_thread(conn.session.engine, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.port}/write"
+    try:
+        lines = [f"m,host=h{i} v={i} {1_700_000_000_000_000_000 + i}".encode() for i in range(18)]
+        assert post(url, b"\n".join(lines[:6])) == (204, b"")  # answered, flush still held
+        assert started.wait(10)
+        assert conn.sql("SELECT count(*) FROM m").fetchall() == [(6,)]
+        second = threading.Thread(target=lambda: post(url, b"\n".join(lines[6:])))
+        second.start()  # 18 pending >= 3 x 5: its writer flushes, after the held flush
+        second.join(0.5)
+        assert second.is_alive()
+        release.set()
+        second.join(30)
+        assert not second.is_alive()
+        assert writer.memtable.stats("public.m") is None  # all 18 rows committed
+        assert conn.sql("SELECT count(*), sum(v) FROM m").fetchall() == [(18, sum(range(18)))]
+    finally:
+        release.set()
+        server.close()
+        conn.close()
