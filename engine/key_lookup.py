@@ -21,6 +21,7 @@ same rows, names and types (tests/test_key_lookup.py compares the two).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ from pyiceberg.expressions import AlwaysTrue, And, EqualTo
 from sqlglot import exp
 
 from omnilake import errors as E
-from omnilake.engine import params
+from omnilake.engine import key_index, params
 from omnilake.engine.tables import ident
 
 if TYPE_CHECKING:
@@ -118,20 +119,23 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     parts = _file_parts(session, ref, snapshot_id, columns, keys)
     if parts is None:
         return None
+    files = len(parts)  # the data files' chunks (indexed once looked up twice); the memtable's next
     if pending:  # already in the scan's types and columns (kept while the memtable is unchanged)
         rows = query.scan_ready_rows(pending, columns)[0]
         parts.append([rows.column(c.name).chunks for c in columns])
     position = {c.name: i for i, c in enumerate(columns)}
     picked: list[list[pa.Array]] = [[] for _ in columns]
     matches = 0
-    for chunked in parts:
+    for part, chunked in enumerate(parts):
         for n in range(len(chunked[0]) if chunked else 0):
-            hits = _matches([chunked[position[c.name]][n] for c, _ in keys], [v for _, v in keys])
+            hits = _matches([chunked[position[c.name]][n] for c, _ in keys], [v for _, v in keys],
+                            indexed=part < files)
             matches += len(hits)
             if matches > MAX_MATCHES:
                 return None
-            for i, column in enumerate(chunked):
-                picked[i].extend(column[n].slice(int(h), 1) for h in hits)
+            if len(hits):
+                for i, column in enumerate(chunked):
+                    picked[i].extend(column[n].slice(int(h), 1) for h in hits)
     from omnilake.engine.query import normalise_output
     from omnilake.engine.scan import engine_schema
     fields = {f.name: f for f in engine_schema(columns)}
@@ -317,25 +321,45 @@ def _may_hold(data_file, field_id: int, value: int) -> bool:
     return high is None or value <= int.from_bytes(high, "little", signed=True)
 
 
-def _matches(arrays: list[pa.Array], values: list) -> np.ndarray:
-    """Positions where every array equals its value (NULL never does)."""
+def _matches(arrays: list[pa.Array], values: list, indexed: bool = False) -> np.ndarray:
+    """Positions where every array equals its value (NULL never does). `indexed`: the chunks
+    are a data file's, which an integer first key may look up in KEY_INDEXES."""
+    first, value = arrays[0], values[0]
+    if indexed and len(first) >= key_index.MIN_ROWS and pa.types.is_integer(first.type) \
+            and first.null_count == 0 and _fits(value, first.type):
+        hits = key_index.KEY_INDEXES.positions(first, value)
+        if hits is not None:
+            for array, value in zip(arrays[1:], values[1:]):  # the other keys, at those rows
+                if len(hits):
+                    hits = hits[_equal(array.take(hits), value)]
+            return hits
     found = None
     for array, value in zip(arrays, values):
-        integer = pa.types.is_integer(array.type)
-        if integer and not _fits(value, array.type):
-            equal = np.zeros(len(array), dtype=bool)  # `smallint_column = 100000`
-        elif integer and array.null_count == 0:
-            equal = array.to_numpy() == value
-        else:
-            scalar = pa.scalar(value, type=array.type)
-            equal = pc.fill_null(pc.equal(array, scalar), False).to_numpy(zero_copy_only=False)
+        equal = _equal(array, value)
         found = equal if found is None else found & equal
     return np.flatnonzero(found)
 
 
+def _equal(array: pa.Array, value) -> np.ndarray:
+    """Where `array` equals `value`, as booleans (NULL: False)."""
+    integer = pa.types.is_integer(array.type)
+    if integer and not _fits(value, array.type):
+        return np.zeros(len(array), dtype=bool)  # `smallint_column = 100000`
+    if integer and array.null_count == 0:
+        return array.to_numpy() == value
+    scalar = pa.scalar(value, type=array.type)
+    return pc.fill_null(pc.equal(array, scalar), False).to_numpy(zero_copy_only=False)
+
+
 def _fits(value: int, type_: pa.DataType) -> bool:
+    low, high = _bounds(type_)
+    return low <= value <= high
+
+
+@functools.lru_cache(maxsize=None)
+def _bounds(type_: pa.DataType) -> tuple[int, int]:
     info = np.iinfo(type_.to_pandas_dtype())
-    return int(info.min) <= value <= int(info.max)
+    return int(info.min), int(info.max)
 
 
 def _concat(pieces: list[pa.Array], type_: pa.DataType) -> pa.Array:

@@ -338,3 +338,31 @@ def test_an_empty_table_and_a_memtable_only_table(tmp_path, monkeypatch):
     cur.execute("SELECT val FROM e WHERE id = %s", (1,))
     assert cur.fetchall() == [("one",)]
     c.close()
+
+
+def test_random_keys_looked_up_again_use_the_chunks_indexes(tmp_path, monkeypatch):
+    """Shuffled keys with duplicates in a flushed file: the first lookup of a chunk scans it,
+    the next ones search its index; every answer equals DataFusion's, composite keys and
+    rows written since the flush included."""
+    import numpy as np
+    from omnilake.engine import key_index
+    indexes = key_index.KeyIndexes()
+    monkeypatch.setattr(key_index, "KEY_INDEXES", indexes)
+    c = omnilake.connect(str(tmp_path / "wh"))
+    c.cursor().execute("CREATE TABLE r (id BIGINT, name TEXT)")
+    rng = np.random.default_rng(3)
+    ids = np.concatenate([rng.permutation(60_000) * 3, [42, 42, 300_000]])
+    c.insert("r", pa.table({"id": pa.array(ids, pa.int64()),
+                            "name": pa.array([f"n{i % 7}" for i in range(len(ids))])}))
+    c.flush()
+    for _ in range(2):
+        c.cursor().execute("SELECT id, name FROM r")  # the file cached
+    c.cursor().execute("INSERT INTO r VALUES (42, 'late'), (7, 'late')")  # memtable rows
+    checks = ["SELECT id, name FROM r WHERE id = 42", "SELECT name FROM r WHERE id = 300000",
+              "SELECT name FROM r WHERE id = 7", "SELECT name FROM r WHERE id = 8",
+              "SELECT id FROM r WHERE id = 42 AND name = 'late'",
+              "SELECT id FROM r WHERE name = 'n3' AND id = 42"]
+    for _ in range(3):  # scan, then index
+        assert all(_compare(c, monkeypatch, sql) for sql in checks)
+    assert indexes._indexes  # the file's chunks have indexes now
+    c.close()
