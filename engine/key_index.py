@@ -5,7 +5,7 @@ insertion order fall in one chunk; random keys (hashed ids, keys from another sy
 anywhere, so every chunk is scanned: 1M rows, 1.1-1.7 ms a lookup. A chunk of a data file
 (immutable; the column cache holds it) that serves a second lookup gets an index here: its
 values sorted with their positions, so the next lookups are two binary searches (1M random
-keys: 0.35-0.40 ms a lookup). Memtable chunks change with every write and are scanned.
+keys: 0.3-0.7 ms a lookup). Memtable chunks change with every write and are scanned.
 
 Entries are keyed by the chunk object, least recently used dropped first, bounded in bytes
 (12 a row: the sorted values and 32-bit positions). A chunk is known through a weak
@@ -59,7 +59,8 @@ class KeyIndexes:
 
     def _build(self, key: int, chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         values = chunk.to_numpy()
-        order = np.argsort(values, kind="stable").astype(np.int32 if len(values) < 2**31 else np.int64)
+        positions = np.int32 if len(values) < 2**31 else np.int64
+        order = np.argsort(values, kind="stable").astype(positions)
         ordered = values[order]
         with self._lock:
             old = self._indexes.pop(key, None)

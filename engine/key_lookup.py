@@ -119,7 +119,7 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     parts = _file_parts(session, ref, snapshot_id, columns, keys)
     if parts is None:
         return None
-    files = len(parts)  # the data files' chunks (indexed once looked up twice); the memtable's next
+    files = len(parts)  # parts below this are data files' (their chunks get key indexes)
     if pending:  # already in the scan's types and columns (kept while the memtable is unchanged)
         rows = query.scan_ready_rows(pending, columns)[0]
         parts.append([rows.column(c.name).chunks for c in columns])
