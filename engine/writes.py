@@ -439,6 +439,8 @@ class Writer:
         GIL, on another core). A table pending BACKLOG times its thresholds is flushed here
         and now, waiting for a flush already running: writers slow down to what flushes keep
         up with, and memory stays bounded."""
+        if not keys:
+            return
         behind = []
         for key in keys:
             stats = self.memtable.stats(key)
