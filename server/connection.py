@@ -32,6 +32,7 @@ from omnilake.server.codecs import (TEXT, TYPE_SIZES, binary_encoder, column_oid
 from omnilake.server.client_queries import KnownQuery, recognise
 from omnilake.server.constant_results import ConstantReply, is_constant
 from omnilake.server.copy import CopyIn, copy_out, parse_copy
+from omnilake.server.replay import Exchanges
 from omnilake.server.small_results import bounded
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class Connection:
     _reported: dict[str, str] = field(default_factory=dict)
     _out: list[bytes] = field(default_factory=list)  # replies held until the client waits
     _out_size: int = 0
+    exchanges: Exchanges = field(default_factory=Exchanges)  # server/replay.py
 
     # -- lifecycle ------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -199,6 +201,7 @@ class Connection:
 
     async def _flush(self) -> None:
         if self._out:
+            self.exchanges.request = None  # written before its end: not replayable whole
             data = b"".join(self._out)
             self._out.clear()
             self._out_size = 0
@@ -266,6 +269,8 @@ class Connection:
         skipping = False  # after an extended-protocol error, until Sync
         while True:
             if self._out_size >= FLUSH_BYTES or not self.messages.has_message():
+                if not self.messages.buffer:
+                    self.exchanges.finish(self._out)  # remembered when replayable
                 await self._flush()  # the client may be waiting for these
             self.idle = True
             kind, body = await self.messages.read()
@@ -282,6 +287,8 @@ class Connection:
                     self._close_portals()
                 self._queue(M.ready_for_query(self._status()))
                 continue
+            if kind not in b"BDE":
+                self.exchanges.spoil()
             if kind == b"H":
                 await self._flush()
                 continue
@@ -298,11 +305,13 @@ class Connection:
                 raise
             except E.Error as err:
                 skipping = True
+                self.exchanges.spoil()
                 self._fail_transaction()
                 self._queue(M.error_response(err))
             except Exception as exc:  # noqa: BLE001 - never drop a client for an internal bug
                 log.exception("internal error")
                 skipping = True
+                self.exchanges.spoil()
                 self._fail_transaction()
                 self._queue(M.error_response(E.InternalError(f"internal error: {exc}")))
 
@@ -354,6 +363,7 @@ class Connection:
                 out, stream, rest = (reply.row_description + b"".join(reply.rows)
                                      + M.command_complete(reply.status)), None, []
             else:
+                self.exchanges.spoil()
                 out, stream, rest = await self._run(self._simple_batch, text,
                                                     abandon_on_cancel=_reads_only(text))
             self._queue(out)
@@ -564,6 +574,7 @@ class Connection:
         r = M.Reader(body)
         kind, name = r.byte(), r.cstring()
         if kind == b"S":
+            self.exchanges.spoil()
             statement = self._statement(name)
             out = [M.parameter_description(statement.param_oids)]
             schema = statement.known.schema if statement.known else None
@@ -600,6 +611,7 @@ class Connection:
                 portal.rows = list(reply.rows)
                 portal.description = reply.row_description
                 return
+        self.exchanges.spoil()
         self._task = asyncio.current_task()
         try:
             portal.result, portal.rows = await self._run(
@@ -642,6 +654,7 @@ class Connection:
         name, limit = r.cstring(), r.int32()
         portal = self._portal(name)
         if portal.tree is None and portal.statement.known is None:
+            self.exchanges.spoil()
             self._queue(M.EMPTY_QUERY)
             return
         if isinstance(portal.tree, exp.Copy):
@@ -695,6 +708,27 @@ class Connection:
         else:
             raise M.ProtocolViolation(f"invalid CLOSE message subtype {kind!r}")
         self._queue(M.CLOSE_COMPLETE)
+
+    # -- replayed exchanges (server/replay.py) ---------------------------------------------
+    def replay(self, data: bytes) -> bool:
+        """Look at data as it arrives, before the message loop: True when it repeats a
+        remembered exchange and was answered here."""
+        messages = self.messages
+        if not (self.idle and messages is not None and messages.waiting and not messages.buffer):
+            self.exchanges.request = None  # more data within an exchange
+            return False
+        if (self.session.transaction is not None or not self.session.autocommit or self.portals
+                or statements.isEnabledFor(logging.DEBUG)):
+            self.exchanges.request = None
+        else:
+            reply = self.exchanges.get(data)
+            if reply is not None and not self.writer.transport.get_write_buffer_size():
+                self.writer.write(reply)
+                self.exchanges.replayed += 1
+                return True  # still waiting, with nothing buffered
+            self.exchanges.start(data)
+        messages.waiting = False  # the data is on its way to the message loop
+        return False
 
     _EXTENDED = {b"P": _parse, b"B": _bind, b"D": _describe, b"E": _execute, b"C": _close}
 

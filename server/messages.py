@@ -77,6 +77,9 @@ class MessageReader:
     def __init__(self, reader: asyncio.StreamReader):
         self.reader = reader
         self.buffer = bytearray()  # deleting from the front is cheap for a bytearray
+        # True while waiting on the socket with nothing buffered anywhere (the stream's own
+        # buffer is empty when its read suspends); data arriving then starts a new exchange.
+        self.waiting = False
 
     def has_message(self) -> bool:
         """True when the next message is whole in the buffer (reading it will not wait)."""
@@ -97,7 +100,11 @@ class MessageReader:
         return kind, body
 
     async def _fill(self, wanted: int) -> None:
-        data = await self.reader.read(max(1 << 16, wanted - len(self.buffer)))
+        self.waiting = True
+        try:
+            data = await self.reader.read(max(1 << 16, wanted - len(self.buffer)))
+        finally:
+            self.waiting = False
         if not data:
             raise asyncio.IncompleteReadError(bytes(self.buffer), wanted)
         self.buffer += data

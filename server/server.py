@@ -22,6 +22,7 @@ from omnilake.server.connection import Connection, new_secret
 from omnilake.server.constant_results import ConstantResults
 from omnilake.server.pg_catalog import PgCatalog
 from omnilake.server.pool import StatementPool
+from omnilake.server.replay import ReplayProtocol
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,21 @@ class Server:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
+        connection = Connection(self, reader, writer)
+        writer.transport.get_protocol().connection = connection
         try:
-            await Connection(self, reader, writer).serve()
+            await connection.serve()
         finally:
             self._tasks.discard(task)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         self.check_bind()
-        self._server = await asyncio.start_server(self._accept, self.host, self.port,
-                                                  limit=1 << 20)
+        def protocol() -> ReplayProtocol:  # asyncio.start_server's, with replayed exchanges
+            return ReplayProtocol(asyncio.StreamReader(limit=1 << 20), self._accept)
+
+        self._server = await asyncio.get_running_loop().create_server(protocol, self.host,
+                                                                      self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("omnilake serving on %s:%d", self.host, self.port)
         if self.http_port is not None:

@@ -8,7 +8,6 @@ the client is psycopg over a real socket."""
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 import sqlglot
@@ -16,10 +15,9 @@ import sqlglot
 psycopg = pytest.importorskip("psycopg")
 asyncpg = pytest.importorskip("asyncpg")
 
-import omnilake  # noqa: E402
 from omnilake.server.constant_results import (ConstantReply, ConstantResults,  # noqa: E402
                                               is_constant)
-from omnilake.server.server import Server  # noqa: E402
+from wire_server import in_process_server  # noqa: E402
 
 
 @pytest.mark.parametrize("sql", [
@@ -72,30 +70,8 @@ def test_replies_are_bounded():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A wire server on a thread of this process, its pool trips counted."""
-    conn = omnilake.connect(str(tmp_path_factory.mktemp("constant") / "wh"))
-    srv = Server(conn.session.engine, "127.0.0.1", 0)
-    trips = []
-    run = srv.pool.run
-    srv.pool.run = lambda loop, fn, *args: (trips.append(fn), run(loop, fn, *args))[1]
-    srv.trips = trips
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(srv.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(30)
-    srv.conninfo = f"host=127.0.0.1 port={srv.port} dbname=omnilake user=tester"
-    yield srv
-    asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(30)
+    with in_process_server(str(tmp_path_factory.mktemp("constant") / "wh")) as srv:
+        yield srv
 
 
 def _answer(cursor, sql, **options):

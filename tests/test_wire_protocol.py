@@ -18,6 +18,8 @@ psycopg = pytest.importorskip("psycopg")
 asyncpg = pytest.importorskip("asyncpg")
 
 import omnilake  # noqa: E402
+from wire_messages import (columns, connect, error_code, message, parse,  # noqa: E402
+                           read_messages, read_messages_from, rows, run_portal, startup)
 from wire_server import start_server  # noqa: E402
 
 
@@ -29,47 +31,6 @@ def server(tmp_path_factory):
         c.execute("INSERT INTO nums SELECT * FROM (VALUES " + ",".join(f"({i})" for i in range(600)) + ") v(n)")
     yield srv
     assert srv.stop() == 0
-
-
-def _startup(user: str = "tester") -> bytes:
-    body = struct.pack("!i", 196608) + b"user\0" + user.encode() + b"\0database\0omnilake\0\0"
-    return struct.pack("!i", len(body) + 4) + body
-
-
-def _message(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("!i", len(body) + 4) + body
-
-
-def _read_messages(sock: socket.socket, until: bytes = b"Z", limit: float = 20) -> list[tuple[bytes, bytes]]:
-    """Messages up to and including the first of type `until` (or until the socket closes)."""
-    sock.settimeout(limit)
-    data, out = b"", []
-    while True:
-        while len(data) >= 5:
-            length = struct.unpack("!i", data[1:5])[0]
-            if len(data) < 1 + length:
-                break
-            out.append((data[:1], data[5:1 + length]))
-            data = data[1 + length:]
-            if out[-1][0] == until:
-                return out
-        chunk = sock.recv(65536)
-        if not chunk:
-            return out
-        data += chunk
-
-
-def _connect(server) -> socket.socket:
-    sock = socket.create_connection((server.host, server.port), timeout=20)
-    sock.sendall(_startup())
-    kinds = [k for k, _ in _read_messages(sock)]
-    assert kinds[0] == b"R" and kinds[-1] == b"Z"
-    return sock
-
-
-def _error_code(body: bytes) -> str:
-    fields = dict((f[:1], f[1:].decode()) for f in body.split(b"\0") if f)
-    return fields[b"C"]
 
 
 # About 2e9 row comparisons (a few seconds): a nested-loop join DataFusion cannot shortcut.
@@ -84,8 +45,8 @@ def _still_serving(server) -> None:
 
 def test_startup_reports_parameters_and_key(server):
     sock = socket.create_connection((server.host, server.port), timeout=20)
-    sock.sendall(_startup())
-    messages = _read_messages(sock)
+    sock.sendall(startup())
+    messages = read_messages(sock)
     status = dict(body[:-1].split(b"\0") for kind, body in messages if kind == b"S")
     assert status[b"server_version"].startswith(b"16.")
     assert status[b"standard_conforming_strings"] == b"on" and status[b"integer_datetimes"] == b"on"
@@ -101,80 +62,80 @@ def test_ssl_and_gssenc_requests_are_declined_then_startup_works(server):
     assert sock.recv(1) == b"N"
     sock.sendall(struct.pack("!ii", 8, 80877104))
     assert sock.recv(1) == b"N"
-    sock.sendall(_startup())
-    assert _read_messages(sock)[-1][0] == b"Z"
+    sock.sendall(startup())
+    assert read_messages(sock)[-1][0] == b"Z"
     sock.close()
 
 
 def test_simple_query_with_several_statements_and_empty_query(server):
-    sock = _connect(server)
-    sock.sendall(_message(b"Q", b"SELECT 1 AS a; SELECT 'x' AS b;\0"))
-    messages = _read_messages(sock)
+    sock = connect(server)
+    sock.sendall(message(b"Q", b"SELECT 1 AS a; SELECT 'x' AS b;\0"))
+    messages = read_messages(sock)
     kinds = [k for k, _ in messages]
     assert kinds == [b"T", b"D", b"C", b"T", b"D", b"C", b"Z"]
-    sock.sendall(_message(b"Q", b"\0"))
-    assert [k for k, _ in _read_messages(sock)] == [b"I", b"Z"]
+    sock.sendall(message(b"Q", b"\0"))
+    assert [k for k, _ in read_messages(sock)] == [b"I", b"Z"]
     sock.close()
 
 
 @pytest.mark.parametrize("payload, reason", [
-    (_message(b"Y", b"whatever"), "unknown message type"),
+    (message(b"Y", b"whatever"), "unknown message type"),
     (b"Q" + struct.pack("!i", 2), "length smaller than itself"),
     (b"Q" + struct.pack("!i", 2_000_000_000), "oversized message"),
-    (_message(b"P", b"no-terminator"), "truncated Parse"),
-    (_message(b"B", b"\0\0" + struct.pack("!h", 5)), "truncated Bind"),
+    (message(b"P", b"no-terminator"), "truncated Parse"),
+    (message(b"B", b"\0\0" + struct.pack("!h", 5)), "truncated Bind"),
 ])
 def test_broken_messages_get_an_error_or_a_close_and_others_keep_working(server, payload, reason):
-    sock = _connect(server)
+    sock = connect(server)
     sock.sendall(payload)
-    messages = _read_messages(sock, until=b"E", limit=10)
+    messages = read_messages(sock, until=b"E", limit=10)
     errors = [body for kind, body in messages if kind == b"E"]
     assert errors, f"{reason}: expected an ErrorResponse"
-    assert _error_code(errors[0]) in ("08P01", "XX000", "22021", "26000", "42601")
+    assert error_code(errors[0]) in ("08P01", "XX000", "22021", "26000", "42601")
     sock.close()
     _still_serving(server)
 
 
 def test_invalid_utf8_query_is_an_error_and_the_connection_survives(server):
-    sock = _connect(server)
-    sock.sendall(_message(b"Q", b"SELECT '\xff\xfe'\0"))
-    messages = _read_messages(sock)
-    assert _error_code([b for k, b in messages if k == b"E"][0]) == "22021"
-    sock.sendall(_message(b"Q", b"SELECT 1\0"))
-    assert [k for k, _ in _read_messages(sock)] == [b"T", b"D", b"C", b"Z"]
+    sock = connect(server)
+    sock.sendall(message(b"Q", b"SELECT '\xff\xfe'\0"))
+    messages = read_messages(sock)
+    assert error_code([b for k, b in messages if k == b"E"][0]) == "22021"
+    sock.sendall(message(b"Q", b"SELECT 1\0"))
+    assert [k for k, _ in read_messages(sock)] == [b"T", b"D", b"C", b"Z"]
     sock.close()
 
 
 def test_extended_protocol_error_skips_to_sync(server):
-    sock = _connect(server)
-    sock.sendall(_message(b"P", b"\0SELECT (\0\0\0") + _message(b"B", b"\0\0\0\0\0\0\0\0")
-                 + _message(b"E", b"\0\0\0\0\0") + _message(b"S", b""))
-    kinds = [k for k, _ in _read_messages(sock)]
+    sock = connect(server)
+    sock.sendall(message(b"P", b"\0SELECT (\0\0\0") + message(b"B", b"\0\0\0\0\0\0\0\0")
+                 + message(b"E", b"\0\0\0\0\0") + message(b"S", b""))
+    kinds = [k for k, _ in read_messages(sock)]
     assert kinds == [b"E", b"Z"]
-    sock.sendall(_message(b"P", b"\0SELECT $1::int + 1\0\0\0")
-                 + _message(b"B", b"\0\0\0\0\0\1" + struct.pack("!i", 1) + b"4" + b"\0\0")
-                 + _message(b"D", b"P\0") + _message(b"E", b"\0\0\0\0\0") + _message(b"S", b""))
-    messages = _read_messages(sock)
+    sock.sendall(message(b"P", b"\0SELECT $1::int + 1\0\0\0")
+                 + message(b"B", b"\0\0\0\0\0\1" + struct.pack("!i", 1) + b"4" + b"\0\0")
+                 + message(b"D", b"P\0") + message(b"E", b"\0\0\0\0\0") + message(b"S", b""))
+    messages = read_messages(sock)
     assert [k for k, _ in messages] == [b"1", b"2", b"T", b"D", b"C", b"Z"]
     assert messages[3][1].endswith(b"5")
     sock.close()
 
 
 def test_row_limit_suspends_the_portal(server):
-    sock = _connect(server)
-    sock.sendall(_message(b"P", b"\0SELECT n FROM nums ORDER BY n LIMIT 5\0\0\0")
-                 + _message(b"B", b"\0\0\0\0\0\0\0\0") + _message(b"E", b"\0" + struct.pack("!i", 2))
-                 + _message(b"E", b"\0" + struct.pack("!i", 2)) + _message(b"E", b"\0" + struct.pack("!i", 2))
-                 + _message(b"S", b""))
-    kinds = [k for k, _ in _read_messages(sock)]
+    sock = connect(server)
+    sock.sendall(message(b"P", b"\0SELECT n FROM nums ORDER BY n LIMIT 5\0\0\0")
+                 + message(b"B", b"\0\0\0\0\0\0\0\0") + message(b"E", b"\0" + struct.pack("!i", 2))
+                 + message(b"E", b"\0" + struct.pack("!i", 2)) + message(b"E", b"\0" + struct.pack("!i", 2))
+                 + message(b"S", b""))
+    kinds = [k for k, _ in read_messages(sock)]
     assert kinds == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"D", b"C", b"Z"]
     sock.close()
 
 
 def test_client_vanishing_mid_query_does_not_hurt_the_server(server):
     for _ in range(3):
-        sock = _connect(server)
-        sock.sendall(_message(b"Q", b"SELECT count(*) FROM nums a, nums b, nums c WHERE a.n + b.n = c.n\0"))
+        sock = connect(server)
+        sock.sendall(message(b"Q", b"SELECT count(*) FROM nums a, nums b, nums c WHERE a.n + b.n = c.n\0"))
         sock.close()
     _still_serving(server)
 
@@ -308,14 +269,14 @@ def test_tls_when_a_certificate_is_given(tmp_path):
 @pytest.mark.parametrize("packet, code", [
     (struct.pack("!ii", 8, 131072), "0A000"),                           # protocol 2.0
     (struct.pack("!ii", 4_000_000, 196608), "08P01"),                  # absurd startup length
-    (_startup().replace(b"omnilake", b"nosuchdb"), "3D000"),           # unknown database
+    (startup().replace(b"omnilake", b"nosuchdb"), "3D000"),           # unknown database
     (struct.pack("!ii", 17, 196608) + b"user\0x\0\0\xff", "08P01"),     # garbage after the end
 ])
 def test_bad_startup_packets_are_refused_with_a_code(server, packet, code):
     sock = socket.create_connection((server.host, server.port), timeout=20)
     sock.sendall(packet)
-    messages = _read_messages(sock, until=b"E", limit=10)
-    assert messages and messages[-1][0] == b"E" and _error_code(messages[-1][1]) == code
+    messages = read_messages(sock, until=b"E", limit=10)
+    assert messages and messages[-1][0] == b"E" and error_code(messages[-1][1]) == code
     sock.close()
     _still_serving(server)
 
@@ -385,121 +346,75 @@ def test_large_results_stream_in_chunks(server):
     assert asyncio.run(chunks()) == expected
 
 
-def _parse(name: bytes, sql: bytes) -> bytes:
-    return _message(b"P", name + b"\0" + sql + b"\0\0\0")
-
-
-def _bind(statement: bytes, portal: bytes = b"") -> bytes:
-    return _message(b"B", portal + b"\0" + statement + b"\0\0\0\0\0\0\0")
-
-
-def _run_portal(statement: bytes) -> bytes:
-    """Bind, Describe, Execute, Sync: what psycopg sends for a prepared statement."""
-    return (_bind(statement) + _message(b"D", b"P\0") + _message(b"E", b"\0\0\0\0\0")
-            + _message(b"S", b""))
-
-
-def _rows(messages) -> list[list[bytes]]:
-    out = []
-    for kind, body in messages:
-        if kind == b"D":
-            values, pos = [], 2
-            for _ in range(struct.unpack("!h", body[:2])[0]):
-                length = struct.unpack("!i", body[pos:pos + 4])[0]
-                values.append(None if length < 0 else body[pos + 4:pos + 4 + length])
-                pos += 4 + max(length, 0)
-            out.append(values)
-    return out
-
-
-def _columns(messages) -> list[bytes]:
-    body = [b for k, b in messages if k == b"T"][0]
-    names, pos = [], 2
-    for _ in range(struct.unpack("!h", body[:2])[0]):
-        end = body.index(b"\0", pos)
-        names.append(body[pos:end])
-        pos = end + 1 + 18
-    return names
-
-
 def test_prepared_statement_sees_new_rows_and_schema_changes(server):
     """A statement parsed once runs against the table as it is at each Execute."""
     with psycopg.connect(server.conninfo(), autocommit=True) as c:
         c.execute("CREATE TABLE prep_t (a INT)")
         c.execute("INSERT INTO prep_t VALUES (1)")
-    sock = _connect(server)
-    sock.sendall(_parse(b"s1", b"SELECT * FROM prep_t ORDER BY a") + _message(b"S", b""))
-    assert [k for k, _ in _read_messages(sock)] == [b"1", b"Z"]
-    sock.sendall(_run_portal(b"s1"))
-    first = _read_messages(sock)
-    assert _columns(first) == [b"a"] and _rows(first) == [[b"1"]]
+    sock = connect(server)
+    sock.sendall(parse(b"s1", b"SELECT * FROM prep_t ORDER BY a") + message(b"S", b""))
+    assert [k for k, _ in read_messages(sock)] == [b"1", b"Z"]
+    sock.sendall(run_portal(b"s1"))
+    first = read_messages(sock)
+    assert columns(first) == [b"a"] and rows(first) == [[b"1"]]
     with psycopg.connect(server.conninfo(), autocommit=True) as c:
         c.execute("INSERT INTO prep_t VALUES (2)")
-    sock.sendall(_run_portal(b"s1"))
-    assert _rows(_read_messages(sock)) == [[b"1"], [b"2"]]
+    sock.sendall(run_portal(b"s1"))
+    assert rows(read_messages(sock)) == [[b"1"], [b"2"]]
     with psycopg.connect(server.conninfo(), autocommit=True) as c:
         c.execute("ALTER TABLE prep_t ADD COLUMN b TEXT")
         c.execute("INSERT INTO prep_t VALUES (3, 'x')")
-    sock.sendall(_run_portal(b"s1"))
-    after = _read_messages(sock)
-    assert _columns(after) == [b"a", b"b"]
-    assert _rows(after) == [[b"1", None], [b"2", None], [b"3", b"x"]]
+    sock.sendall(run_portal(b"s1"))
+    after = read_messages(sock)
+    assert columns(after) == [b"a", b"b"]
+    assert rows(after) == [[b"1", None], [b"2", None], [b"3", b"x"]]
     sock.close()
 
 
 def test_reparse_of_a_name_and_close_then_reuse(server):
-    sock = _connect(server)
-    sock.sendall(_parse(b"s1", b"SELECT 1") + _message(b"S", b""))
-    assert [k for k, _ in _read_messages(sock)] == [b"1", b"Z"]
-    sock.sendall(_parse(b"s1", b"SELECT 2") + _message(b"S", b""))
-    messages = _read_messages(sock)
-    assert [k for k, _ in messages] == [b"E", b"Z"] and _error_code(messages[0][1]) == "42P05"
-    sock.sendall(_run_portal(b"s1"))  # the first text is still the statement
-    assert _rows(_read_messages(sock)) == [[b"1"]]
-    sock.sendall(_message(b"C", b"Ss1\0") + _message(b"C", b"Sgone\0") + _message(b"S", b""))
-    assert [k for k, _ in _read_messages(sock)] == [b"3", b"3", b"Z"]
-    sock.sendall(_run_portal(b"s1"))
-    messages = _read_messages(sock)
-    assert [k for k, _ in messages] == [b"E", b"Z"] and _error_code(messages[0][1]) == "26000"
-    sock.sendall(_parse(b"s1", b"SELECT 'again'") + _run_portal(b"s1"))
-    assert _rows(_read_messages(sock)) == [[b"again"]]
+    sock = connect(server)
+    sock.sendall(parse(b"s1", b"SELECT 1") + message(b"S", b""))
+    assert [k for k, _ in read_messages(sock)] == [b"1", b"Z"]
+    sock.sendall(parse(b"s1", b"SELECT 2") + message(b"S", b""))
+    messages = read_messages(sock)
+    assert [k for k, _ in messages] == [b"E", b"Z"] and error_code(messages[0][1]) == "42P05"
+    sock.sendall(run_portal(b"s1"))  # the first text is still the statement
+    assert rows(read_messages(sock)) == [[b"1"]]
+    sock.sendall(message(b"C", b"Ss1\0") + message(b"C", b"Sgone\0") + message(b"S", b""))
+    assert [k for k, _ in read_messages(sock)] == [b"3", b"3", b"Z"]
+    sock.sendall(run_portal(b"s1"))
+    messages = read_messages(sock)
+    assert [k for k, _ in messages] == [b"E", b"Z"] and error_code(messages[0][1]) == "26000"
+    sock.sendall(parse(b"s1", b"SELECT 'again'") + run_portal(b"s1"))
+    assert rows(read_messages(sock)) == [[b"again"]]
     # the unnamed statement is replaced by each Parse
-    sock.sendall(_parse(b"", b"SELECT 3") + _parse(b"", b"SELECT 4") + _run_portal(b""))
-    assert _rows(_read_messages(sock)) == [[b"4"]]
+    sock.sendall(parse(b"", b"SELECT 3") + parse(b"", b"SELECT 4") + run_portal(b""))
+    assert rows(read_messages(sock)) == [[b"4"]]
     sock.close()
 
 
 def test_replies_are_held_until_the_client_waits(server):
     """A pipelined Bind/Describe/Execute/Sync is answered in one write; a client that sends a
     message without Flush or Sync still gets its reply (nothing else is coming to wait for)."""
-    sock = _connect(server)
-    sock.sendall(_parse(b"", b"SELECT n FROM nums WHERE n < 3 ORDER BY n") + _run_portal(b""))
+    sock = connect(server)
+    sock.sendall(parse(b"", b"SELECT n FROM nums WHERE n < 3 ORDER BY n") + run_portal(b""))
     sock.settimeout(20)
     chunk = sock.recv(65536)
-    kinds = [k for k, _ in _read_messages_from(chunk)]
+    kinds = [k for k, _ in read_messages_from(chunk)]
     assert kinds == [b"1", b"2", b"T", b"D", b"D", b"D", b"C", b"Z"]
-    sock.sendall(_parse(b"lone", b"SELECT 1"))  # no Sync, no Flush
-    assert [k for k, _ in _read_messages(sock, until=b"1")] == [b"1"]
+    sock.sendall(parse(b"lone", b"SELECT 1"))  # no Sync, no Flush
+    assert [k for k, _ in read_messages(sock, until=b"1")] == [b"1"]
     sock.close()
-
-
-def _read_messages_from(data: bytes) -> list[tuple[bytes, bytes]]:
-    out = []
-    while len(data) >= 5:
-        length = struct.unpack("!i", data[1:5])[0]
-        out.append((data[:1], data[5:1 + length]))
-        data = data[1 + length:]
-    return out
 
 
 def test_an_error_while_reading_rows_is_reported_by_execute(server):
     """Describe of a portal starts the query and encodes its first rows ahead; an error met
     there still comes as Execute's answer, after the row description, as PostgreSQL does."""
-    sock = _connect(server)
-    sock.sendall(_parse(b"", b"SELECT 10 / n FROM nums") + _run_portal(b""))
-    messages = _read_messages(sock)
+    sock = connect(server)
+    sock.sendall(parse(b"", b"SELECT 10 / n FROM nums") + run_portal(b""))
+    messages = read_messages(sock)
     assert [k for k, _ in messages] == [b"1", b"2", b"T", b"E", b"Z"]
-    assert _error_code(messages[3][1]) == "22012"
-    sock.sendall(_message(b"Q", b"SELECT 1\0"))
-    assert [k for k, _ in _read_messages(sock)] == [b"T", b"D", b"C", b"Z"]
+    assert error_code(messages[3][1]) == "22012"
+    sock.sendall(message(b"Q", b"SELECT 1\0"))
+    assert [k for k, _ in read_messages(sock)] == [b"T", b"D", b"C", b"Z"]
     sock.close()

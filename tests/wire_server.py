@@ -1,12 +1,16 @@
-"""Start `omnilake serve` as a real child process on a free loopback port, for wire tests."""
+"""Start `omnilake serve` as a real child process on a free loopback port, for wire tests;
+or a server on a thread of the test's own process, where a test must look inside it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -65,9 +69,42 @@ def start_server(warehouse: str, *args: str, timeout: float = 60) -> ServerProce
 
 def _drain(process: subprocess.Popen) -> None:
     """Keep reading the server's log so a full pipe never blocks it."""
-    import threading
 
     def pump():
         for _ in process.stdout:
             pass
     threading.Thread(target=pump, daemon=True).start()
+
+
+@contextlib.contextmanager
+def in_process_server(warehouse: str):
+    """A wire server (server.Server) on a thread of this process, its statement-pool trips
+    counted in `trips`; `conninfo` for psycopg."""
+    import omnilake
+    from omnilake.server.server import Server
+
+    conn = omnilake.connect(warehouse)
+    srv = Server(conn.session.engine, "127.0.0.1", 0)
+    trips = []
+    run = srv.pool.run
+    srv.pool.run = lambda loop, fn, *args: (trips.append(fn), run(loop, fn, *args))[1]
+    srv.trips = trips
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(srv.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(30)
+    srv.conninfo = f"host=127.0.0.1 port={srv.port} dbname=omnilake user=tester"
+    try:
+        yield srv
+    finally:
+        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
