@@ -9,8 +9,14 @@ Arrow goes through conn.insert in 10,000-row batches. Both with durability=fsync
 on the table loaded through line protocol after a flush (DuckDB: the same rows in an
 in-memory table), best of 5 after one warm-up, and their results are compared.
 
+`--server-cores N` pins the server (this process, every thread) to N cores and the client
+processes to the others while line protocol is posted, as TSBS runs its loader on a machine of
+its own: rows/s per core is then the server's rows/s over N. Without it, per core divides by
+all cores, which the clients share. The Arrow ingest and the queries use every core either way.
+
 Usage: python bench/timeseries_bench.py [--hosts 100] [--hours 6] [--results bench/RESULTS.md]
        python bench/timeseries_bench.py --ingest-only ...   (the ingest rates, no queries)
+       python bench/timeseries_bench.py --server-cores 1 --ingest-only ...
 """
 
 from __future__ import annotations
@@ -76,6 +82,15 @@ def post(url: str, body: bytes) -> None:
     request = urllib.request.Request(url, data=body, method="POST")
     with urllib.request.urlopen(request, timeout=300) as response:
         assert response.status == 204, response.status
+
+
+def pin(cores: list[int]) -> None:
+    """Pin every thread of this process to `cores` (threads started later inherit it)."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cores)
+        except ProcessLookupError:
+            pass  # a thread that just ended
 
 
 def post_all(url: str, path: str, start_at: float = 0.0) -> tuple[float, float]:
@@ -152,11 +167,21 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1,
                         help="load-generating processes posting line protocol")
     parser.add_argument("--results", default=None)
+    parser.add_argument("--server-cores", type=int, default=None,
+                        help="pin the server to this many cores, the clients to the others")
     parser.add_argument("--ingest-only", action="store_true",
                         help="measure the ingest paths only (no queries, no RESULTS.md)")
     args = parser.parse_args()
     if args.ingest_only and args.results:
         parser.error("--results needs the queries: drop --ingest-only")
+    cores = sorted(os.sched_getaffinity(0))
+    server_cores, client_cores = cores, cores
+    if args.server_cores is not None:
+        if not 0 < args.server_cores < len(cores):
+            parser.error(f"--server-cores must leave the clients a core (this machine has {len(cores)})")
+        server_cores, client_cores = cores[:args.server_cores], cores[args.server_cores:]
+        pin(server_cores)
+    args.cores = len(server_cores)
     data = make_data(args.hosts, args.hours)
     rows = data.num_rows
     bodies = line_protocol(data)
@@ -179,7 +204,7 @@ def main() -> None:
         for path, part in zip(paths, [bodies[:1]] + [bodies[i::clients] for i in range(clients)]):
             with open(path, "wb") as f:
                 pickle.dump(part, f)
-        with ProcessPoolExecutor(clients) as pool:
+        with ProcessPoolExecutor(clients, initializer=pin, initargs=(client_cores,)) as pool:
             pool.submit(post_all, url, paths[0]).result()  # the client processes start
             conn.sql("DROP TABLE cpu")
             start_at = time.time() + 2.0
@@ -190,6 +215,7 @@ def main() -> None:
             out["lp_server_cpu_s"] = time.process_time() - cpu
         shutil.rmtree(folder, ignore_errors=True)
         server.close()
+        pin(cores)  # the rest (Arrow ingest, queries) on every core, as without --server-cores
         writer = conn.session.engine.writer
         out["lp_flush_rows"] = sum(t.num_rows for t in writer.memtable.rows("public.cpu"))
         t0 = time.perf_counter()
@@ -232,26 +258,32 @@ def main() -> None:
 
 
 def report(args, rows, body_mb, parse_rate, out, files, results) -> str:
-    cores = os.cpu_count() or 1
+    cores, machine_cores = args.cores, os.cpu_count() or 1
+    pinned = (f" --server-cores {args.server_cores}" if args.server_cores else "")
     lines = [
         f"## Time series: TSBS-style devops cpu ({dt.date.today()})", "",
         f"{args.hosts} hosts x {args.hours} h at 10 s = {rows:,} rows (3 tags, 10 float "
-        f"fields; {body_mb:.1f} MB of line protocol); {cores} cores, {platform.machine()}, "
+        f"fields; {body_mb:.1f} MB of line protocol); {machine_cores} cores, {platform.machine()}, "
         f"Python {platform.python_version()}, DuckDB {duckdb.__version__}; durability=fsync. "
         "The machine was shared with other engineers' test runs while this ran: expect noise. "
         "Command: `python bench/timeseries_bench.py "
-        f"--hosts {args.hosts} --hours {args.hours} --clients {args.clients}`.", "",
+        f"--hosts {args.hosts} --hours {args.hours} --clients {args.clients}{pinned}`.", "",
         "| ingest path | rows/s | rows/s per core |", "|---|---:|---:|",
         f"| line protocol over HTTP (`/write`, 10k-line batches, {args.clients} client "
-        f"process(es)) | {out['lp']:,.0f} | "
+        f"process(es){'; server pinned to %d core(s)' % cores if args.server_cores else ''}) "
+        f"| {out['lp']:,.0f} | "
         f"{out['lp'] / cores:,.0f} |",
         f"| line-protocol parser alone (no HTTP, no write; one thread) | {parse_rate:,.0f} | "
         f"{parse_rate:,.0f} |",
         f"| Arrow (`conn.insert`, 10k-row batches) | {out['arrow']:,.0f} | "
-        f"{out['arrow'] / cores:,.0f} |", "",
+        f"{out['arrow'] / machine_cores:,.0f} |", "",
         f"The server's own CPU time over the line-protocol run was {out['lp_server_cpu_s']:.2f} s: "
-        f"{rows / out['lp_server_cpu_s']:,.0f} rows per CPU-second. Per core above divides by "
-        f"all {cores} cores, which the client processes share.", "",
+        f"{rows / out['lp_server_cpu_s']:,.0f} rows per CPU-second. " + (
+            f"The server was pinned to {cores} core(s) and the client processes to the other "
+            f"{machine_cores - cores}: per core above is the server's rows/s over {cores}."
+            if args.server_cores else
+            f"Per core above divides by all {cores} cores, which the client processes share."),
+        "",
     ]
     if not results:  # --ingest-only
         lines.append(f"Flushing the {out['lp_flush_rows']:,} line-protocol rows still pending "
