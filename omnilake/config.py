@@ -113,6 +113,8 @@ class Settings:
         "matching rows when at most this many match at 128 dimensions, proportionally fewer "
         "for wider vectors (filter-first); above that it searches the index with the filter, "
         "widening until k rows come back.")
+    event_loop: str = _setting("auto", str, "The event loop of `omnilake serve`: `auto` (uvloop "
+                               "where it is installed, else asyncio's), `uvloop` or `asyncio`.")
     model_dir: str | None = _setting(None, str, "Folder of downloaded models. Default: "
                                      "`$XDG_CACHE_HOME/omnilake/models` or `~/.cache/omnilake/models`.")
 
@@ -148,6 +150,9 @@ class Settings:
                 f"durability must be fsync, batch or off, not {settings.durability!r}")
         if settings.device not in ("auto", "cpu", "gpu"):
             raise InvalidParameterValue(f"device must be auto, cpu or gpu, not {settings.device!r}")
+        if settings.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise InvalidParameterValue(
+                f"event_loop must be auto, uvloop or asyncio, not {settings.event_loop!r}")
         if settings.column_cache_bytes < 0:
             raise InvalidParameterValue(
                 f"column_cache_bytes must be 0 (off) or more, not {settings.column_cache_bytes}")

@@ -170,19 +170,24 @@ def serve(engine: Engine, host: str, port: int, tls_cert: str | None = None,
           tls_key: str | None = None, ready=None, http_port: int | None = None) -> None:
     if engine.settings.load_file_from is None:
         engine.blobs.load_from = ()  # clients must not read the server's files unless allowed
+    loop_factory = event_loop(engine.settings.event_loop)
     server = Server(engine, host, port, tls_cert, tls_key, http_port=http_port)
-    with asyncio.Runner(loop_factory=_event_loop()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(server.serve_until_signal(ready))
 
 
-def _event_loop():
-    """uvloop's event loop where it is installed (not on Windows). Answering a request with
-    a fixed reply costs it ~0.015 ms of CPU against asyncio's ~0.04, and that is most of what
-    a replayed exchange (server/replay.py) costs."""
-    if os.environ.get("OMNILAKE_ASYNCIO_LOOP"):  # for A/B runs of the benchmarks
+def event_loop(choice: str):
+    """The loop factory for the `event_loop` setting (None: asyncio's own). uvloop answers a
+    request with a fixed reply for ~0.015 ms of CPU against asyncio's ~0.04, and that is most
+    of what a replayed exchange (server/replay.py) costs."""
+    if choice == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
-        return None  # asyncio's own
+        if choice == "uvloop":
+            raise E.InvalidParameterValue(
+                "event_loop=uvloop but uvloop is not installed",
+                hint="pip install uvloop (not available on Windows), or use event_loop=auto") from None
+        return None
     return uvloop.new_event_loop

@@ -47,6 +47,8 @@ def test_settings_from_env_toml_and_arguments(tmp_path, monkeypatch):
         Settings.load(environ={}, nonsense=1)
     with pytest.raises(E.InvalidParameterValue, match="dialect"):
         Settings.load(environ={}, dialect="oracle")
+    with pytest.raises(E.InvalidParameterValue, match="event_loop must be auto, uvloop or asyncio"):
+        Settings.load(environ={"OMNILAKE_EVENT_LOOP": "trio"})
 
 
 def test_warehouse_from_environment(tmp_path, monkeypatch):

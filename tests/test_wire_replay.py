@@ -16,7 +16,7 @@ from omnilake.server import messages as M  # noqa: E402
 from omnilake.server.replay import MAX_EXCHANGES, MAX_REPLY, Exchanges  # noqa: E402
 from wire_messages import (columns, connect, error_code, message, parse, read_messages,  # noqa: E402
                            read_messages_from, rows, run_portal)
-from wire_server import in_process_server  # noqa: E402
+from wire_server import in_process_server, start_server  # noqa: E402
 
 SYNC = message(b"S", b"")
 
@@ -192,3 +192,24 @@ def test_remembered_exchanges_are_bounded():
     exchanges.spoil()
     exchanges.finish([b"reply", idle])
     assert exchanges.get(b"again") is None
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_server_on_either_event_loop(tmp_path, monkeypatch, loop):
+    """`omnilake serve` on the loop the event_loop setting names (auto: uvloop when installed),
+    replaying repeats and running table reads alike."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    from omnilake.server.server import event_loop
+    assert (event_loop(loop) is None) is (loop == "asyncio")
+    monkeypatch.setenv("OMNILAKE_EVENT_LOOP", loop)
+    srv = start_server(str(tmp_path / "wh"))
+    try:
+        with psycopg.connect(srv.conninfo(), autocommit=True) as c:
+            assert [c.execute("SELECT 1", prepare=True).fetchone() for _ in range(5)] == [(1,)] * 5
+            c.execute("CREATE TABLE t (n INT)")
+            for n in range(3):
+                c.execute("INSERT INTO t VALUES (%s)", (n,))
+                assert c.execute("SELECT count(*) FROM t", prepare=True).fetchone() == (n + 1,)
+    finally:
+        assert srv.stop() == 0
