@@ -166,6 +166,7 @@ class Connection:
     _out: list[bytes] = field(default_factory=list)  # replies held until the client waits
     _out_size: int = 0
     exchanges: Exchanges = field(default_factory=Exchanges)  # server/replay.py
+    _replayable: bool = True  # the last message took a path a replay repeats exactly
 
     # -- lifecycle ------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -268,6 +269,8 @@ class Connection:
     async def _loop(self) -> None:
         skipping = False  # after an extended-protocol error, until Sync
         while True:
+            if not self._replayable:
+                self.exchanges.spoil()
             if self._out_size >= FLUSH_BYTES or not self.messages.has_message():
                 if not self.messages.buffer:
                     self.exchanges.finish(self._out)  # remembered when replayable
@@ -275,6 +278,7 @@ class Connection:
             self.idle = True
             kind, body = await self.messages.read()
             self.idle = False
+            self._replayable = False  # until the message's handler says otherwise
             if kind == b"X":
                 return
             if kind == b"Q":
@@ -286,9 +290,8 @@ class Connection:
                 if self.session.transaction is None:  # portals end with their transaction
                     self._close_portals()
                 self._queue(M.ready_for_query(self._status()))
+                self._replayable = True
                 continue
-            if kind not in b"BDE":
-                self.exchanges.spoil()
             if kind == b"H":
                 await self._flush()
                 continue
@@ -305,13 +308,13 @@ class Connection:
                 raise
             except E.Error as err:
                 skipping = True
-                self.exchanges.spoil()
+                self._replayable = False
                 self._fail_transaction()
                 self._queue(M.error_response(err))
             except Exception as exc:  # noqa: BLE001 - never drop a client for an internal bug
                 log.exception("internal error")
                 skipping = True
-                self.exchanges.spoil()
+                self._replayable = False
                 self._fail_transaction()
                 self._queue(M.error_response(E.InternalError(f"internal error: {exc}")))
 
@@ -362,8 +365,8 @@ class Connection:
                 statements.debug("simple: %s", text)
                 out, stream, rest = (reply.row_description + b"".join(reply.rows)
                                      + M.command_complete(reply.status)), None, []
+                self._replayable = True
             else:
-                self.exchanges.spoil()
                 out, stream, rest = await self._run(self._simple_batch, text,
                                                     abandon_on_cancel=_reads_only(text))
             self._queue(out)
@@ -559,6 +562,7 @@ class Connection:
             self.portals[portal_name].close()
         self.portals[portal_name] = Portal(statement, statement.tree, result_formats, values)
         self._queue(M.BIND_COMPLETE)
+        self._replayable = statement.constant and not count
 
     def _statement(self, name: str) -> Prepared:
         if name not in self.statements:
@@ -574,7 +578,6 @@ class Connection:
         r = M.Reader(body)
         kind, name = r.byte(), r.cstring()
         if kind == b"S":
-            self.exchanges.spoil()
             statement = self._statement(name)
             out = [M.parameter_description(statement.param_oids)]
             schema = statement.known.schema if statement.known else None
@@ -591,8 +594,9 @@ class Connection:
                 self._queue(M.NO_DATA)
                 return
             await self._execute_portal(portal)
-            if portal.description is not None:
+            if portal.description is not None:  # a kept constant reply's
                 self._queue(portal.description)
+                self._replayable = True
                 return
             schema = portal.stream.schema if portal.stream is not None else (
                 portal.result.table.schema if portal.result.table is not None else None)
@@ -611,7 +615,6 @@ class Connection:
                 portal.rows = list(reply.rows)
                 portal.description = reply.row_description
                 return
-        self.exchanges.spoil()
         self._task = asyncio.current_task()
         try:
             portal.result, portal.rows = await self._run(
@@ -654,7 +657,6 @@ class Connection:
         name, limit = r.cstring(), r.int32()
         portal = self._portal(name)
         if portal.tree is None and portal.statement.known is None:
-            self.exchanges.spoil()
             self._queue(M.EMPTY_QUERY)
             return
         if isinstance(portal.tree, exp.Copy):
@@ -671,6 +673,7 @@ class Connection:
         end = len(portal.rows) if limit <= 0 else min(portal.sent + limit, len(portal.rows))
         chunk = portal.rows[portal.sent:end]
         portal.sent = end
+        self._replayable = portal.description is not None  # rows of a kept constant reply
         if end < len(portal.rows):
             self._queue(prefix + b"".join(chunk) + M.PORTAL_SUSPENDED)
         else:

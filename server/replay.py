@@ -9,9 +9,11 @@ A connection remembers an exchange (the request bytes that arrived while it was 
 its whole reply) when replaying it later cannot differ from running it again:
 - it started with nothing buffered, no open portal and no transaction, and nothing else
   arrived until its reply was complete;
-- every message in it was a Query, Bind, Describe (portal), Execute or Sync, its statements
-  were constant (`constant_results`: the answer depends on the text alone, and the kept
-  reply was used) and had no parameters;
+- every message in it took a path that answers the same each time, as its handler vouches
+  (an allowlist, so a path added later is not replayed unless it says so): a Query, Bind,
+  Describe (portal) or Execute of a constant statement (`constant_results`: the answer
+  depends on the text alone) without parameters, answered from its kept reply, or a Sync;
+  not a message skipped after an error, nor one that failed;
 - it ended with ReadyForQuery, idle, and nothing was written before that.
 Such an exchange leaves the connection as it found it. Any other exchange may change what
 the remembered ones depend on (a Parse or Close of their statement, a SET, a BEGIN), so it

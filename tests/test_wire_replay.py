@@ -14,7 +14,7 @@ psycopg = pytest.importorskip("psycopg")
 
 from omnilake.server import messages as M  # noqa: E402
 from omnilake.server.replay import MAX_EXCHANGES, MAX_REPLY, Exchanges  # noqa: E402
-from wire_messages import (columns, connect, error_code, message, parse, read_messages,  # noqa: E402
+from wire_messages import (bind, columns, connect, error_code, message, parse, read_messages,  # noqa: E402
                            read_messages_from, rows, run_portal)
 from wire_server import in_process_server, start_server  # noqa: E402
 
@@ -131,6 +131,40 @@ def test_errors_are_never_replayed(server):
     for _ in range(3):
         reply = _exchange(sock, run_portal(b"bad"))
         assert [k for k, _ in reply] == [b"2", b"E", b"Z"] and error_code(reply[1][1]) == "22012"
+    assert conn.exchanges.replayed == 0
+    sock.close()
+
+
+def test_messages_skipped_after_an_error_are_never_remembered(server):
+    """After an error without Sync, Bind/Describe/Execute are skipped up to the next Sync: an
+    exchange of skipped messages got only ReadyForQuery, which its repeat must not get."""
+    sock, conn = _session(server)
+    _exchange(sock, parse(b"s", b"SELECT 7") + SYNC)
+    assert rows(_exchange(sock, run_portal(b"s"))) == [[b"7"]]
+    sock.sendall(bind(b"no_such_statement") + message(b"H", b""))
+    failed = read_messages(sock, until=b"E")
+    assert error_code(failed[-1][1]) == "26000"
+    skipped = _exchange(sock, run_portal(b"s"))
+    assert [k for k, _ in skipped] == [b"Z"]  # skipped up to the Sync, as PostgreSQL does
+    for _ in range(3):
+        again = _exchange(sock, run_portal(b"s"))
+        assert [k for k, _ in again] == [b"2", b"T", b"D", b"C", b"Z"] and rows(again) == [[b"7"]]
+    sock.close()
+
+
+def test_copy_out_of_a_prepared_statement_is_never_replayed(server):
+    with psycopg.connect(server.conninfo, autocommit=True) as writer:
+        writer.execute("CREATE TABLE copied (n INT)")
+        writer.execute("INSERT INTO copied VALUES (1)")
+        sock, conn = _session(server)
+        _exchange(sock, parse(b"c", b"COPY copied TO STDOUT") + SYNC)
+        request = bind(b"c") + message(b"E", b"\0\0\0\0\0") + SYNC
+        data = [b"".join(body for kind, body in _exchange(sock, request) if kind == b"d")
+                for _ in range(2)]
+        writer.execute("INSERT INTO copied VALUES (2)")
+        data += [b"".join(body for kind, body in _exchange(sock, request) if kind == b"d")
+                 for _ in range(2)]
+    assert data == [b"1\n", b"1\n", b"1\n2\n", b"1\n2\n"]
     assert conn.exchanges.replayed == 0
     sock.close()
 
