@@ -726,8 +726,8 @@ class Connection:
         else:
             reply = self.exchanges.get(data)
             if reply is not None and not self.writer.transport.get_write_buffer_size():
+                self.exchanges.replayed += 1  # first: the client may look once it has the reply
                 self.writer.write(reply)
-                self.exchanges.replayed += 1
                 return True  # still waiting, with nothing buffered
             self.exchanges.start(data)
         messages.waiting = False  # the data is on its way to the message loop

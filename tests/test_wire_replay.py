@@ -38,6 +38,16 @@ def _exchange(sock, request: bytes) -> list[tuple[bytes, bytes]]:
     return read_messages(sock)
 
 
+def _remembered(server, sql: bytes):
+    """A raw connection (and the server's side) that has prepared `sql` as statement "s" and
+    run it three times: its exchange is remembered."""
+    sock, conn = _session(server)
+    _exchange(sock, parse(b"s", sql) + SYNC)
+    for _ in range(3):
+        _exchange(sock, run_portal(b"s"))
+    return sock, conn
+
+
 def test_a_repeated_constant_exchange_gets_the_same_bytes_without_the_loop(server):
     sock, conn = _session(server)
     assert [k for k, _ in _exchange(sock, parse(b"one", b"SELECT 1 AS n") + SYNC)] == [b"1", b"Z"]
@@ -70,10 +80,7 @@ def test_a_redefined_statement_is_answered_by_its_new_text(server):
 
 
 def test_inside_a_transaction_the_message_loop_answers(server):
-    sock, conn = _session(server)
-    _exchange(sock, parse(b"s", b"SELECT 5") + SYNC)
-    for _ in range(3):
-        _exchange(sock, run_portal(b"s"))
+    sock, conn = _remembered(server, b"SELECT 5")
     assert _exchange(sock, message(b"Q", b"BEGIN\0"))[-1] == (b"Z", b"T")
     replayed = conn.exchanges.replayed
     inside = _exchange(sock, run_portal(b"s"))
@@ -170,10 +177,7 @@ def test_copy_out_of_a_prepared_statement_is_never_replayed(server):
 
 
 def test_pipelined_and_split_requests_go_through_the_loop(server):
-    sock, conn = _session(server)
-    _exchange(sock, parse(b"s", b"SELECT 'x'") + SYNC)
-    for _ in range(3):
-        _exchange(sock, run_portal(b"s"))
+    sock, conn = _remembered(server, b"SELECT 'x'")
     replayed = conn.exchanges.replayed
     assert replayed >= 1
     sock.sendall(run_portal(b"s") * 3)  # three exchanges in one piece
