@@ -22,6 +22,7 @@ same rows, names and types (tests/test_key_lookup.py compares the two).
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ from omnilake.engine.tables import ident
 if TYPE_CHECKING:
     from omnilake.engine.engine import Session
 
+_EVERY_ROW = AlwaysTrue()  # (a pydantic singleton: ~5 us to make each time)
 MAX_MATCHES = 256  # rows sliced out one by one; a wider match is DataFusion's work
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 _TEXT_TYPES = ("text", "varchar")
@@ -110,12 +112,11 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
         ref, snapshot_id, pending = query.table_rows(session, node)
     except E.UndefinedTable:
         return None  # the general path reports it
-    by_name = {c.name: c for c in ref.columns()}
-    outputs = output_columns(lookup.projections, lookup.alias, by_name, ref)
-    keys = _keys(lookup, by_name, values)
-    if outputs is None or keys is None:
+    layout = _LAYOUTS.get(lookup, ref)
+    keys = None if layout is None else _keys(lookup, layout.keys, values)
+    if keys is None:
         return None
-    columns = list({c.name: c for c in [c for _, c in outputs] + [c for c, _ in keys]}.values())
+    columns, position = layout.columns, layout.position
     parts = _file_parts(session, ref, snapshot_id, columns, keys)
     if parts is None:
         return None
@@ -123,12 +124,13 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     if pending:  # already in the scan's types and columns (kept while the memtable is unchanged)
         rows = query.scan_ready_rows(pending, columns)[0]
         parts.append([rows.column(c.name).chunks for c in columns])
-    position = {c.name: i for i, c in enumerate(columns)}
+    key_positions = [position[c.name] for c, _ in keys]
+    key_values = [v for _, v in keys]
     picked: list[list[pa.Array]] = [[] for _ in columns]
     matches = 0
     for part, chunked in enumerate(parts):
         for n in range(len(chunked[0]) if chunked else 0):
-            hits = _matches([chunked[position[c.name]][n] for c, _ in keys], [v for _, v in keys],
+            hits = _matches([chunked[i][n] for i in key_positions], key_values,
                             indexed=part < files)
             matches += len(hits)
             if matches > MAX_MATCHES:
@@ -136,12 +138,67 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
             if len(hits):
                 for i, column in enumerate(chunked):
                     picked[i].extend(column[n].slice(int(h), 1) for h in hits)
-    from omnilake.engine.query import normalise_output
+    arrays = []
+    for i, field in zip(layout.outputs, layout.schema):
+        arrays.append(_converted(_concat(picked[i], layout.scan_types[i]), field.type))
+    return pa.Table.from_arrays(arrays, schema=layout.schema)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a lookup reads from one version of its table, worked out from names once."""
+
+    keys: tuple  # the column each condition compares
+    columns: list  # the columns read: the outputs', then the keys'
+    position: dict  # column name -> index in `columns`
+    scan_types: list  # Arrow type of each of `columns` in the column cache
+    outputs: list  # index in `columns` of each result column
+    schema: pa.Schema  # the result's (as normalise_output gives it)
+
+
+class _Layouts:
+    """Layouts by (lookup, table version). A loaded table (TableRef) is one object for as
+    long as its metadata is unchanged, so a new schema or column rename gets a new layout."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._entries: dict[tuple[int, int], tuple] = {}
+        self._lock = threading.Lock()
+
+    def get(self, lookup: Lookup, ref) -> _Layout | None:
+        key = (id(lookup), id(ref))
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is lookup and entry[1] is ref:
+            return entry[2]
+        layout = _layout(lookup, ref)
+        with self._lock:  # (the entry holds lookup and ref, so their ids are not reused)
+            if len(self._entries) >= self.size:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = (lookup, ref, layout)
+        return layout
+
+
+_LAYOUTS = _Layouts()
+
+
+def _layout(lookup: Lookup, ref) -> _Layout | None:
+    """None where a name does not resolve (the general path reports it) or the result needs
+    the general path's conversions (see output_columns)."""
+    from omnilake.engine.query import output_field
     from omnilake.engine.scan import engine_schema
-    fields = {f.name: f for f in engine_schema(columns)}
-    arrays = [_concat(picked[position[c.name]], fields[c.name].type) for _, c in outputs]
-    schema = pa.schema([fields[c.name].with_name(out) for out, c in outputs])
-    return normalise_output(pa.Table.from_arrays(arrays, schema=schema))
+    by_name = {c.name: c for c in ref.columns()}
+    outputs = output_columns(lookup.projections, lookup.alias, by_name, ref)
+    keys = tuple(resolve(lookup.alias, by_name, qualifier, name)
+                 for qualifier, name, _ in lookup.conditions)
+    if outputs is None or None in keys:
+        return None
+    columns = list({c.name: c for c in [c for _, c in outputs] + list(keys)}.values())
+    position = {c.name: i for i, c in enumerate(columns)}
+    fields = engine_schema(columns)
+    schema = pa.schema([output_field(fields.field(position[c.name]).with_name(out), None, None)
+                        for out, c in outputs])
+    return _Layout(keys, columns, position, list(fields.types),
+                   [position[c.name] for _, c in outputs], schema)
 
 
 def parameter_numbers(tree: exp.Expression) -> dict[int, int] | None:
@@ -250,17 +307,15 @@ def output_columns(projections: tuple, alias: str, by_name: dict, ref) -> list |
     return outputs if len(set(names)) == len(names) else None  # (DataFusion renames twins)
 
 
-def _keys(lookup: Lookup, by_name: dict, values) -> list | None:
-    """(column, value) per condition, where the value's type is the column's; else None."""
+def _keys(lookup: Lookup, columns: tuple, values) -> list | None:
+    """(column, value) per condition (`columns`: the column each compares), where the
+    value's type is the column's; else None."""
     keys = []
-    for qualifier, name, value in lookup.conditions:
-        column = resolve(lookup.alias, by_name, qualifier, name)
+    for (_, _, value), column in zip(lookup.conditions, columns):
         if isinstance(value, Param):
             if value.index >= len(values):
                 return None
             value = values[value.index]
-        if column is None:
-            return None
         kind = column.sql_type.name
         integer = type(value) is int and -(1 << 63) <= value < (1 << 63)
         if not ((kind in _INTEGER_TYPES and integer)
@@ -278,7 +333,7 @@ def _file_parts(session: "Session", ref, snapshot_id, columns, keys) -> list | N
     position = {c.name: i for i, c in enumerate(columns)}
     ranges = {position[c.name]: value for c, value in keys if isinstance(value, int)}
     texts = [EqualTo(c.name, value) for c, value in keys if isinstance(value, str)]
-    row_filter = And(*texts) if len(texts) > 1 else texts[0] if texts else AlwaysTrue()
+    row_filter = And(*texts) if len(texts) > 1 else texts[0] if texts else _EVERY_ROW
     integers = [(c.field_id, value) for c, value in keys if isinstance(value, int)]
     return cached_chunks(session, ref, snapshot_id, columns, row_filter, ranges,
                          lambda data_file: all(_may_hold(data_file, field_id, value)
@@ -297,7 +352,8 @@ def cached_chunks(session: "Session", ref, snapshot_id, columns, row_filter,
     from omnilake.engine.scan import _has_nan, describe_filter
     from omnilake.engine.zone_maps import chunk_filter
     engine = session.engine
-    keep = chunk_filter(ref.table.schema(), row_filter, describe_filter(row_filter))
+    keep = None if isinstance(row_filter, AlwaysTrue) else chunk_filter(
+        ref.table.schema(), row_filter, describe_filter(row_filter))
     parts = []
     for task in engine.plan_cache.plan(ref.table, snapshot_id, row_filter)[0]:
         if admit is not None and not admit(task.file):
@@ -360,6 +416,17 @@ def _fits(value: int, type_: pa.DataType) -> bool:
 def _bounds(type_: pa.DataType) -> tuple[int, int]:
     info = np.iinfo(type_.to_pandas_dtype())
     return int(info.min), int(info.max)
+
+
+def _converted(array: pa.Array, type_: pa.DataType) -> pa.Array:
+    """`array` in the result's type. A few strings go through Python: a cast from a view
+    type costs ~15 us whatever the length."""
+    if array.type == type_:
+        return array
+    if len(array) <= 16 and (pa.types.is_string_view(array.type)
+                             or pa.types.is_binary_view(array.type)):
+        return pa.array(array.to_pylist(), type=type_)
+    return array.cast(type_, safe=False)
 
 
 def _concat(pieces: list[pa.Array], type_: pa.DataType) -> pa.Array:

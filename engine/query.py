@@ -112,7 +112,7 @@ class BoundQuery:
         try:
             frame = self.frame()
             raw = frame.schema()
-            schema = pa.schema([_output_field(f, self.renames, self.declared) for f in raw])
+            schema = pa.schema([output_field(f, self.renames, self.declared) for f in raw])
             if not collect:
                 batches = frame.execute_stream()
         except Exception as exc:  # DataFusion raises plain Exceptions
@@ -545,7 +545,7 @@ def normalise_output(table: pa.Table, renames: dict[str, str] | None = None,
     """Results in the types users get back: microsecond timestamps, plain strings."""
     fields, arrays, changed = [], [], False
     for f, column in zip(table.schema, table.columns):
-        out = _output_field(f, renames, declared)
+        out = output_field(f, renames, declared)
         if out.type != f.type:
             column = column.cast(out.type, safe=False)
         changed = changed or out is not f
@@ -556,7 +556,7 @@ def normalise_output(table: pa.Table, renames: dict[str, str] | None = None,
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _output_field(f: pa.Field, renames: dict[str, str] | None,
+def output_field(f: pa.Field, renames: dict[str, str] | None,
                   declared: dict[str, str] | None) -> pa.Field:
     """`f` as normalise_output returns it (`f` itself when nothing changes)."""
     t = f.type

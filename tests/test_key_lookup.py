@@ -366,3 +366,35 @@ def test_random_keys_looked_up_again_use_the_chunks_indexes(tmp_path, monkeypatc
         assert all(_compare(c, monkeypatch, sql) for sql in checks)
     assert indexes._indexes  # the file's chunks have indexes now
     c.close()
+
+
+def test_a_statement_run_again_follows_the_tables_schema_changes(tmp_path, monkeypatch):
+    """What a lookup reads is worked out once per table version: after a column is renamed,
+    added or dropped, the same statement text reads the new columns (or fails as the
+    general path does), never the old layout."""
+    c = omnilake.connect(str(tmp_path / "wh"))
+    cur = c.cursor()
+    cur.execute("CREATE TABLE a (id BIGINT, name TEXT, score INTEGER)")
+    cur.execute("INSERT INTO a VALUES (1, 'one', 10), (2, 'two', 20)")
+    c.flush()
+    star, named = "SELECT * FROM a WHERE id = %s", "SELECT name FROM a WHERE id = %s"
+
+    def served(sql, key):
+        for _ in range(2):
+            cur.execute("SELECT * FROM a")  # the file's columns cached
+        return _compare(c, monkeypatch, sql, (key,))
+    assert served(star, 2) and served(named, 2) and served(named, 1)
+    cur.execute("ALTER TABLE a RENAME COLUMN name TO label")
+    assert served(star, 2)
+    with pytest.raises(omnilake.ProgrammingError, match="name"):
+        cur.execute(named, (2,))
+    cur.execute("ALTER TABLE a RENAME COLUMN score TO name")
+    assert served(named, 2)
+    cur.execute(named, (2,))
+    assert cur.fetchall() == [(20,)]  # the column now called `name`, an integer
+    cur.execute("ALTER TABLE a ADD COLUMN note TEXT")
+    cur.execute("INSERT INTO a VALUES (3, 'three', 30, 'new')")
+    assert served(star, 3) and served(star, 1)
+    cur.execute(star, (3,))
+    assert cur.fetchall() == [(3, "three", 30, "new")]
+    c.close()
