@@ -33,7 +33,7 @@ from pyiceberg.table import Table
 
 from omnilake.errors import OperationalError
 from omnilake.catalog.types import SqlType, column_sql_types
-from omnilake.storage import objectstore
+from omnilake.storage import memory_only, objectstore
 from omnilake.storage.objectstore import S3Options
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,10 @@ class Warehouse:
         if engine is None:
             return None
         from sqlalchemy import text
+        local = engine.url.get_backend_name() == "sqlite" and engine.url.database
+        memory_only.check(local, "the catalog database")  # (a local file: ~20 us)
         try:
-            if engine.url.get_backend_name() == "sqlite" and engine.url.database:
+            if local:
                 return self._sqlite_metadata_location(engine.url.database, namespace, name)
             with engine.connect() as connection:
                 row = connection.execute(text(

@@ -35,15 +35,18 @@ class KeyIndexes:
         self._bytes = 0
         self._lock = threading.RLock()  # a weakref callback may run while it is held
 
-    def positions(self, chunk: pa.Array, value: int) -> np.ndarray | None:
+    def positions(self, chunk: pa.Array, value: int, build: bool = True) -> np.ndarray | None:
         """Sorted positions of `value` in `chunk` (integers, no NULLs); None while the chunk
-        has no index yet (the caller scans it)."""
+        has no index yet (the caller scans it). `build=False`: an index is only used, and
+        the lookup is not counted towards building one."""
         key = id(chunk)
         with self._lock:
             entry = self._indexes.get(key)
             if entry is not None and entry[0]() is chunk:
                 self._indexes.move_to_end(key)
                 _, ordered, order = entry
+            elif not build:
+                return None
             else:
                 seen = self._seen.pop(key, None)
                 if seen is None or seen() is not chunk:  # first lookup: remember, scan

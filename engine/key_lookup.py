@@ -35,12 +35,14 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.engine import key_index, params
 from omnilake.engine.tables import ident
+from omnilake.storage import memory_only
 
 if TYPE_CHECKING:
     from omnilake.engine.engine import Session
 
 _EVERY_ROW = AlwaysTrue()  # (a pydantic singleton: ~5 us to make each time)
 MAX_MATCHES = 256  # rows sliced out one by one; a wider match is DataFusion's work
+MEMORY_ONLY_ROWS = 65536  # rows compared one by one where the statement may not wait
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 _TEXT_TYPES = ("text", "varchar")
 _CLAUSES = frozenset({"expressions", "from_", "where"})
@@ -121,7 +123,10 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     if parts is None:
         return None
     files = len(parts)  # parts below this are data files' (their chunks get key indexes)
+    scanned = 0  # rows compared one by one (bounded where the statement may not wait)
     if pending:  # already in the scan's types and columns (kept while the memtable is unchanged)
+        memory_only.check(sum(t.num_rows for t in pending) <= MEMORY_ONLY_ROWS,
+                          "a large memtable")
         rows = query.scan_ready_rows(pending, columns)[0]
         parts.append([rows.column(c.name).chunks for c in columns])
     key_positions = [position[c.name] for c, _ in keys]
@@ -130,8 +135,12 @@ def run(session: "Session", lookup: Lookup, values) -> pa.Table | None:
     matches = 0
     for part, chunked in enumerate(parts):
         for n in range(len(chunked[0]) if chunked else 0):
-            hits = _matches([chunked[i][n] for i in key_positions], key_values,
-                            indexed=part < files)
+            compared = [chunked[i][n] for i in key_positions]
+            hits = _indexed(compared, key_values) if part < files else None
+            if hits is None:
+                scanned += len(compared[0])
+                memory_only.check(scanned <= MEMORY_ONLY_ROWS, "a large unindexed chunk")
+                hits = _matches(compared, key_values)
             matches += len(hits)
             if matches > MAX_MATCHES:
                 return None
@@ -377,18 +386,25 @@ def _may_hold(data_file, field_id: int, value: int) -> bool:
     return high is None or value <= int.from_bytes(high, "little", signed=True)
 
 
-def _matches(arrays: list[pa.Array], values: list, indexed: bool = False) -> np.ndarray:
-    """Positions where every array equals its value (NULL never does). `indexed`: the chunks
-    are a data file's, which an integer first key may look up in KEY_INDEXES."""
+def _indexed(arrays: list[pa.Array], values: list) -> np.ndarray | None:
+    """Positions where every array equals its value, found through the first's index in
+    KEY_INDEXES (a data file's integer chunk); None where it has none (yet). Where the
+    statement may not wait, only a chunk of at most MEMORY_ONLY_ROWS gets one built."""
     first, value = arrays[0], values[0]
-    if indexed and len(first) >= key_index.MIN_ROWS and pa.types.is_integer(first.type) \
-            and first.null_count == 0 and _fits(value, first.type):
-        hits = key_index.KEY_INDEXES.positions(first, value)
-        if hits is not None:
-            for array, value in zip(arrays[1:], values[1:]):  # the other keys, at those rows
-                if len(hits):
-                    hits = hits[_equal(array.take(hits), value)]
-            return hits
+    if len(first) < key_index.MIN_ROWS or not pa.types.is_integer(first.type) \
+            or first.null_count or not _fits(value, first.type):
+        return None
+    build = len(first) <= MEMORY_ONLY_ROWS or not memory_only.active()
+    hits = key_index.KEY_INDEXES.positions(first, value, build=build)
+    if hits is not None:
+        for array, value in zip(arrays[1:], values[1:]):  # the other keys, at those rows
+            if len(hits):
+                hits = hits[_equal(array.take(hits), value)]
+    return hits
+
+
+def _matches(arrays: list[pa.Array], values: list) -> np.ndarray:
+    """Positions where every array equals its value (NULL never does)."""
     found = None
     for array, value in zip(arrays, values):
         equal = _equal(array, value)

@@ -34,6 +34,7 @@ from omnilake.engine.scan import Column, ScanPlan, pending_in_scan_types, scan
 from omnilake.engine.search_result import direct_result
 from omnilake.engine.tables import TableRef, ident, load, split_name
 from omnilake.engine.walk import nodes
+from omnilake.storage import memory_only
 
 if TYPE_CHECKING:
     from omnilake.config import Settings
@@ -399,6 +400,7 @@ class ScanReadyRows:
                     and all(a is b for a, b in zip(entry[0], pending)):
                 self._entries.move_to_end(key)
                 return [entry[1]]
+        memory_only.check(False, "memtable rows in a scan's types")
         ready = pending_in_scan_types(pending, columns)
         size = ready.nbytes + sum(t.nbytes for t in pending)
         if size <= self.max_bytes // 4:

@@ -32,6 +32,7 @@ from omnilake.catalog.types import SQL_TYPE_KEY, SqlType
 from omnilake.engine.column_cache import ColumnCache
 from omnilake.engine.planning import parallel
 from omnilake.engine.zone_maps import chunk_filter
+from omnilake.storage import memory_only
 from omnilake.storage.files import (has_single_valued_float_column, is_local, local_path,
                                     parquet_schema, top_level_field_ids)
 
@@ -95,6 +96,7 @@ class PlanCache:
         if snapshot_id is None:
             result: tuple[list[FileScanTask], int] = ([], 0)
         elif isinstance(row_filter, AlwaysTrue):
+            memory_only.check(False, "a snapshot's manifests")
             self.manifest_plans += 1
             tasks = list(table.scan(snapshot_id=snapshot_id).plan_files())
             result = (tasks, len(tasks))

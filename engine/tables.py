@@ -14,6 +14,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.catalog.types import GENERATED_PROPERTY, SqlType
 from omnilake.catalog.warehouse import Warehouse, sql_types_of
+from omnilake.storage import memory_only
 from omnilake.engine.scan import Column, table_columns
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class TableCache:
             cached = self._tables.get(key)
         if location is not None and cached is not None and cached[0] == location:
             return cached[1]
+        memory_only.check(False, "a table's metadata")
         ref = _load(warehouse, namespace, name)
         with self._lock:
             if len(self._tables) >= self.size:

@@ -31,6 +31,7 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, Valida
 from pyiceberg.expressions import AlwaysTrue
 
 from omnilake import errors as E
+from omnilake.storage import memory_only
 from omnilake.storage.datafiles import delete_files, sort_keys, sort_rows, write_data_files
 from omnilake.storage.memtable import Memtable, Pending
 from omnilake.storage.objectstore import translate as storage_error
@@ -261,8 +262,13 @@ class Writer:
     @contextmanager
     def reading(self, namespace: str, name: str):
         """Hold off flushes of a table while a reader pins its snapshot and pending rows."""
-        with self.memtable.lock(table_key(namespace, name)):
+        lock = self.memtable.lock(table_key(namespace, name))
+        if not lock.acquire(blocking=not memory_only.active()):
+            raise memory_only.WouldWait("a table's memtable, held by a flush")
+        try:
             yield lambda: self.memtable.rows(table_key(namespace, name))
+        finally:
+            lock.release()
 
     # -- flushing ------------------------------------------------------------------------
     def flush(self, namespace: str, name: str, wait: bool = True) -> int:

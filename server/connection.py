@@ -1,8 +1,11 @@
 """One client connection: startup, authentication, then the simple and extended query
 protocols over a private engine session.
 
-Statements run on the server's thread pool (DataFusion releases the GIL), never on the
-event loop, and their rows are encoded there too; the loop only moves bytes. In the extended
+Statements run on the server's thread pool (DataFusion releases the GIL), and their rows are
+encoded there too; the loop only moves bytes. The exceptions are answers that cannot wait:
+constant replies kept from before, and a prepared key lookup whose table, files and rows are
+all in memory (storage/memory_only.py), which would spend more time on the trip to a pool
+thread than on the lookup. In the extended
 protocol an error discards messages up to the next Sync, as PostgreSQL does.
 
 Replies are held until the client has no further message buffered (or they pass
@@ -34,6 +37,7 @@ from omnilake.server.constant_results import ConstantReply, is_constant
 from omnilake.server.copy import CopyIn, copy_out, parse_copy
 from omnilake.server.replay import Exchanges
 from omnilake.server.small_results import bounded
+from omnilake.storage import memory_only
 
 if TYPE_CHECKING:
     from omnilake.server.server import Server
@@ -615,6 +619,16 @@ class Connection:
                 portal.rows = list(reply.rows)
                 portal.description = reply.row_description
                 return
+        if portal.statement.lookup is not None and portal.statement.known is None \
+                and self.session.transaction is None:
+            try:  # answered here when all it reads is in memory (storage/memory_only.py)
+                with memory_only.only():
+                    found = self._run_portal(portal, here=True)
+            except memory_only.WouldWait:
+                found = None
+            if found is not None:
+                portal.result, portal.rows = found
+                return
         self._task = asyncio.current_task()
         try:
             portal.result, portal.rows = await self._run(
@@ -627,7 +641,9 @@ class Connection:
         finally:
             self._task = None
 
-    def _run_portal(self, portal: Portal):
+    def _run_portal(self, portal: Portal, here: bool = False):
+        """(result, encoded rows or None); with `here`, on the event loop: only a lookup,
+        and None where it is not one."""
         known = portal.statement.known
         if known is not None:
             table = known.answer(portal.values)
@@ -635,6 +651,8 @@ class Connection:
         else:
             lookup = portal.statement.lookup
             result = self.session.lookup(lookup, portal.values) if lookup is not None else None
+            if result is None and here:
+                return None
             if result is None and not portal.values and portal.tree is not None:
                 # a GROUP BY kept prepared by its text (engine/small_aggregate.TextPlans)
                 result = self.session.run_kept(portal.statement.text,

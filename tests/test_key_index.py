@@ -36,3 +36,16 @@ def test_a_dropped_chunk_takes_its_index_along_and_the_budget_holds():
     assert len(indexes._indexes) == 2 and indexes._bytes == 2 * 12 * 10_000
     same_id_later = _chunk(9)  # a new chunk never passes for a dropped one
     assert indexes.positions(same_id_later, 1) is None
+
+
+def test_without_building_an_index_is_only_used():
+    """build=False (a lookup that may not wait): no index is built, and the lookup does not
+    count towards building one; an index built before is used."""
+    indexes, chunk = KeyIndexes(), _chunk()
+    for _ in range(3):
+        assert indexes.positions(chunk, 7, build=False) is None
+    assert not indexes._indexes
+    assert indexes.positions(chunk, 7) is None  # still its first lookup
+    assert indexes.positions(chunk, 7) is not None  # the second builds
+    found = indexes.positions(chunk, 3, build=False)
+    assert found.tolist() == np.flatnonzero(chunk.to_numpy() == 3).tolist()

@@ -1,0 +1,167 @@
+"""Key lookups answered where nothing may wait (storage/memory_only.py): the wire server's
+event loop answers a prepared lookup when its table, files and rows are in memory, and every
+step that would wait (a table not loaded or changed, manifests, a footer, the memtable lock
+held through a flush's commit, memtable rows not yet cast, a large memtable) says so
+instead, so the statement goes to a statement thread. The answers are the same either way."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+import omnilake
+from omnilake.engine import key_lookup
+from omnilake.engine.engine import plan_lookup
+from omnilake.storage import memory_only
+
+psycopg = pytest.importorskip("psycopg")
+
+from wire_server import in_process_server  # noqa: E402
+
+POINT = "SELECT val FROM kv WHERE id = %s"
+
+
+def _fill(conn, rows: int = 20_000) -> None:
+    conn.cursor().execute("CREATE TABLE kv (id BIGINT, val TEXT)")
+    conn.insert("kv", pa.table({"id": pa.array(range(rows), pa.int64()),
+                                "val": [f"v{i}" for i in range(rows)]}))
+    conn.flush()
+
+
+def _warm(conn) -> None:
+    """Load the table and hold its file in the column cache, as a few queries do."""
+    for _ in range(2):
+        conn.cursor().execute("SELECT * FROM kv")
+    for key in (1, 2):
+        conn.cursor().execute(POINT, (key,))
+
+
+def _in_memory(conn, key: int):
+    """The lookup's rows where nothing may wait."""
+    lookup = plan_lookup(conn.session.parsed(POINT)[0])
+    with memory_only.only():
+        result = conn.session.lookup(lookup, (key,))
+    return result.table.to_pylist()
+
+
+def test_a_lookup_in_memory_answers_and_each_step_that_would_wait_says_so(tmp_path, monkeypatch):
+    warehouse = str(tmp_path / "wh")
+    writer = omnilake.connect(warehouse)
+    _fill(writer)
+    reader = omnilake.connect(warehouse)  # an engine of its own: nothing loaded or cached
+    with pytest.raises(memory_only.WouldWait, match="metadata"):
+        _in_memory(reader, 5)
+    _warm(reader)
+    assert _in_memory(reader, 5) == [{"val": "v5"}]
+    assert _in_memory(reader, 19_999) == [{"val": "v19999"}]
+    assert _in_memory(reader, 20_000) == []
+
+    # the memtable lock, as a flush holds it through its commit
+    engine = reader.session.engine
+    lock = engine.writer.memtable.lock("public.kv")
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait(30)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(30)
+    try:
+        with pytest.raises(memory_only.WouldWait, match="flush"):
+            _in_memory(reader, 5)
+    finally:
+        release.set()
+        holder.join(30)
+    assert _in_memory(reader, 5) == [{"val": "v5"}]
+
+    # rows written since: first cast on a statement thread, then read in memory
+    reader.cursor().execute("INSERT INTO kv VALUES (5, 'again')")
+    with pytest.raises(memory_only.WouldWait, match="memtable rows"):
+        _in_memory(reader, 5)
+    reader.cursor().execute(POINT, (5,))
+    assert sorted(r["val"] for r in _in_memory(reader, 5)) == ["again", "v5"]
+    monkeypatch.setattr(key_lookup, "MEMORY_ONLY_ROWS", 0)  # a memtable too large
+    with pytest.raises(memory_only.WouldWait, match="large memtable"):
+        _in_memory(reader, 5)
+    monkeypatch.undo()
+
+    # another engine commits: the table must be loaded again
+    writer.cursor().execute("INSERT INTO kv VALUES (7, 'seven')")
+    writer.flush()
+    with pytest.raises(memory_only.WouldWait, match="metadata"):
+        _in_memory(reader, 7)
+    _warm(reader)
+    assert sorted(r["val"] for r in _in_memory(reader, 7)) == ["seven", "v7"]
+    writer.close()
+    reader.close()
+
+
+def test_outside_only_nothing_changes(tmp_path):
+    """The checks are silent where waiting is allowed: a cold engine answers as usual."""
+    warehouse = str(tmp_path / "wh")
+    writer = omnilake.connect(warehouse)
+    _fill(writer, 100)
+    writer.close()
+    reader = omnilake.connect(warehouse)
+    cur = reader.cursor()
+    cur.execute(POINT, (42,))
+    assert cur.fetchall() == [("v42",)]
+    assert not memory_only.active()
+    reader.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    with in_process_server(str(tmp_path / "wh")) as srv:
+        yield srv
+
+
+def test_prepared_lookups_are_answered_on_the_loop_once_in_memory(server):
+    with psycopg.connect(server.conninfo, autocommit=True) as c:
+        c.execute("CREATE TABLE kv (id BIGINT, val TEXT)")
+        with c.cursor().copy("COPY kv FROM STDIN") as copy:
+            copy.write("".join(f"{i}\tv{i}\n" for i in range(20_000)))
+        server.engine.writer.flush("public", "kv")
+        for _ in range(2):
+            c.execute("SELECT * FROM kv").fetchall()
+        for key in range(5):  # the first ones cache what the lookup reads
+            assert c.execute(POINT, (key,), prepare=True).fetchall() == [(f"v{key}",)]
+        trips = len(server.trips)
+        for key in [7, 19_999, 20_000, -1, 123]:
+            expected = [] if key in (20_000, -1) else [(f"v{key}",)]
+            assert c.execute(POINT, (key,), prepare=True).fetchall() == expected
+        assert len(server.trips) == trips  # no statement thread needed
+        c.execute("INSERT INTO kv VALUES (7, 'again')")
+        trips = len(server.trips)
+        assert sorted(c.execute(POINT, (7,), prepare=True).fetchall()) == [("again",), ("v7",)]
+        assert len(server.trips) == trips + 1  # the new rows are cast on a statement thread
+        assert sorted(c.execute(POINT, (7,), prepare=True).fetchall()) == [("again",), ("v7",)]
+        assert len(server.trips) == trips + 1
+
+
+def test_a_lookup_that_would_wait_for_a_flush_leaves_the_loop_to_others(server):
+    """While a flush holds the table's memtable lock, a lookup goes to a statement thread and
+    waits there; another client's statements are answered meanwhile."""
+    with psycopg.connect(server.conninfo, autocommit=True) as c:
+        c.execute("CREATE TABLE kv (id BIGINT, val TEXT)")
+        c.execute("INSERT INTO kv VALUES (1, 'one')")
+        for _ in range(3):
+            assert c.execute(POINT, (1,), prepare=True).fetchall() == [("one",)]
+        lock = server.engine.writer.memtable.lock("public.kv")
+        answers = []
+        with lock:
+            waiting = threading.Thread(
+                target=lambda: answers.append(c.execute(POINT, (1,), prepare=True).fetchall()))
+            waiting.start()
+            with psycopg.connect(server.conninfo, autocommit=True, connect_timeout=10) as other:
+                started = time.monotonic()
+                assert other.execute("SELECT 2").fetchall() == [(2,)]
+            assert time.monotonic() - started < 10
+            assert answers == []  # still waiting for the lock
+        waiting.join(30)
+        assert answers == [[("one",)]]
