@@ -15,6 +15,7 @@ from sqlglot import exp
 from omnilake import errors as E
 from omnilake.catalog.types import OIDS, SqlType, from_sqlglot
 from omnilake.engine.params import placeholders
+from omnilake.engine.walk import nodes
 from omnilake.engine.tables import ident, load, split_name
 
 if TYPE_CHECKING:
@@ -26,11 +27,12 @@ _COMPARISONS = (exp.Binary, exp.Like, exp.ILike)
 
 def parameter_types(session: "Session", tree: exp.Expression) -> list[SqlType | None]:
     """The type of each `$n` (index n-1); None where nothing pins it down (sent as text)."""
-    found = placeholders(tree)
+    every = nodes(tree)  # one walk for the placeholders and the tables
+    found = [n for n in every if isinstance(n, (exp.Placeholder, exp.Parameter))]
     numbers = [_number(p) for p in found]
     if not found or any(n is None for n in numbers):
         return []
-    columns = _columns_in_scope(session, tree)
+    columns = _columns_in_scope(session, [n for n in every if isinstance(n, exp.Table)])
     types: list[SqlType | None] = [None] * max(numbers)
     for node, number in zip(found, numbers):
         if types[number - 1] is None:
@@ -43,20 +45,19 @@ def _number(node: exp.Expression) -> int | None:
     return int(name) if name.isdigit() else None
 
 
-def _columns_in_scope(session: "Session", tree: exp.Expression) -> dict[str | None, dict[str, SqlType]]:
-    """alias or table name -> column -> SQL type, for the stored tables the statement names;
-    key None holds every column (for unqualified names)."""
+def _columns_in_scope(session: "Session", tables: list[exp.Table]) -> dict[str | None, dict[str, SqlType]]:
+    """alias or table name -> column -> SQL type, for the stored tables the statement names
+    (`tables`: its Table nodes); key None holds every column (for unqualified names)."""
     scope: dict[str | None, dict[str, SqlType]] = {None: {}}
-    for node in tree.find_all(exp.Table):
+    for node in tables:
         if not isinstance(node.this, exp.Identifier):
             continue
         try:
             namespace, name = split_name(node, session.schema)
-            if name in session.registered or not session.engine.warehouse.catalog.table_exists(
-                    (namespace, name)):
+            if name in session.registered:
                 continue
             ref = load(session.engine, namespace, name)
-        except E.Error:
+        except E.Error:  # no such table (or not a stored one: pg_catalog, a view)
             continue
         types = {c.name: c.sql_type for c in ref.columns()}
         scope[name] = types

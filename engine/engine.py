@@ -176,6 +176,11 @@ class Session:
             total += max(self.execute(sql, params)[-1].rowcount, 0)
         return Result(status="EXECUTEMANY", rowcount=total)
 
+    def planned_lookup(self, sql: str):
+        """plan_lookup() of a statement text, kept per text (one Lookup object per text, so
+        what it reads from a table is worked out once: key_lookup._Layouts)."""
+        return _lookup_of(sql, self.dialect)
+
     def lookup(self, lookup, values) -> Result | None:
         """Run a statement planned from its text (`plan_lookup`) with `values` for its
         parameters under the transaction rules, as run() would run the statement; None where

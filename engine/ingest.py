@@ -20,6 +20,7 @@ import pyarrow as pa
 from omnilake import errors as E
 from omnilake.catalog.table_options import TimeSeriesOptions
 from omnilake.catalog.types import SqlType
+from omnilake.engine.tables import table_exists
 
 if TYPE_CHECKING:
     from omnilake.engine.engine import Session
@@ -91,7 +92,7 @@ def write_measurements(session: "Session", namespace: str, tables: dict[str, pa.
     `kinds`: measurement -> field -> float|integer|unsigned|boolean|string; `lines`: where each
     field first appeared, for error messages."""
     # an existing table implies its schema: the catalog is asked only on a first write
-    if not all(_exists(session, namespace, name) for name in tables) and \
+    if not all(table_exists(session.engine, namespace, name) for name in tables) and \
             (namespace,) not in session.engine.warehouse.catalog.list_namespaces():
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(namespace)}")
     for attempt in range(ATTEMPTS):
@@ -140,16 +141,6 @@ def _log(session: "Session", prepared: list) -> list[str]:
     return session.engine.writer.write_all(tx.parts(), flush=False)
 
 
-def _exists(session: "Session", namespace: str, name: str) -> bool:
-    """Whether the table exists: the catalog row (~20 us on SQLite) instead of pyiceberg's
-    table_exists, which loads the table's metadata (milliseconds, every batch). None means
-    missing or not answerable that way, so the catalog is asked then."""
-    warehouse = session.engine.warehouse
-    if warehouse.metadata_location(namespace, name) is not None:
-        return True
-    return warehouse.catalog.table_exists((namespace, name))
-
-
 def _prepare_unchanged(session: "Session", namespace: str, tables: dict[str, pa.Table],
                        kinds: dict[str, dict[str, str]], lines) -> list | None:
     """(table, rows, its metadata location) ready to insert, when every table exists with
@@ -158,7 +149,7 @@ def _prepare_unchanged(session: "Session", namespace: str, tables: dict[str, pa.
     prepared = []
     for name, rows in tables.items():
         fields = kinds.get(name, {})
-        if not _exists(session, namespace, name):
+        if not table_exists(session.engine, namespace, name):
             return None
         ref = load(session.engine, namespace, name)
         tags = [c for c in rows.column_names if c != TIME and c not in fields]
@@ -180,7 +171,7 @@ def _prepare(session: "Session", namespace: str, tables: dict[str, pa.Table],
         for name, rows in tables.items():
             fields = kinds.get(name, {})
             tags = [c for c in rows.column_names if c != TIME and c not in fields]
-            if not _exists(session, namespace, name):
+            if not table_exists(session.engine, namespace, name):
                 columns = [(TIME, SqlType("timestamptz"), True)]
                 columns += [(t, SqlType("text"), False) for t in tags]
                 columns += [(f, SqlType(COLUMN_TYPES[k]), False) for f, k in fields.items()]

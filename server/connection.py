@@ -26,7 +26,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from omnilake import errors as E
-from omnilake.engine.engine import Result, Session, plan_lookup
+from omnilake.engine.engine import Result, Session
 from omnilake.engine.blobs import for_client
 from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
@@ -56,7 +56,7 @@ class Prepared:
     known: KnownQuery | None = None
     small: bool = False  # its result fits one chunk whatever the data: run, not streamed
     constant: bool = False  # its result depends on its text alone (constant_results)
-    lookup: object = None  # engine.plan_lookup(): run with each Bind's values, unbound
+    lookup: object = None  # Session.planned_lookup(): run with each Bind's values, unbound
 
 
 @dataclass
@@ -541,7 +541,7 @@ class Connection:
             oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
         return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS),
                         constant=is_constant(tree),
-                        lookup=plan_lookup(tree) if tree is not None else None)
+                        lookup=self.session.planned_lookup(text) if tree is not None else None)
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)
