@@ -153,6 +153,10 @@ def _measure(conninfo: str, seconds: float, rows: int, vectors: bool) -> dict[st
         out["point query by key (prepared)"] = _rate(
             lambda: c.execute("SELECT val FROM kv WHERE id = %s", (int(next(keys)),), prepare=True).fetchall(),
             seconds)
+        # Parse, Bind, Execute each time: psycopg's first executions of a text, node-postgres
+        out["point query by key (unnamed statement)"] = _rate(
+            lambda: c.execute("SELECT val FROM kv WHERE id = %s", (int(next(keys)),), prepare=False).fetchall(),
+            seconds)
         if vectors:
             query = "[" + ",".join(f"{x:.4f}" for x in rng.standard_normal(128)) + "]"
             out["top-10 vector, 10k x 128, exact"] = _rate(
