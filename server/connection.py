@@ -27,6 +27,7 @@ from sqlglot import exp
 
 from omnilake import errors as E
 from omnilake.engine.engine import Result, Session
+from omnilake.engine import key_lookup
 from omnilake.engine.blobs import for_client
 from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
@@ -619,9 +620,11 @@ class Connection:
                 portal.rows = list(reply.rows)
                 portal.description = reply.row_description
                 return
-        if portal.statement.lookup is not None and portal.statement.known is None \
-                and self.session.transaction is None:
-            try:  # answered here when all it reads is in memory (storage/memory_only.py)
+        if isinstance(portal.statement.lookup, key_lookup.Lookup) \
+                and portal.statement.known is None and self.session.transaction is None:
+            # A key lookup (not a vector search: its work grows with the table) is answered
+            # here when all it reads is in memory (storage/memory_only.py).
+            try:
                 with memory_only.only():
                     found = self._run_portal(portal, here=True)
             except memory_only.WouldWait:

@@ -165,3 +165,18 @@ def test_a_lookup_that_would_wait_for_a_flush_leaves_the_loop_to_others(server):
             assert answers == []  # still waiting for the lock
         waiting.join(30)
         assert answers == [[("one",)]]
+
+
+def test_a_prepared_vector_search_still_runs_on_a_statement_thread(server):
+    """A search planned from its text is not a key lookup: its work grows with the table, so
+    it never runs on the event loop."""
+    with psycopg.connect(server.conninfo, autocommit=True) as c:
+        c.execute("CREATE TABLE emb (id BIGINT, v VECTOR(3))")
+        c.execute("INSERT INTO emb VALUES (1, '[1,0,0]'), (2, '[0,1,0]'), (3, '[0,0,1]')")
+        search = "SELECT id FROM emb ORDER BY v <-> %s::vector LIMIT 2"
+        for _ in range(3):
+            c.execute(search, ("[0,1,0.1]",), prepare=True).fetchall()
+        trips = len(server.trips)
+        for _ in range(3):
+            assert c.execute(search, ("[0,1,0.1]",), prepare=True).fetchall() == [(2,), (3,)]
+        assert len(server.trips) == trips + 3
