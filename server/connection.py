@@ -86,6 +86,7 @@ class Portal:
 
 
 CHUNK_ROWS = 8192  # rows encoded per trip to the pool while a result streams out
+MAX_PARSED_LOOKUPS = 64  # key lookup texts a connection parses again on the event loop
 FLUSH_BYTES = 1 << 16  # held replies are written once they pass this size
 
 
@@ -164,6 +165,7 @@ class Connection:
     session: Session | None = None
     statements: dict[str, Prepared] = field(default_factory=dict)
     portals: dict[str, Portal] = field(default_factory=dict)
+    parsed_lookups: dict[str, Prepared] = field(default_factory=dict)  # by text (_reparse)
     running: asyncio.Future | None = None
     canceled: bool = False
     messages: M.MessageReader | None = None  # after startup
@@ -494,6 +496,7 @@ class Connection:
         if result.status in ("DEALLOCATE ALL", "DISCARD ALL"):
             self.statements.clear()
             self.portals.clear()
+            self.parsed_lookups.clear()
         if result.status not in ("SET", "RESET", "DISCARD ALL"):
             return b""
         out = []
@@ -526,7 +529,11 @@ class Connection:
         elif constant is not None:  # no trip to the pool: parsed and without parameters
             self.statements[name] = Prepared(constant, [], text, small=True, constant=True)
         else:
-            self.statements[name] = await self._run(self._prepare, text, oids)
+            prepared = self._reparse(text, oids)
+            if prepared is None:
+                prepared = await self._run(self._prepare, text, oids)
+                self._remember_lookup(prepared)
+            self.statements[name] = prepared
         self._queue(M.PARSE_COMPLETE)
 
     def _prepare(self, text: str, oids: list[int]) -> Prepared:
@@ -536,13 +543,39 @@ class Connection:
             raise E.SyntaxError("cannot insert multiple commands into a prepared statement")
         tree = trees[0] if trees else None
         if tree is not None:
-            from omnilake.engine.describe import parameter_types
-            inferred = parameter_types(self.session, tree)
-            oids = oids + [0] * (len(inferred) - len(oids))
-            oids = [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
+            oids = self._parameter_oids(tree, oids)
         return Prepared(tree, oids, text, small=bounded(tree, CHUNK_ROWS),
                         constant=is_constant(tree),
                         lookup=self.session.planned_lookup(text) if tree is not None else None)
+
+    def _parameter_oids(self, tree: exp.Expression, declared: list[int]) -> list[int]:
+        """The type of each parameter: as the client declared it, else as inferred."""
+        from omnilake.engine.describe import parameter_types
+        inferred = parameter_types(self.session, tree)
+        oids = declared + [0] * (len(inferred) - len(declared))
+        return [oid or (t.oid if t is not None else TEXT) for oid, t in zip(oids, inferred)]
+
+    def _remember_lookup(self, prepared: Prepared) -> None:
+        if isinstance(prepared.lookup, key_lookup.Lookup):
+            self.parsed_lookups.pop(prepared.text, None)
+            self.parsed_lookups[prepared.text] = prepared
+            if len(self.parsed_lookups) > MAX_PARSED_LOOKUPS:
+                self.parsed_lookups.pop(next(iter(self.parsed_lookups)))
+
+    def _reparse(self, text: str, oids: list[int]) -> Prepared | None:
+        """A key lookup this connection parsed before, parsed again on the event loop (an
+        unnamed statement is parsed at every execution: psycopg's first executions of a
+        text, node-postgres always): its tree and plan reused, its parameter types inferred
+        again where the table is in memory (storage/memory_only.py); else None."""
+        before = self.parsed_lookups.get(text)
+        if before is None:
+            return None
+        try:
+            with memory_only.only():
+                param_oids = self._parameter_oids(before.tree, oids)
+        except memory_only.WouldWait:
+            return None
+        return Prepared(before.tree, param_oids, text, small=before.small, lookup=before.lookup)
 
     async def _bind(self, body: bytes) -> None:
         r = M.Reader(body)

@@ -6,6 +6,7 @@ instead, so the statement goes to a statement thread. The answers are the same e
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 
@@ -19,6 +20,7 @@ from omnilake.storage import memory_only
 
 psycopg = pytest.importorskip("psycopg")
 
+from wire_messages import connect, message, parse, read_messages, rows  # noqa: E402
 from wire_server import in_process_server  # noqa: E402
 
 POINT = "SELECT val FROM kv WHERE id = %s"
@@ -180,3 +182,40 @@ def test_a_prepared_vector_search_still_runs_on_a_statement_thread(server):
         for _ in range(3):
             assert c.execute(search, ("[0,1,0.1]",), prepare=True).fetchall() == [(2,), (3,)]
         assert len(server.trips) == trips + 3
+
+
+def _parameter_oids(sock, sql: bytes) -> tuple:
+    """Parse `sql` unnamed and Describe it: its parameters' type OIDs."""
+    sock.sendall(parse(b"", sql) + message(b"D", b"S\0") + message(b"S", b""))
+    body = next(body for kind, body in read_messages(sock) if kind == b"t")
+    count = struct.unpack("!h", body[:2])[0]
+    return struct.unpack(f"!{count}I", body[2:])
+
+
+def test_unnamed_lookups_are_parsed_again_on_the_loop_with_their_types_inferred_again(server):
+    """An unnamed statement is parsed at each execution (psycopg's first executions of a
+    text, node-postgres always). A key lookup parsed before is parsed again on the event loop,
+    its parameter types inferred again from the table as it is now."""
+    with psycopg.connect(server.conninfo, autocommit=True) as c:
+        c.execute("CREATE TABLE kv (id BIGINT, val TEXT)")
+        c.execute("INSERT INTO kv VALUES (1, 'one'), (2, 'two')")
+        for key in (1, 2, 1):  # the first parse and the first lookups on a statement thread
+            c.execute(POINT, (key,), prepare=False).fetchall()
+        trips = len(server.trips)
+        for key, expected in [(1, [("one",)]), (2, [("two",)]), (3, [])]:
+            assert c.execute(POINT, (key,), prepare=False).fetchall() == expected
+        assert len(server.trips) == trips  # Parse and lookup, both on the loop
+    sock = connect(server)
+    dollar = b"SELECT val FROM kv WHERE id = $1"
+    assert _parameter_oids(sock, dollar) == (20,)  # bigint
+    assert _parameter_oids(sock, dollar) == (20,)  # (parsed again on the loop)
+    with psycopg.connect(server.conninfo, autocommit=True) as c:
+        c.execute("DROP TABLE kv")
+        c.execute("CREATE TABLE kv (id TEXT, val TEXT)")
+        c.execute("INSERT INTO kv VALUES ('a', 'text key')")
+    assert _parameter_oids(sock, dollar) == (25,)  # text now
+    assert _parameter_oids(sock, dollar) == (25,)
+    sock.sendall(parse(b"", dollar) + message(b"B", b"\0\0\0\0\0\1\0\0\0\1a\0\0")
+                 + message(b"E", b"\0\0\0\0\0") + message(b"S", b""))
+    assert rows(read_messages(sock)) == [[b"text key"]]
+    sock.close()
