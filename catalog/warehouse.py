@@ -118,6 +118,8 @@ class Warehouse:
                     "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = :c "
                     "AND table_namespace = :ns AND table_name = :t"),
                     {"c": CATALOG_NAME, "ns": namespace, "t": name}).first()
+        except memory_only.WouldWait:
+            raise
         except Exception as exc:  # SQLAlchemy: database locked, unreachable, ...
             raise OperationalError(f"cannot read the catalog: {exc}".split("\n")[0],
                                    hint="another process may hold the catalog locked; retry") from exc
@@ -126,16 +128,27 @@ class Warehouse:
     def _sqlite_metadata_location(self, database: str, namespace: str, name: str) -> str | None:
         """The same query on a plain sqlite3 connection kept per thread: ~20 us where a
         SQLAlchemy round trip costs ~1 ms, and every statement asks once per table. Outside a
-        transaction each SELECT sees the latest commit of any process."""
-        connection = getattr(self._readers, "connection", None)
+        transaction each SELECT sees the latest commit of any process. Where the caller may
+        not wait (storage/memory_only.py), a catalog locked by a writer raises WouldWait at
+        once, where others wait up to 30 s for the lock."""
+        wait = not memory_only.active()
+        kind = "connection" if wait else "connection_no_wait"
+        connection = getattr(self._readers, kind, None)
         if connection is None:
-            connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30,
-                                         isolation_level=None, check_same_thread=False)
-            self._readers.connection = connection
+            connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True,
+                                         timeout=30 if wait else 0, isolation_level=None,
+                                         check_same_thread=False)
+            setattr(self._readers, kind, connection)
             self._opened_readers.append(connection)  # closed by close(), from any thread
-        row = connection.execute(
-            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? "
-            "AND table_namespace = ? AND table_name = ?", (CATALOG_NAME, namespace, name)).fetchone()
+        try:
+            row = connection.execute(
+                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? "
+                "AND table_namespace = ? AND table_name = ?",
+                (CATALOG_NAME, namespace, name)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if not wait and "locked" in str(exc):
+                raise memory_only.WouldWait("the catalog, locked by a writer") from exc
+            raise
         return row[0] if row else None
 
     def table_location(self, namespace: str, name: str) -> str:

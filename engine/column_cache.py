@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from datafusion import DataFrame, SessionContext
 
 from omnilake.engine.zone_maps import ChunkFilter, ChunkMetrics, add_column
+from omnilake.storage import memory_only
 
 CHUNK_ROWS = 1 << 16  # rows per batch handed to DataFusion, and per zone of min/max bounds
 SEEN_FILES = 100_000  # files remembered as scanned once (for admission)
@@ -208,6 +209,7 @@ class ColumnCache:
         range (min > max). Kept with the file."""
         found = entry.ranges.get(key)
         if found is None:
+            memory_only.check(False, "a file's batch bounds")  # (grows with the file)
             bounds = [pc.min_max(chunk) for chunk in entry.columns[key]]
             low = np.array([b["min"].as_py() if b["min"].is_valid else 1 for b in bounds],
                            dtype=np.int64)

@@ -104,6 +104,7 @@ class PlanCache:
             # Pruned in memory from the snapshot's cached file list: a point lookup with a new
             # value each time would otherwise read the manifests again (~5 ms a statement).
             every, total = self.plan(table, snapshot_id, AlwaysTrue())
+            memory_only.check(len(every) <= memory_only.MAX_FILES, "pruning many data files")
             result = (_prune(table, every, row_filter), total)
         with self._lock:
             self._plans[key] = result

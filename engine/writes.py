@@ -264,7 +264,7 @@ class Writer:
         """Hold off flushes of a table while a reader pins its snapshot and pending rows."""
         lock = self.memtable.lock(table_key(namespace, name))
         if not lock.acquire(blocking=not memory_only.active()):
-            raise memory_only.WouldWait("a table's memtable, held by a flush")
+            raise memory_only.WouldWait("a table's memtable lock, held by a writer or a flush")
         try:
             yield lambda: self.memtable.rows(table_key(namespace, name))
         finally:

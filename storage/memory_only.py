@@ -20,14 +20,20 @@ class WouldWait(Exception):
     """Raised inside only() by a step that would wait or do unbounded work."""
 
 
+# Bounds on work that grows with the data, inside only()
+MAX_ROWS = 65536  # rows compared one by one (a key lookup's unindexed batches, memtable)
+MAX_FILES = 64    # data files looked at
+
+
 @contextmanager
 def only():
     """This thread's statements may not wait until the block ends."""
+    before = getattr(_state, "on", False)
     _state.on = True
     try:
         yield
     finally:
-        _state.on = False
+        _state.on = before
 
 
 def active() -> bool:

@@ -6,6 +6,7 @@ instead, so the statement goes to a statement thread. The answers are the same e
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 import threading
 import time
@@ -14,7 +15,6 @@ import pyarrow as pa
 import pytest
 
 import omnilake
-from omnilake.engine import key_lookup
 from omnilake.engine.engine import plan_lookup
 from omnilake.storage import memory_only
 
@@ -74,7 +74,7 @@ def test_a_lookup_in_memory_answers_and_each_step_that_would_wait_says_so(tmp_pa
     holder.start()
     assert held.wait(30)
     try:
-        with pytest.raises(memory_only.WouldWait, match="flush"):
+        with pytest.raises(memory_only.WouldWait, match="memtable lock"):
             _in_memory(reader, 5)
     finally:
         release.set()
@@ -87,7 +87,7 @@ def test_a_lookup_in_memory_answers_and_each_step_that_would_wait_says_so(tmp_pa
         _in_memory(reader, 5)
     reader.cursor().execute(POINT, (5,))
     assert sorted(r["val"] for r in _in_memory(reader, 5)) == ["again", "v5"]
-    monkeypatch.setattr(key_lookup, "MEMORY_ONLY_ROWS", 0)  # a memtable too large
+    monkeypatch.setattr(memory_only, "MAX_ROWS", 0)  # a memtable too large
     with pytest.raises(memory_only.WouldWait, match="large memtable"):
         _in_memory(reader, 5)
     monkeypatch.undo()
@@ -98,9 +98,55 @@ def test_a_lookup_in_memory_answers_and_each_step_that_would_wait_says_so(tmp_pa
     with pytest.raises(memory_only.WouldWait, match="metadata"):
         _in_memory(reader, 7)
     _warm(reader)
+    reader.cursor().execute(POINT, (7,))  # (the new file's batch bounds)
     assert sorted(r["val"] for r in _in_memory(reader, 7)) == ["seven", "v7"]
     writer.close()
     reader.close()
+
+
+def test_a_locked_catalog_many_files_and_new_batch_bounds_would_wait(tmp_path, monkeypatch):
+    warehouse = str(tmp_path / "wh")
+    writer = omnilake.connect(warehouse)
+    _fill(writer)
+    reader = omnilake.connect(warehouse)
+    for _ in range(2):
+        reader.cursor().execute("SELECT * FROM kv")  # loaded and cached, no lookup yet
+    with pytest.raises(memory_only.WouldWait, match="batch bounds"):
+        _in_memory(reader, 5)  # min/max of every batch: worked out once, off the loop
+    reader.cursor().execute(POINT, (5,))
+    assert _in_memory(reader, 5) == [{"val": "v5"}]
+    monkeypatch.setattr(memory_only, "MAX_FILES", 0)
+    with pytest.raises(memory_only.WouldWait, match="many data files"):
+        _in_memory(reader, 5)
+    monkeypatch.undo()
+
+    # a writer holding the catalog locked (rollback journal): no wait for the lock
+    catalog = reader.session.engine.warehouse.catalog.engine.url.database
+    locker = sqlite3.connect(catalog, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(memory_only.WouldWait, match="locked"):
+            _in_memory(reader, 5)
+        assert time.monotonic() - started < 5  # (others wait up to 30 s)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert _in_memory(reader, 5) == [{"val": "v5"}]
+    writer.close()
+    reader.close()
+
+
+def test_only_nests():
+    assert not memory_only.active()
+    with memory_only.only():
+        with memory_only.only():
+            assert memory_only.active()
+        assert memory_only.active()
+        with pytest.raises(memory_only.WouldWait, match="x"):
+            memory_only.check(False, "x")
+    assert not memory_only.active()
+    memory_only.check(False, "outside only(): nothing raised")
 
 
 def test_outside_only_nothing_changes(tmp_path):
