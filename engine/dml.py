@@ -57,8 +57,9 @@ def insert(session: "Session", tree: exp.Insert) -> "Result":
         if any(isinstance(v, exp.Var) and v.name.upper() == "DEFAULT" for v in source.find_all(exp.Var)):
             raise E.NotSupportedError("DEFAULT values are not supported yet")
         rows = literal_rows(source)  # plain literals need no query engine
-        source = exp.select("*").from_(exp.Subquery(this=source, alias=exp.TableAlias(
-            this=exp.to_identifier("__ol_values"))))
+        if rows is None:
+            source = exp.select("*").from_(exp.Subquery(this=source, alias=exp.TableAlias(
+                this=exp.to_identifier("__ol_values"))))
     if rows is None:
         rows = _query_rows(session, source)
     rows = normalise_input(rows)

@@ -159,6 +159,10 @@ class Session:
         trees = self.parse(sql)
         if params is not None and len(trees) > 1:
             raise E.ProgrammingError("parameters can only be used with a single statement")
+        if params is not None and len(trees) == 1:
+            result = self.insert_row(trees[0], params)
+            if result is not None:
+                return [result]
         results = []
         for tree in trees:
             results.append(self.run(bind_params(tree, params) if params is not None or
@@ -175,6 +179,14 @@ class Session:
         for params in seq:
             total += max(self.execute(sql, params)[-1].rowcount, 0)
         return Result(status="EXECUTEMANY", rowcount=total)
+
+    def insert_row(self, tree: exp.Expression, params) -> Result | None:
+        """An INSERT ... VALUES of placeholders only (dml.batchable) with one parameter set,
+        written as executemany writes its batch: no binding, rewriting or parsing of
+        literals. None for any other statement. `tree` is spent."""
+        if not dml.batchable(tree):
+            return None
+        return self.run(tree, lambda tree: dml.insert_many(self, tree, [params]))
 
     def planned_lookup(self, sql: str):
         """plan_lookup() of a statement text, kept per text (one Lookup object per text, so

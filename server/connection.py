@@ -693,6 +693,8 @@ class Connection:
                 # a GROUP BY kept prepared by its text (engine/small_aggregate.TextPlans)
                 result = self.session.run_kept(portal.statement.text,
                                                stream=not portal.statement.small)
+            if result is None and portal.values:
+                result = self.session.insert_row(portal.tree.copy(), portal.values)
             result = self._start(portal.bound(), portal.statement.small) if result is None \
                 else for_client(result, self.session.engine.blobs)
         portal.prefix = self._after(result)  # ParameterStatus messages, sent before the rows

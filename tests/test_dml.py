@@ -270,3 +270,44 @@ def test_time_columns_take_text_as_postgresql_does(cur):
     assert err.value.sqlstate == "22007"
     cur.execute("SELECT count(*) FROM clock")
     assert cur.fetchall() == [(4,)]  # the failed INSERT wrote nothing
+
+
+def test_a_placeholder_insert_stores_what_a_bound_insert_stores(cur, monkeypatch):
+    """A single INSERT ... VALUES of placeholders is written as executemany writes its batch
+    (Session.insert_row: no binding or literal parsing); every type lands as the general
+    path (parameters bound into the tree as literals) stores it, and bad values fail alike."""
+    import uuid
+    from omnilake.engine import engine as engine_module
+    cur.execute("CREATE TABLE every (i BIGINT, s SMALLINT, f DOUBLE PRECISION, n NUMERIC(10,2), "
+                "t TEXT, b BYTEA, flag BOOLEAN, d DATE, ts TIMESTAMP, tz TIMESTAMPTZ, u UUID, "
+                "js JSON, v VECTOR(3))")
+    values = [
+        (1, 2, 1.5, Decimal("12.50"), "it's", b"\x00\xff", True, dt.date(2024, 2, 29),
+         dt.datetime(2024, 1, 1, 12, 30, 15, 123456),
+         dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone.utc), uuid.UUID(int=5), {"a": [1]},
+         [1.0, 2.0, 3.0]),
+        (2, None, float("inf"), None, None, None, None, None, None, None, None, None, None),
+        (3, -7, 0, 3, "7", b"", False, "2024-03-01", "2024-03-01 10:00:00",
+         "2024-03-01 10:00:00+02", str(uuid.UUID(int=6)), '{"b": 2}', "[0.5, 0, -1]"),
+    ]
+    insert = "INSERT INTO every VALUES (" + ", ".join(["%s"] * 13) + ")"
+    for row in values:
+        cur.execute(insert, row)
+    fast = rows(cur, "SELECT * FROM every ORDER BY i")
+    cur.execute("DELETE FROM every")
+    monkeypatch.setattr(engine_module.Session, "insert_row", lambda self, tree, params: None)
+    for row in values:
+        cur.execute(insert, row)
+    assert rows(cur, "SELECT * FROM every ORDER BY i") == fast
+    monkeypatch.undo()
+    for bad in [(1, 100000) + values[0][2:], ("x",) + values[0][1:], values[0][:12] + ([1, 2],)]:
+        with pytest.raises(E.Error) as fast_error:
+            cur.execute(insert, bad)
+        monkeypatch.setattr(engine_module.Session, "insert_row", lambda self, tree, params: None)
+        with pytest.raises(E.Error) as general_error:
+            cur.execute(insert, bad)
+        monkeypatch.undo()
+        assert fast_error.value.sqlstate == general_error.value.sqlstate, bad
+    with pytest.raises(E.ProgrammingError):
+        cur.execute(insert, values[0][:12])  # a parameter short
+    assert len(rows(cur, "SELECT i FROM every")) == 3
