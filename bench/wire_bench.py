@@ -163,6 +163,10 @@ def _measure(conninfo: str, seconds: float, rows: int, vectors: bool) -> dict[st
                 lambda: c.execute("SELECT id FROM emb ORDER BY v <-> %s::vector LIMIT 10", (query,),
                                   prepare=True).fetchall(), seconds)
         c.execute("CREATE TABLE IF NOT EXISTS copy_target (id BIGINT, val TEXT, score DOUBLE PRECISION)")
+        counter = iter(range(10_000_000))
+        out["INSERT one row (prepared, autocommit)"] = _rate(
+            lambda: c.execute("INSERT INTO copy_target VALUES (%s, %s, %s)",
+                              (i := next(counter), f"row-{i}", i * 0.5), prepare=True), seconds)
         payload = "".join(f"{i}\tname-{i}\t{i * 0.5}\n" for i in range(200_000)).encode()
         start = time.perf_counter()
         with c.cursor().copy("COPY copy_target FROM STDIN") as copy:
