@@ -559,7 +559,7 @@ def normalise_output(table: pa.Table, renames: dict[str, str] | None = None,
 
 
 def output_field(f: pa.Field, renames: dict[str, str] | None,
-                  declared: dict[str, str] | None) -> pa.Field:
+                 declared: dict[str, str] | None) -> pa.Field:
     """`f` as normalise_output returns it (`f` itself when nothing changes)."""
     t = f.type
     if pa.types.is_timestamp(t) and t.unit == "ns":

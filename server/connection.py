@@ -2,11 +2,11 @@
 protocols over a private engine session.
 
 Statements run on the server's thread pool (DataFusion releases the GIL), and their rows are
-encoded there too; the loop only moves bytes. The exceptions are answers that cannot wait:
+encoded there too; the loop only moves bytes. The exceptions are answers that need no waiting:
 constant replies kept from before, and a prepared key lookup whose table, files and rows are
 all in memory (storage/memory_only.py), which would spend more time on the trip to a pool
-thread than on the lookup. In the extended
-protocol an error discards messages up to the next Sync, as PostgreSQL does.
+thread than on the lookup. In the extended protocol an error discards messages up to the next
+Sync, as PostgreSQL does.
 
 Replies are held until the client has no further message buffered (or they pass
 FLUSH_BYTES), so a pipelined Bind/Describe/Execute/Sync costs one socket write, and one trip
