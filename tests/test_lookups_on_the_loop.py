@@ -1,8 +1,9 @@
 """Key lookups answered where nothing may wait (storage/memory_only.py): the wire server's
-event loop answers a prepared lookup when its table, files and rows are in memory, and every
-step that would wait (a table not loaded or changed, manifests, a footer, the memtable lock
-held through a flush's commit, memtable rows not yet cast, a large memtable) says so
-instead, so the statement goes to a statement thread. The answers are the same either way."""
+event loop answers a prepared lookup (and parses an unnamed one again) when its table, files
+and rows are in memory, and every step that would wait (a table not loaded or changed, a
+locked catalog, the memtable lock held by a writer or a flush, memtable rows not yet cast, a
+large memtable, many files, batch bounds not worked out yet) says so instead, so the
+statement goes to a statement thread. The answers are the same either way."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pyarrow as pa
 import pytest
 
 import omnilake
-from omnilake.engine.engine import plan_lookup
 from omnilake.storage import memory_only
 
 psycopg = pytest.importorskip("psycopg")
@@ -43,7 +43,7 @@ def _warm(conn) -> None:
 
 def _in_memory(conn, key: int):
     """The lookup's rows where nothing may wait."""
-    lookup = plan_lookup(conn.session.parsed(POINT)[0])
+    lookup = conn.session.planned_lookup(POINT)
     with memory_only.only():
         result = conn.session.lookup(lookup, (key,))
     return result.table.to_pylist()
