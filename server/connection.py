@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from omnilake import errors as E
 from omnilake.engine.engine import Result, Session
-from omnilake.engine import key_lookup
+from omnilake.engine import dml, key_lookup
 from omnilake.engine.blobs import for_client
 from omnilake.engine.params import bind as bind_params
 from omnilake.server import messages as M
@@ -693,7 +693,7 @@ class Connection:
                 # a GROUP BY kept prepared by its text (engine/small_aggregate.TextPlans)
                 result = self.session.run_kept(portal.statement.text,
                                                stream=not portal.statement.small)
-            if result is None and portal.values:
+            if result is None and portal.values and dml.batchable(portal.tree):
                 result = self.session.insert_row(portal.tree.copy(), portal.values)
             result = self._start(portal.bound(), portal.statement.small) if result is None \
                 else for_client(result, self.session.engine.blobs)
